@@ -1,0 +1,57 @@
+"""Shared fixtures: a moto server on 127.0.0.1 (the stand-in for AWS), traces, offline settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from deployments.local_aws import client, moto_server  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+TRACES = REPO.parent / "shared" / "traces"
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> str:
+    """One moto server (EC2, S3, ...) for the test session, on a free port of 127.0.0.1."""
+    with moto_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def aws_env(moto_endpoint, monkeypatch) -> str:
+    """Point boto3 (and subprocesses) at the moto server with dummy credentials."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    return moto_endpoint
+
+
+@pytest.fixture
+def s3(moto_endpoint):
+    return client("s3", moto_endpoint)
+
+
+@pytest.fixture
+def bucket(s3, request) -> str:
+    """A fresh, empty bucket per test."""
+    import uuid
+
+    name = f"test-{uuid.uuid4().hex[:16]}"
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture(scope="session")
+def traces_dir() -> Path:
+    if not TRACES.is_dir():
+        pytest.skip(f"real spot traces not found at {TRACES} (they live in ../shared/traces beside the checkout)")
+    return TRACES

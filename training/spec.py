@@ -1,0 +1,78 @@
+"""TrainingSpec: what the orchestrator writes to jobs/<job_id>/spec.json for the instance.
+
+Lives in training/ so the instance needs no orchestrator code. Never holds a secret.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# Characters allowed in anything that may end up on a shell command line (user-data).
+# No quotes, spaces, `$`, backticks, `;`, `&`, `|`, `<`, `>`, newlines, glob or brace characters.
+SHELL_SAFE = re.compile(r"^[A-Za-z0-9._/:=@+~,-]+$")
+SHELL_SAFE_HINT = "letters, digits and . _ / : = @ + ~ , - (no spaces, quotes, $, `, ;, &, |, <, >, newlines)"
+JOB_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+def check_shell_safe(value: str, field: str) -> str:
+    if not value or not SHELL_SAFE.fullmatch(value):
+        raise ValueError(f"{field} {value!r} may only contain {SHELL_SAFE_HINT}")
+    if ".." in value.split("/"):
+        raise ValueError(f"{field} {value!r} may not contain '..' path segments")
+    return value
+
+
+PositiveSteps = Annotated[int, Field(ge=1, le=10_000_000)]
+
+
+class TrainingSpec(BaseModel):
+    """The instance's whole job description. JSON field names are a contract: keep them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    job_id: str = Field(description="spotshift job id (lowercase letters, digits, '-')")
+    model: str = Field(description="Hugging Face repo id, local directory or s3:// prefix")
+    dataset: str = Field(description=".txt or .jsonl (a `text` field per line), local or s3://")
+    output: str = Field(description="s3://bucket/prefix/ of the job; checkpoints, progress, final")
+    max_steps: PositiveSteps
+    batch_size: int = Field(default=8, ge=1, le=4096)
+    grad_accum: int = Field(default=1, ge=1, le=1024)
+    learning_rate: float = Field(default=5e-4, gt=0, le=1)
+    warmup_steps: int = Field(default=0, ge=0, le=10_000_000)
+    weight_decay: float = Field(default=0.0, ge=0, le=1)
+    seq_len: int = Field(default=128, ge=8, le=131_072)
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    checkpoint_every_steps: int | None = Field(default=50, ge=1, le=10_000_000)
+    checkpoint_every_seconds: float | None = Field(default=None, gt=0)
+    keep_checkpoints: int = Field(default=2, ge=1, le=100)
+    heartbeat_seconds: float = Field(default=2.0, gt=0, le=300)
+    control_poll_seconds: float = Field(default=2.0, gt=0, le=300)
+    imds_endpoint: str | None = Field(
+        default=None,
+        description="IMDSv2 base URL polled for the spot instance-action notice; None = off "
+        "(the EC2 default is http://169.254.169.254)",
+    )
+    instance_id: str | None = Field(default=None, description="reported in progress.json")
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+
+    @field_validator("job_id")
+    @classmethod
+    def _job_id(cls, v: str) -> str:
+        if not JOB_ID.fullmatch(v):
+            raise ValueError("job_id must be 1-63 lowercase letters, digits or '-', starting alphanumeric")
+        return v
+
+    @field_validator("model", "dataset", "output")
+    @classmethod
+    def _shell_safe(cls, v: str, info) -> str:
+        return check_shell_safe(v, info.field_name)
+
+    @field_validator("output")
+    @classmethod
+    def _output(cls, v: str) -> str:
+        if not v.startswith("s3://") and not v.startswith("/"):
+            raise ValueError("output must be an s3://bucket/prefix/ URI or an absolute local path")
+        return v if v.endswith("/") else v + "/"

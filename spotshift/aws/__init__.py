@@ -1,0 +1,1 @@
+"""AWS adapters: thin boto3 calls that take their clients as arguments, with typed errors."""

@@ -1,0 +1,60 @@
+"""UserProxy agent: approves plans and moves within the job's policy, or pauses the flow run
+for a typed answer from the Prefect UI or `spotshift approve` (resume_flow_run)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from prefect import get_run_logger, task
+from prefect.exceptions import FlowPauseTimeout
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
+
+from spotshift.approval import ApprovalRequest, auto_decision
+from spotshift.models import ApprovalDecision, ApprovalPolicy, Decider, utcnow
+
+
+class ApprovalInput(RunInput):
+    """The answer a human types in the Prefect UI (or `spotshift approve <job> [--reject]`)."""
+
+    approved: bool = False
+    comment: str = ""
+
+
+def ask_human(request: ApprovalRequest, timeout_s: float, now: datetime | None = None) -> ApprovalDecision:
+    """Pause the current flow run until a human answers; no answer in time = rejected.
+
+    Must run in the flow (not inside a task): a paused flow run is what the UI shows as waiting.
+    """
+    logger = get_run_logger()
+    logger.info("Waiting up to %.0f s for a human to approve the %s of job %s",
+                timeout_s, request.subject, request.job_id)
+    try:
+        answer = pause_flow_run(
+            wait_for_input=ApprovalInput.with_initial_data(description=request.markdown()),
+            timeout=int(timeout_s),
+            poll_interval=1 if timeout_s < 60 else 10,
+            key=f"approve-{request.subject}-{(now or utcnow()).timestamp():.0f}",
+        )
+    except FlowPauseTimeout:
+        logger.warning("No answer within %.0f s: the %s is not approved", timeout_s, request.subject)
+        return ApprovalDecision(approved=False, decided_by=Decider.TIMEOUT, decided_at=utcnow(),
+                                comment=f"no answer within {timeout_s:.0f} s")
+    return ApprovalDecision(approved=answer.approved, decided_by=Decider.HUMAN, decided_at=utcnow(),
+                            comment=answer.comment)
+
+
+@task(name="user-proxy-policy", task_run_name="policy-{request.subject}-{request.job_id}")
+def policy_decision(policy: ApprovalPolicy, request: ApprovalRequest, now: datetime) -> ApprovalDecision | None:
+    """The approval policy's own answer (None = a human must decide)."""
+    decision = auto_decision(policy, request, now)
+    if decision is not None:
+        get_run_logger().info("%s %s by policy: %s", request.subject,
+                              "approved" if decision.approved else "refused", decision.comment)
+    return decision
+
+
+def approve(policy: ApprovalPolicy, request: ApprovalRequest, now: datetime) -> ApprovalDecision:
+    """The UserProxy: the policy decides where it may, a human otherwise."""
+    decision = policy_decision(policy, request, now)
+    return decision if decision is not None else ask_human(request, policy.timeout_s, now)

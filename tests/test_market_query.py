@@ -1,0 +1,64 @@
+"""OfferQuery validation/filtering and the one dollars-per-work-unit ranking."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from pydantic import ValidationError
+
+from spotshift.catalog import INSTANCE_TYPES
+from spotshift.market.query import OfferQuery
+from spotshift.market.ranking import rank_offers, usd_per_work_unit
+from spotshift.models import InterruptionRisk, JobCreate, Market, Offer
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def offer(instance_type: str, usd: float, zone: str = "us-east-1a", risk: float | None = None,
+          market: Market = Market.SPOT) -> Offer:
+    t = INSTANCE_TYPES[instance_type]
+    return Offer(instance_type=t.name, gpu=t.gpu, gpu_count=t.gpu_count, gpu_memory_gib=t.gpu_memory_gib,
+                 vcpus=t.vcpus, memory_gib=t.memory_gib, region=zone[:-1], zone=zone, market=market,
+                 usd_per_hour=usd, interruption=InterruptionRisk(probability=risk), observed_at=NOW, source="test")
+
+
+def test_ranking_is_by_dollars_per_work_unit_not_dollars_per_hour():
+    v100 = offer("p3.2xlarge", 3.06)           # 1.0 work unit/h -> $3.06 per unit
+    t4 = offer("g4dn.xlarge", 0.526)           # 0.3 -> $1.75 per unit
+    h100x8 = offer("p5.48xlarge", 55.04)       # 40 -> $1.376 per unit
+    assert usd_per_work_unit(t4) == pytest.approx(0.526 / 0.3)
+    assert rank_offers([v100, t4, h100x8]) == [h100x8, t4, v100]
+
+
+def test_ties_prefer_the_lower_known_risk():
+    risky, safe, unknown = (offer("g5.xlarge", 1.0, z, r) for z, r in
+                            (("us-east-1a", 0.25), ("us-east-1b", 0.025), ("us-east-1c", None)))
+    assert rank_offers([unknown, risky, safe]) == [safe, risky, unknown]
+
+
+def test_query_filters_types_by_gpu_and_memory():
+    q = OfferQuery(regions=("us-east-1",), gpus=("A10G", "L4"), min_total_gpu_memory_gib=90)
+    assert {t.name for t in q.instance_types_wanted()} == {
+        "g5.12xlarge", "g5.24xlarge", "g5.48xlarge", "g6.12xlarge", "g6.24xlarge", "g6.48xlarge"}
+    assert q.accepts(offer("g5.12xlarge", 5.0))
+    assert not q.accepts(offer("g5.xlarge", 1.0))
+    assert not q.accepts(offer("g5.12xlarge", 5.0, zone="us-west-2a"))
+    assert not OfferQuery(regions=("us-east-1",), markets=(Market.ON_DEMAND,)).accepts(offer("g5.xlarge", 1.0))
+
+
+def test_bad_query_names_the_field_and_the_choices():
+    with pytest.raises(ValidationError, match="regions: unknown value 'mars-1'. Choose between us-east-1"):
+        OfferQuery(regions=("mars-1",))
+    with pytest.raises(ValidationError, match="gpus: unknown value 'K80'. Choose between T4"):
+        OfferQuery(regions=("us-east-1",), gpus=("K80",))
+    with pytest.raises(ValidationError, match=r"markets.0\n  Input should be 'spot' or 'on_demand'"):
+        OfferQuery(regions=("us-east-1",), markets=("preemptible",))
+
+
+def test_query_for_a_job_and_its_cache_key():
+    job = JobCreate(model="gpt2", dataset="s3://data-bucket/train.txt", max_steps=10, budget_usd=5,
+                    deadline=datetime(2099, 1, 1, tzinfo=UTC), regions=["us-west-2"], gpus=["T4"])
+    q = OfferQuery.for_job(job, min_total_gpu_memory_gib=12)
+    assert q.regions == ("us-west-2",) and q.gpus == ("T4",) and q.min_total_gpu_memory_gib == 12
+    assert q.cache_key() == OfferQuery.for_job(job, 12).cache_key() != OfferQuery.for_job(job, 13).cache_key()

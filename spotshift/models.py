@@ -386,6 +386,8 @@ class Offer(BaseModel):
     market: Market
     usd_per_hour: float = Field(ge=0)
     interruption: InterruptionRisk = Field(default_factory=InterruptionRisk)
+    placement_score: int | None = Field(default=None, ge=1, le=10,
+                                        description="EC2 spot placement score of the zone (1-10), where permitted")
     observed_at: datetime
     source: str = Field(description="where the price came from, e.g. 'ec2:spot-price-history', 'replay'")
 

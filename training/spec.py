@@ -57,6 +57,10 @@ class TrainingSpec(BaseModel):
     )
     instance_id: str | None = Field(default=None, description="reported in progress.json")
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    min_step_seconds: float = Field(
+        default=0.0, ge=0, le=60,
+        description="pace training so each step takes at least this long (demos and tests; 0 = off)",
+    )
 
     @field_validator("job_id")
     @classmethod

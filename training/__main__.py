@@ -1,0 +1,47 @@
+"""Entrypoint: `python -m training --spec <s3://…/spec.json | path>` (console script spotshift-train).
+Exit codes: see training/exitcodes.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from pydantic import ValidationError
+
+from training.exitcodes import EXIT_FAILED
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="spotshift-train", description="Train one spotshift job on this machine.")
+    parser.add_argument("--spec", required=True, help="s3://bucket/jobs/<id>/spec.json or a local path")
+    parser.add_argument("--log-level", default=os.environ.get("SPOTSHIFT_TRAIN_LOG_LEVEL", "INFO"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+    from training.loop import TrainerIO, run_training
+    from training.spec import TrainingSpec
+    from training.stopping import StopFlag, install_sigterm
+    from training.storage import default_s3_client, open_store, read_uri_bytes
+
+    stop = StopFlag()
+    install_sigterm(stop)  # before anything slow, so an early SIGTERM is not lost
+    s3 = default_s3_client() if args.spec.startswith("s3://") else None
+    try:
+        spec = TrainingSpec.model_validate_json(read_uri_bytes(args.spec, s3))
+    except (FileNotFoundError, ValidationError) as exc:
+        logging.getLogger("training").error("cannot read the spec %s: %s", args.spec, exc)
+        return EXIT_FAILED
+    if spec.output.startswith("s3://") or spec.model.startswith("s3://") or spec.dataset.startswith("s3://"):
+        s3 = s3 or default_s3_client()
+    io = TrainerIO(store=open_store(spec.output, s3), s3=s3)
+    return run_training(spec, io, stop).exit_code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,160 @@
+"""Object storage for the trainer: one small interface over an S3 prefix or a local directory."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+class ObjectStore(Protocol):
+    """Keys are relative to the store's root ("checkpoints/step-5/model.safetensors")."""
+
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+    def get_bytes(self, key: str) -> bytes | None: ...
+    def upload_file(self, path: Path, key: str) -> None: ...
+    def download_file(self, key: str, path: Path) -> None: ...
+    def list_keys(self, prefix: str) -> list[str]: ...
+    def delete_keys(self, keys: list[str]) -> None: ...
+    def uri(self, key: str) -> str: ...
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """'s3://bucket/a/b' -> ('bucket', 'a/b'); raises ValueError naming the expected form."""
+    if not uri.startswith("s3://"):
+        raise ValueError(f"expected an s3://bucket/key URI, got {uri!r}")
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    if not bucket:
+        raise ValueError(f"s3 URI {uri!r} has no bucket; expected s3://bucket/key")
+    return bucket, key
+
+
+@dataclass(frozen=True)
+class S3Store:
+    s3: object  # a boto3 S3 client
+    bucket: str
+    prefix: str  # "" or ending in "/"
+
+    @classmethod
+    def from_uri(cls, s3, uri: str) -> "S3Store":
+        bucket, prefix = split_s3_uri(uri)
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        return cls(s3, bucket, prefix)
+
+    def _key(self, key: str) -> str:
+        return self.prefix + key
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self.s3.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def get_bytes(self, key: str) -> bytes | None:
+        try:
+            return self.s3.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except self.s3.exceptions.NoSuchKey:
+            return None
+
+    def upload_file(self, path: Path, key: str) -> None:
+        self.s3.upload_file(str(path), self.bucket, self._key(key))
+
+    def download_file(self, key: str, path: Path) -> None:
+        from botocore.exceptions import ClientError
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.s3.download_file(self.bucket, self._key(key), str(path))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                raise FileNotFoundError(f"no object at {self.uri(key)}") from exc
+            raise
+
+    def list_keys(self, prefix: str) -> list[str]:
+        keys: list[str] = []
+        paginator = self.s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+            keys.extend(obj["Key"][len(self.prefix):] for obj in page.get("Contents", []))
+        return sorted(keys)
+
+    def delete_keys(self, keys: list[str]) -> None:
+        for start in range(0, len(keys), 1000):
+            chunk = [{"Key": self._key(k)} for k in keys[start:start + 1000]]
+            self.s3.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._key(key)}"
+
+
+@dataclass(frozen=True)
+class LocalStore:
+    root: Path
+
+    def _path(self, key: str) -> Path:
+        return self.root / key
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+
+    def get_bytes(self, key: str) -> bytes | None:
+        path = self._path(key)
+        return path.read_bytes() if path.is_file() else None
+
+    def upload_file(self, path: Path, key: str) -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+
+    def download_file(self, key: str, path: Path) -> None:
+        if not self._path(key).is_file():
+            raise FileNotFoundError(f"no file at {self._path(key)}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self._path(key), path)
+
+    def list_keys(self, prefix: str) -> list[str]:
+        base = self._path(prefix)
+        search_root = base if base.is_dir() else base.parent
+        if not search_root.is_dir():
+            return []
+        keys = (p.relative_to(self.root).as_posix() for p in search_root.rglob("*") if p.is_file())
+        return sorted(k for k in keys if k.startswith(prefix))
+
+    def delete_keys(self, keys: list[str]) -> None:
+        for key in keys:
+            self._path(key).unlink(missing_ok=True)
+
+    def uri(self, key: str) -> str:
+        return str(self._path(key))
+
+
+def open_store(uri: str, s3=None) -> ObjectStore:
+    """An S3Store for s3:// URIs (boto3's default client unless one is passed), else a LocalStore."""
+    if uri.startswith("s3://"):
+        if s3 is None:
+            s3 = default_s3_client()
+        return S3Store.from_uri(s3, uri)
+    return LocalStore(Path(uri))
+
+
+def default_s3_client():
+    """boto3's standard configuration: AWS_ENDPOINT_URL, the instance profile, AWS_DEFAULT_REGION."""
+    import boto3
+
+    return boto3.client("s3")
+
+
+def read_uri_bytes(uri: str, s3=None) -> bytes:
+    """Read one object (s3://bucket/key) or local file; raises FileNotFoundError naming the URI."""
+    if uri.startswith("s3://"):
+        bucket, key = split_s3_uri(uri)
+        data = S3Store(s3 or default_s3_client(), bucket, "").get_bytes(key)
+        if data is None:
+            raise FileNotFoundError(f"no object at {uri}")
+        return data
+    path = Path(uri)
+    if not path.is_file():
+        raise FileNotFoundError(f"no file at {uri}")
+    return path.read_bytes()

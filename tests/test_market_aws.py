@@ -1,0 +1,162 @@
+"""AwsMarket against a moto server (types, offerings, spot history) and botocore's Stubber for
+what moto cannot do (placement scores, throttling, access denied)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+
+from deployments.local_aws import client
+from spotshift.aws.errors import PermissionDenied, Throttled
+from spotshift.market.aws import AwsMarket
+from spotshift.market.on_demand_fallback import FALLBACK_SOURCE, fallback_price
+from spotshift.market.query import OfferQuery
+from spotshift.market.ranking import usd_per_work_unit
+from spotshift.market.retry import RetryPolicy, call_aws
+from spotshift.market.source import MarketSource
+from spotshift.market.spot_advisor import RiskTable
+from spotshift.models import Market
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+NO_WAIT = RetryPolicy(max_attempts=3, base_delay_s=0.0)
+
+
+class FixedRisks:
+    """A risk provider with a fixed table (what SpotAdvisor.table returns)."""
+
+    def __init__(self, table: RiskTable):
+        self._table = table
+
+    def table(self, now):
+        return self._table
+
+
+@pytest.fixture
+def moto_market(moto_endpoint):
+    return AwsMarket(lambda service, region: client(service, moto_endpoint, region),
+                     retry=NO_WAIT, placement_scores=False)
+
+
+def test_moto_offers_are_shaped_and_filtered(moto_market):
+    query = OfferQuery(regions=("us-east-1", "eu-west-1"), gpus=("T4", "A10G"), min_total_gpu_memory_gib=20)
+    snap = moto_market.snapshot(query, NOW)
+    assert isinstance(moto_market, MarketSource)
+    assert snap.failed_regions == {} and snap.offers
+    assert {o.gpu for o in snap.offers} <= {"T4", "A10G"}
+    assert all(o.total_gpu_memory_gib >= 20 for o in snap.offers)
+    assert {o.region for o in snap.offers} == {"us-east-1", "eu-west-1"}
+    assert all(o.zone.startswith(o.region) and o.observed_at == NOW for o in snap.offers)
+    spot = [o for o in snap.offers if o.market is Market.SPOT]
+    on_demand = [o for o in snap.offers if o.market is Market.ON_DEMAND]
+    assert spot and all(o.source == "ec2:spot-price-history" for o in spot)
+    # no pricing client: on-demand comes from the dated table and says so
+    assert on_demand and all(o.source == FALLBACK_SOURCE for o in on_demand)
+    g5 = next(o for o in on_demand if o.instance_type == "g5.12xlarge" and o.region == "us-east-1")
+    assert g5.usd_per_hour == fallback_price("us-east-1", "g5.12xlarge") and g5.vcpus == 48
+    ranked = [usd_per_work_unit(o) for o in snap.offers]
+    assert ranked == sorted(ranked)
+    # each (type, zone) the spot history reports appears once, with the spot market
+    assert len({(o.instance_type, o.zone) for o in spot}) == len(spot)
+
+
+def test_types_are_cached_per_region(moto_endpoint):
+    calls: list[str] = []
+
+    def client_for(service, region):
+        c = client(service, moto_endpoint, region)
+        c.meta.events.register("before-call.ec2.DescribeInstanceTypes", lambda **kw: calls.append(region))
+        return c
+
+    market = AwsMarket(client_for, retry=NO_WAIT, placement_scores=False)
+    query = OfferQuery(regions=("us-west-2",), instance_types=("g4dn.xlarge",))
+    first = market.snapshot(query, NOW)
+    second = market.snapshot(query, NOW)
+    assert calls == ["us-west-2"]
+    assert first.offers == second.offers and first.offers
+
+
+def _stubbed_ec2(region: str):
+    ec2 = boto3.client("ec2", region_name=region, aws_access_key_id="x", aws_secret_access_key="x")
+    return ec2, Stubber(ec2)
+
+
+def test_a_failing_region_is_reported_and_the_others_still_answer(moto_endpoint):
+    denied, stub = _stubbed_ec2("eu-west-1")
+    stub.add_client_error("describe_instance_types", "UnauthorizedOperation", "not authorized to DescribeInstanceTypes")
+    stub.activate()
+    market = AwsMarket(lambda s, r: denied if r == "eu-west-1" else client(s, moto_endpoint, r),
+                       retry=NO_WAIT, placement_scores=False)
+    snap = market.snapshot(OfferQuery(regions=("us-east-1", "eu-west-1"), instance_types=("g4dn.xlarge",)), NOW)
+    assert list(snap.failed_regions) == ["eu-west-1"]
+    assert "UnauthorizedOperation" in snap.failed_regions["eu-west-1"]
+    assert snap.offers and {o.region for o in snap.offers} == {"us-east-1"}
+
+
+def test_placement_scores_risk_and_throttling_with_the_stubber():
+    ec2, stub = _stubbed_ec2("us-west-2")
+    described = {"InstanceTypes": [{"InstanceType": "g5.xlarge", "VCpuInfo": {"DefaultVCpus": 4},
+                                    "MemoryInfo": {"SizeInMiB": 16384}}]}
+    stub.add_response("describe_instance_types", described)
+    stub.add_response("describe_instance_type_offerings", {"InstanceTypeOfferings": [
+        {"InstanceType": "g5.xlarge", "LocationType": "availability-zone", "Location": z}
+        for z in ("us-west-2a", "us-west-2b")]})
+    stub.add_client_error("get_spot_placement_scores", "RequestLimitExceeded", "slow down")  # retried
+    stub.add_response("get_spot_placement_scores", {"SpotPlacementScores": [
+        {"Region": "us-west-2", "AvailabilityZoneId": "usw2-az1", "Score": 9},
+        {"Region": "us-west-2", "AvailabilityZoneId": "usw2-az2", "Score": 3}]})
+    stub.add_response("describe_availability_zones", {"AvailabilityZones": [
+        {"ZoneName": "us-west-2a", "ZoneId": "usw2-az1"}, {"ZoneName": "us-west-2b", "ZoneId": "usw2-az2"}]})
+    stub.add_response("describe_spot_price_history", {"SpotPriceHistory": [
+        {"InstanceType": "g5.xlarge", "AvailabilityZone": "us-west-2a", "SpotPrice": "0.40",
+         "Timestamp": datetime(2025, 12, 31, 23, tzinfo=UTC)},
+        {"InstanceType": "g5.xlarge", "AvailabilityZone": "us-west-2a", "SpotPrice": "0.35",
+         "Timestamp": datetime(2025, 12, 31, 20, tzinfo=UTC)},
+        {"InstanceType": "g5.xlarge", "AvailabilityZone": "us-west-2b", "SpotPrice": "0.30",
+         "Timestamp": datetime(2025, 12, 31, 22, tzinfo=UTC)}], "NextToken": "page2"})
+    stub.add_response("describe_spot_price_history", {"SpotPriceHistory": [
+        {"InstanceType": "g5.xlarge", "AvailabilityZone": "us-west-2c", "SpotPrice": "0.10",
+         "Timestamp": datetime(2025, 12, 31, 22, tzinfo=UTC)}]})  # 2c does not offer g5.xlarge: dropped
+    stub.activate()
+    from spotshift.models import InterruptionRisk
+    risks = FixedRisks(RiskTable({("us-west-2", "g5.xlarge"): InterruptionRisk(bucket="5-10%", probability=0.075)}))
+    slept: list[float] = []
+    market = AwsMarket(lambda s, r: ec2, risks=risks, retry=RetryPolicy(3, 0.25), sleep=slept.append)
+    snap = market.snapshot(OfferQuery(regions=("us-west-2",), instance_types=("g5.xlarge",), markets=(Market.SPOT,)), NOW)
+    stub.assert_no_pending_responses()
+    assert slept == [0.25]
+    assert [(o.zone, o.usd_per_hour, o.placement_score) for o in snap.offers] == [
+        ("us-west-2b", 0.30, 3), ("us-west-2a", 0.40, 9)]
+    assert all(o.interruption.bucket == "5-10%" and o.interruption.probability == 0.075 for o in snap.offers)
+
+
+def test_placement_scores_not_permitted_are_skipped():
+    ec2, stub = _stubbed_ec2("us-east-2")
+    stub.add_response("describe_instance_types", {"InstanceTypes": [{"InstanceType": "g4dn.xlarge"}]})
+    stub.add_response("describe_instance_type_offerings", {"InstanceTypeOfferings": [
+        {"InstanceType": "g4dn.xlarge", "LocationType": "availability-zone", "Location": "us-east-2a"}]})
+    stub.add_client_error("get_spot_placement_scores", "UnauthorizedOperation", "no ec2:GetSpotPlacementScores")
+    stub.add_response("describe_spot_price_history", {"SpotPriceHistory": [
+        {"InstanceType": "g4dn.xlarge", "AvailabilityZone": "us-east-2a", "SpotPrice": "0.2",
+         "Timestamp": datetime(2025, 12, 31, tzinfo=UTC)}]})
+    stub.activate()
+    snap = AwsMarket(lambda s, r: ec2, retry=NO_WAIT).snapshot(
+        OfferQuery(regions=("us-east-2",), markets=(Market.SPOT,), instance_types=("g4dn.xlarge",)), NOW)
+    assert [(o.zone, o.placement_score, o.interruption.known) for o in snap.offers] == [("us-east-2a", None, False)]
+
+
+def test_call_aws_maps_errors_and_gives_up_after_max_attempts():
+    ec2, stub = _stubbed_ec2("us-east-1")
+    for _ in range(3):
+        stub.add_client_error("describe_regions", "RequestLimitExceeded", "Request limit exceeded.")
+    stub.add_client_error("describe_regions", "AuthFailure", "AWS was not able to validate the provided credentials")
+    stub.activate()
+    slept: list[float] = []
+    with pytest.raises(Throttled, match="RequestLimitExceeded on DescribeRegions in us-east-1"):
+        call_aws(ec2.describe_regions, region="us-east-1", retry=RetryPolicy(3, 1.0), sleep=slept.append)
+    assert slept == [1.0, 2.0]
+    with pytest.raises(PermissionDenied, match="AuthFailure"):
+        call_aws(ec2.describe_regions, region="us-east-1", retry=RetryPolicy(3, 1.0), sleep=slept.append)
+    assert slept == [1.0, 2.0]

@@ -1,0 +1,63 @@
+"""tasks.scout: the task body over a ReplayMarket, its cache key and its retry condition."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+from spotshift.aws.errors import Throttled
+from spotshift.market.query import OfferQuery
+from spotshift.market.replay import ReplayMarket
+from spotshift.market.traces import TraceSet
+from spotshift.models import Market
+from tasks.scout import _retry_on_throttling, _task_cache_key, offers_table, scout, scout_cache_key
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def two_zone_market(speedup: float = 1.0) -> ReplayMarket:
+    traces = TraceSet(
+        names=("us-east-1a_v100_1", "us-west-2b_v100_1"), zones=("us-east-1a", "us-west-2b"),
+        regions=("us-east-1", "us-west-2"), gpu="v100", start=datetime(2023, 1, 1, tzinfo=UTC), tick_seconds=600,
+        available=np.array([[True, False, True], [True, True, False]]),
+        spot_price=np.array([[1.2, 1.3, 1.1], [0.95, 0.9, 0.92]]),
+    )
+    return ReplayMarket(traces, start=T0, speedup=speedup)
+
+
+def test_scout_returns_fitting_offers_cheapest_first():
+    query = OfferQuery(regions=("us-east-1", "us-west-2"))
+    snap = scout.fn(two_zone_market(), query, now=T0 + timedelta(minutes=10))  # tick 1
+    assert [(o.zone, str(o.market), o.usd_per_hour) for o in snap.offers] == [
+        ("us-west-2b", "spot", 0.9), ("us-east-1a", "on_demand", 3.06), ("us-west-2b", "on_demand", 3.06)]
+    rows = offers_table(snap, top=2)
+    assert [r["rank"] for r in rows] == [1, 2]
+    assert rows[0] == {"rank": 1, "instance": "p3.2xlarge", "gpus": "1x V100", "zone": "us-west-2b", "market": "spot",
+                       "usd_per_hour": 0.9, "usd_per_v100_hour": 0.9, "risk": "unknown", "source": "replay"}
+
+
+def test_cache_key_depends_on_query_market_and_time_window_not_on_clients():
+    q = OfferQuery(regions=("us-east-1",), markets=(Market.SPOT,))
+    key = scout_cache_key(q, "aws", T0, 300)
+    assert scout_cache_key(q, "aws", T0 + timedelta(seconds=299), 300) == key
+    assert scout_cache_key(q, "aws", T0 + timedelta(seconds=300), 300) != key
+    assert scout_cache_key(q, "replay:x", T0, 300) != key
+    assert scout_cache_key(OfferQuery(regions=("us-east-1",)), "aws", T0, 300) != key
+    a, b = two_zone_market(), two_zone_market()  # two market objects over the same data
+    assert _task_cache_key(None, {"market": a, "query": q, "now": T0}) == _task_cache_key(None, {"market": b, "query": q, "now": T0})
+
+
+class _FailedState:
+    """A failed Prefect state carrying `exc` (the error path only a failing AWS call produces)."""
+
+    def __init__(self, exc: Exception):
+        self.exc = exc
+
+    def result(self):
+        raise self.exc
+
+
+def test_only_throttling_is_retried():
+    assert _retry_on_throttling(scout, None, _FailedState(Throttled("slow down", code="RequestLimitExceeded")))
+    assert not _retry_on_throttling(scout, None, _FailedState(ValueError("bad query")))
+

@@ -1,0 +1,252 @@
+"""The registered migration policies: each decides Stay / Move / Stop from a JobState and a snapshot.
+
+Every policy keeps the deadline with a Safety Net (except skypilot_eager_next_region, which, like
+SkyPilot's managed jobs, never falls back to on-demand). Times are hours; `d` is the changeover.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from spotshift.models import Market, MarketSnapshot, MigrationReason, Offer
+from spotshift.policy.state import Decision, JobState, Move, Stay, Stop
+from spotshift.policy.view import HOUR, View, changeover_left, make_view, move_cost_usd, rate
+
+DEFAULT_POLICY = "spotshift"
+
+
+class Policy(Protocol):
+    name: str
+
+    def decide(self, state: JobState, snapshot: MarketSnapshot, now: datetime) -> Decision: ...
+
+
+def _later(now: datetime, hours: float) -> datetime:
+    return now + timedelta(hours=max(hours, 0.0))
+
+
+def _launch_reason(state: JobState) -> MigrationReason:
+    return MigrationReason.PREEMPTED if state.was_preempted else MigrationReason.CHEAPER
+
+
+def _home(state: JobState, snapshot: MarketSnapshot) -> str | None:
+    """The single-zone policies' zone: the job's home zone, else where it runs, else the cheapest."""
+    if state.home_zone:
+        return state.home_zone
+    if state.current is not None:
+        return state.current.zone
+    spot = make_view(state, snapshot, snapshot.taken_at).spot
+    return spot[0].zone if spot else None
+
+
+def _on_od(state: JobState) -> bool:
+    return state.current is not None and state.current.market is Market.ON_DEMAND
+
+
+def _safety_net(state: JobState, view: View, margin: float) -> Decision | None:
+    """Go (or stay) on on-demand when the slack to finish there falls below `margin`."""
+    if view.best_od is None:
+        return None
+    if _on_od(state):
+        return None if view.od_slack >= margin else Stay("safety net: on-demand to the end")
+    if view.od_slack < margin:
+        return Move(view.best_od, MigrationReason.DEADLINE)
+    return None
+
+
+@dataclass(frozen=True)
+class OnDemand:
+    """on_demand: start on the cheapest on-demand offer and stay there.
+    `start -> od running -> ... -> done` (never preempted, never moves)."""
+
+    name: str = "on_demand"
+
+    def decide(self, state: JobState, snapshot: MarketSnapshot, now: datetime) -> Decision:
+        if state.remaining_work <= 0:
+            return Stop("done")
+        if state.current is not None:
+            return Stay("on-demand until done", until=state.deadline)
+        view = make_view(state, snapshot, now)
+        if view.best_od is None:
+            return Stay("no on-demand offer yet")
+        return Move(view.best_od, MigrationReason.DEADLINE)
+
+
+@dataclass(frozen=True)
+class Greedy:
+    """greedy (single zone) / greedy_multi (every zone): spot whenever available, idle otherwise,
+    on-demand to the end once the slack only covers the changeover.
+    `z1 spot -> z1 preempted -> idle ... -> z1 spot -> preempted -> slack <= 2d -> od to the end`;
+    greedy_multi takes the cheapest available zone after a preemption instead of waiting for z1."""
+
+    name: str = "greedy"
+    multi_zone: bool = False
+    safety_margin_d: float = 1.0
+
+    def decide(self, state: JobState, snapshot: MarketSnapshot, now: datetime) -> Decision:
+        if state.remaining_work <= 0:
+            return Stop("done")
+        zone = None if self.multi_zone else _home(state, snapshot)
+        view = make_view(state, snapshot, now, zone)
+        d = state.changeover_hours
+        margin = self.safety_margin_d * d
+        net = _safety_net(state, view, margin)
+        if net is not None or _on_od(state):
+            return net or Stay("on-demand to the end")
+        if state.current is not None:
+            return Stay("spot while it lasts", until=state.ready_at or state.deadline)
+        if view.spot and view.od_slack - d >= margin:
+            return Move(view.spot[0], _launch_reason(state))
+        if view.best_od is not None and view.od_slack - d < margin:
+            return Move(view.best_od, MigrationReason.DEADLINE)
+        return Stay("waiting for spot", until=_later(now, view.od_slack - margin))
+
+
+@dataclass(frozen=True)
+class UniformProgress:
+    """uniform_progress ("Can't Be Late", single zone) / uniform_progress_multi (every zone): spot
+    whenever available; on-demand while progress is behind the straight line t*C0/R0; back from
+    on-demand to spot only when ahead of the line by `hysteresis_d` changeovers; Safety Net at 2d.
+    `z1 spot -> preempted -> behind the line -> od -> ahead again, z1 back -> z1 spot -> ... -> done`."""
+
+    name: str = "uniform_progress"
+    multi_zone: bool = False
+    safety_margin_d: float = 1.0
+    hysteresis_d: float = 1.0
+
+    def _ahead(self, state: JobState, now: datetime) -> float:
+        """Hours of work done beyond the uniform-progress line (negative = behind)."""
+        if state.total_work is None or state.started_at is None:
+            return float("inf")
+        span = (state.deadline - state.started_at) / HOUR
+        elapsed = (now - state.started_at) / HOUR
+        return (state.total_work - state.remaining_work) - state.total_work * elapsed / span
+
+    def decide(self, state: JobState, snapshot: MarketSnapshot, now: datetime) -> Decision:
+        if state.remaining_work <= 0:
+            return Stop("done")
+        zone = None if self.multi_zone else _home(state, snapshot)
+        view = make_view(state, snapshot, now, zone)
+        d = state.changeover_hours
+        margin = self.safety_margin_d * d
+        net = _safety_net(state, view, margin)
+        if net is not None:
+            return net
+        ahead = self._ahead(state, now)
+        spot_ok = bool(view.spot) and view.od_slack - d >= margin
+        if _on_od(state):
+            if spot_ok and ahead >= self.hysteresis_d * d and changeover_left(state, now) == 0:
+                return Move(view.spot[0], MigrationReason.CHEAPER)
+            return Stay("on-demand while behind")
+        if state.current is not None:
+            return Stay("spot while it lasts", until=state.ready_at or state.deadline)
+        if spot_ok:
+            return Move(view.spot[0], _launch_reason(state))
+        if view.best_od is not None and (ahead < 0 or view.od_slack - d < margin):
+            return Move(view.best_od, MigrationReason.DEADLINE)
+        return Stay("waiting for spot")
+
+
+@dataclass(frozen=True)
+class EagerNextRegion:
+    """skypilot_eager_next_region: spot only, never on-demand. After a preemption relaunch in the
+    cheapest available zone of another region (any region if none), else wait for capacity.
+    `us-east-1a preempted -> us-west-2a running -> preempted -> no capacity anywhere -> wait -> ...`
+    (it misses the deadline when capacity stays away)."""
+
+    name: str = "skypilot_eager_next_region"
+
+    def decide(self, state: JobState, snapshot: MarketSnapshot, now: datetime) -> Decision:
+        if state.remaining_work <= 0:
+            return Stop("done")
+        if state.current is not None:
+            return Stay("spot while it lasts", until=state.ready_at or state.deadline)
+        spot = make_view(state, snapshot, now).spot
+        if not spot:
+            return Stay("no spot capacity: waiting", until=state.deadline)
+        elsewhere = [o for o in spot if o.region != state.checkpoint_region]
+        target = elsewhere[0] if state.was_preempted and elsewhere else spot[0]
+        return Move(target, _launch_reason(state))
+
+
+@dataclass(frozen=True)
+class SpotShift:
+    """spotshift (default): the cheapest work unit across every zone, with a Safety Net and paid-back moves.
+    `idle -> cheapest spot z1 -> z2 cheaper by more than d*price+egress -> move z2 -> z2 preempted ->
+    cheapest available z3 -> none available and slack below the reserve -> od -> spot back with
+    slack to spare -> ... -> slack <= 2d -> od to the end`. Spot capacity is only taken while the
+    slack to finish on on-demand covers a lost changeover; idle waiting keeps `reserve_per_work`
+    hours of slack per hour of remaining work for later preemptions."""
+
+    name: str = "spotshift"
+    safety_margin_d: float = 1.0
+    reserve_per_work: float = 0.0
+    return_margin_d: float = 1.0
+    expected_run_hours: float = 8.0
+    move_margin_d: float = 0.5
+
+    def _spot_affordable(self, state: JobState, view: View, extra: float = 0.0) -> bool:
+        d = state.changeover_hours
+        return view.od_slack - d >= self.safety_margin_d * d + extra
+
+    def _saving(self, state: JobState, current: Offer, target: Offer) -> float:
+        hours = min(state.remaining_work, self.expected_run_hours)
+        return (rate(current) - rate(target)) * hours - move_cost_usd(state, target)
+
+    def decide(self, state: JobState, snapshot: MarketSnapshot, now: datetime) -> Decision:
+        if state.remaining_work <= 0:
+            return Stop("done")
+        view = make_view(state, snapshot, now)
+        d = state.changeover_hours
+        margin = self.safety_margin_d * d
+        net = _safety_net(state, view, margin)
+        if net is not None:
+            return net
+        reserve = self.reserve_per_work * state.remaining_work
+        busy = state.current is not None and changeover_left(state, now) > 0
+        if state.current is not None:
+            if busy:
+                return Stay("changeover in progress", until=state.ready_at)
+            best = view.spot[0] if view.spot else None
+            if best is None or best.key == state.current.key:
+                return Stay("already on the cheapest capacity", until=state.deadline)
+            extra = (self.return_margin_d * d + reserve) if _on_od(state) else 0.0
+            saving = self._saving(state, state.current, best)
+            if self._spot_affordable(state, view, extra) and saving > self.move_margin_d * d * best.usd_per_hour:
+                return Move(best, MigrationReason.CHEAPER, expected_saving_usd=saving)
+            return Stay("no move pays back its changeover", until=state.deadline)
+        if view.spot and self._spot_affordable(state, view):
+            return Move(view.spot[0], _launch_reason(state))
+        spare = view.od_slack - d - margin - reserve
+        if view.best_od is not None and spare < 0:
+            return Move(view.best_od, MigrationReason.DEADLINE)
+        return Stay("waiting for spot capacity", until=_later(now, spare))
+
+
+POLICIES: dict[str, Policy] = {
+    p.name: p
+    for p in (
+        SpotShift(),
+        OnDemand(),
+        Greedy(),
+        Greedy(name="greedy_multi", multi_zone=True),
+        UniformProgress(),
+        UniformProgress(name="uniform_progress_multi", multi_zone=True),
+        EagerNextRegion(),
+    )
+}
+
+
+def get_policy(name: str) -> Policy:
+    """The registered policy called `name`; an unknown name lists the valid ones."""
+    try:
+        return POLICIES[name]
+    except KeyError:
+        raise ValueError(f"unknown policy {name!r}. Choose between {', '.join(POLICIES)}") from None
+
+
+def decide(state: JobState, snapshot: MarketSnapshot, now: datetime, policy: str = DEFAULT_POLICY) -> Decision:
+    """Stay, Move or Stop for a running (or waiting) job, by the named policy."""
+    return get_policy(policy).decide(state, snapshot, now)

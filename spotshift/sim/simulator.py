@@ -1,0 +1,108 @@
+"""Replay a job through a registered policy tick by tick: per-second billing, a changeover on
+every new instance (paid, no progress), spot lost when its zone's capacity goes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import timedelta
+
+from spotshift.models import Market
+from spotshift.policy.policies import Policy
+from spotshift.policy.state import JobState, Move, Stop
+from spotshift.sim.grid import TickJob
+from spotshift.sim.market import TraceMarket
+
+OD = -1  # instance index of on-demand (spot instances are zone indices)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    cost_usd: float
+    finished: bool
+    on_time: bool
+    changeovers: int
+    preemptions: int
+    end_tick: int  # ticks from the start
+
+
+def simulate(
+    policy: Policy,
+    market: TraceMarket,
+    start: int,
+    job: TickJob,
+    home_zone: str | None = None,
+    every_tick: bool = False,
+) -> RunResult:
+    """Run one job from trace tick `start`. The policy is asked at every tick where its last Stay
+    stops holding, the market changes, a changeover ends or capacity is lost (`every_tick`: always)."""
+    tick_h = market.tick_hours
+    avail, usd = market.available, market.usd_per_tick
+    n_ticks = avail.shape[1]
+    steps, frac = job.work_steps, job.last_fraction
+    deadline_at = market.time_of(start) + timedelta(hours=job.deadline_ticks * tick_h)
+    base = JobState(
+        job_id="sim", remaining_work=job.work_ticks * tick_h, deadline=deadline_at,
+        changeover_hours=job.changeover_ticks * tick_h, total_work=job.work_ticks * tick_h,
+        started_at=market.time_of(start), home_zone=home_zone,
+    )
+    zone_index = {z: i for i, z in enumerate(market.traces.zones)}
+    cost = 0.0
+    done = 0  # whole work ticks done
+    inst: int | None = None
+    offer = None
+    co_left = 0
+    placed = ready = None
+    changeovers = preemptions = 0
+    preempted = False
+    last_region = None
+    next_ask = start
+    limit = min(n_ticks, start + job.horizon)
+    t = start
+    while t < limit:
+        if inst is not None and inst != OD and not avail[inst, t]:
+            inst, offer, preempted, next_ask = None, None, True, t
+            preemptions += 1
+        if every_tick or t >= next_ask:
+            now = market.time_of(t)
+            state = replace(base, remaining_work=(job.work_ticks - done) * tick_h, current=offer,
+                            placed_at=placed, ready_at=ready if co_left else None,
+                            checkpoint_region=last_region, moves=changeovers, was_preempted=preempted)
+            decision = policy.decide(state, market.snapshot(t), now)
+            next_ask = t + 1
+            if isinstance(decision, Stop):
+                break
+            if isinstance(decision, Move):
+                target = decision.target
+                idx = OD if target.market is Market.ON_DEMAND else zone_index.get(target.zone)
+                if idx is not None and (idx == OD or avail[idx, t]):
+                    inst, offer, co_left, preempted = idx, target, job.changeover_ticks, False
+                    placed, ready = now, market.time_of(t + co_left)
+                    last_region = target.region
+                    changeovers += 1
+            elif decision.until is not None:
+                next_ask = max(t + 1, start + int(-(-((decision.until - market.time_of(start)).total_seconds())
+                                                     // market.traces.tick_seconds)))
+            next_ask = min(next_ask, market.next_change(t))
+        if inst is None:
+            t = min(next_ask, limit) if not every_tick else t + 1
+            continue
+        price = market.od_usd_per_tick if inst == OD else usd[inst, t]
+        if co_left:
+            cost += price
+            co_left -= 1
+            t += 1
+            continue
+        if done == steps - 1:
+            cost += frac * price
+            done += 1
+            k = t - start
+            return RunResult(cost, True, job.finishes_in_time(k), changeovers, preemptions, k + 1)
+        # train until the next event in one stride
+        stride = 1 if every_tick else max(1, min(next_ask, limit, t + steps - 1 - done) - t)
+        if inst == OD:
+            cost += price * stride
+        else:
+            cost += float(usd[inst, t:t + stride].sum())
+        done += stride
+        t += stride
+    return RunResult(cost, False, False, changeovers, preemptions, t - start)

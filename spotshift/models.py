@@ -322,6 +322,8 @@ class Job(BaseModel):
     cost_usd: float = 0.0
     final_model: str | None = None
     error: str | None = None
+    gpu_memory_gib: float | None = Field(default=None, description="GPU memory a full fine-tune needs")
+    total_work: float | None = Field(default=None, description="pre-run estimate of the job's work, V100-hours")
     events: list[JobEvent] = Field(default_factory=list)
 
     @field_validator("id")
@@ -348,6 +350,8 @@ class JobUpdate(BaseModel):
     cost_usd: float | None = Field(default=None, ge=0)
     final_model: str | None = None
     error: str | None = None
+    gpu_memory_gib: float | None = Field(default=None, ge=0)
+    total_work: float | None = Field(default=None, ge=0)
 
     def changes(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)

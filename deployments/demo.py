@@ -1,0 +1,106 @@
+"""`make demo`: one real job end to end on the embedded defaults — a moto server on 127.0.0.1 for
+EC2 and S3, the embedded stores, a tiny model built locally, instances as local processes, and a
+replayed market (60x: one wall second is one market minute) in which the job is interrupted once
+and moved once to a cheaper zone."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+DEMO_BUCKET = "spotshift-demo"
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    speedup: float = 60.0  # market minutes per wall second
+    max_steps: int = 400
+    home: Path | None = None  # where the demo keeps its stores and logs (default: a temp dir)
+
+
+def _upload_dir(s3, local: Path, bucket: str, prefix: str) -> str:
+    for path in sorted(local.rglob("*")):
+        if path.is_file():
+            s3.upload_file(str(path), bucket, prefix + path.relative_to(local).as_posix())
+    return f"s3://{bucket}/{prefix}"
+
+
+def run_demo(options: DemoOptions = DemoOptions(), out=sys.stdout) -> dict:
+    """Run the demo job; returns its summary (the JSON the CLI prints last)."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from deployments.compute import make_backend
+    from deployments.demo_market import DemoTimeline, demo_traces
+    from deployments.local_aws import apply_env, client, ensure_bucket, moto_server
+    from flows.runtime import Runtime
+    from spotshift import api
+    from spotshift.clock import VirtualClock
+    from spotshift.market.replay import ReplayMarket
+    from spotshift.models import ApprovalPolicy, JobCreate
+    from spotshift.settings import Settings
+    from spotshift.stores import open_job_store, open_ledger
+    from training.tiny_model import build_tiny_model, write_demo_dataset
+
+    home = Path(options.home or tempfile.mkdtemp(prefix="spotshift-demo-"))
+    say = lambda *a: print(*a, file=out, flush=True)  # noqa: E731
+    with moto_server() as endpoint:
+        apply_env(endpoint)
+        say(f"moto server (EC2 + S3 stand-in) on {endpoint}; demo files in {home}")
+        settings = Settings(home=home, bucket=DEMO_BUCKET, aws_endpoint_url=endpoint, heartbeat_stall_seconds=120 * options.speedup)
+        s3 = client("s3", endpoint)
+        ensure_bucket(endpoint, DEMO_BUCKET)
+        dataset = write_demo_dataset(home / "data" / "demo.txt")
+        model_dir = build_tiny_model(home / "tiny-model", dataset)
+        model_uri = _upload_dir(s3, model_dir, DEMO_BUCKET, "models/tiny/")
+        s3.upload_file(str(dataset), DEMO_BUCKET, "data/demo.txt")
+        say(f"tiny model {model_uri}, dataset s3://{DEMO_BUCKET}/data/demo.txt")
+
+        start = datetime.now(UTC).replace(microsecond=0)
+        clock = VirtualClock(start=start, speedup=options.speedup)
+        market = ReplayMarket(demo_traces(start, DemoTimeline()), start=start)
+        backend = make_backend("local", endpoint_url=endpoint, work_dir=home / "instances", oracle=market,
+                               clock=clock, grace_s=20.0)
+        rt = Runtime(settings=settings, jobs=open_job_store(settings), ledger=open_ledger(settings), s3=s3,
+                     market=market, backend=backend, clock=clock, poll_seconds=0.5,
+                     rescout_seconds=3.0, on_demand_prices={"p3.2xlarge": 3.06})
+        request = JobCreate.model_validate(dict(
+            name="demo", model=model_uri, dataset=f"s3://{DEMO_BUCKET}/data/demo.txt", max_steps=options.max_steps,
+            batch_size=8, seq_len=32, checkpoint_every_steps=20, budget_usd=50, regions=["us-east-1", "us-east-2", "us-west-2"],
+            instance_types=["p3.2xlarge"], deadline=clock() + timedelta(hours=12),
+            approval=ApprovalPolicy(max_auto_plan_usd=50, min_auto_saving_usd=0.01),
+            idempotency_key=f"demo-{start:%Y%m%dT%H%M%S}"), context={"now": clock()})
+        t0 = time.monotonic()
+        try:
+            job_id = api.submit(request, run="inline", runtime=rt)
+        finally:
+            backend.close()
+        summary = api.status(job_id, runtime=rt)
+        summary["wall_seconds"] = round(time.monotonic() - t0, 1)
+        _print_summary(summary, say)
+        left = [i.instance_id for i in backend.list(job_id) if i.state not in ("terminated", "shutting-down")]
+        if left:
+            raise RuntimeError(f"instances left running: {left}")
+    return summary
+
+
+def _print_summary(s: dict, say) -> None:
+    say("")
+    say(f"job {s['job_id']}: {s['status']} after {s['steps']} steps ({s['wall_seconds']} s wall)")
+    for i, w in enumerate(s["workloads"], 1):
+        say(f"  workload {i}: {w['zone']:<11} {w['market']:<9} ${w['usd_per_hour']:.3f}/h "
+            f"{w['seconds']:>8.0f} s  ended: {w['end_reason']}")
+    say(f"preemptions: {s['preemptions']}, voluntary migrations: {s['migrations']}")
+    say(f"cost ${s['cost_usd']:.4f} vs ${s['on_demand_usd']:.4f} on demand (market time runs 60x)")
+    say(f"final model: {s['final_model']}")
+    say("See the runs in the Prefect UI: `prefect server start`, then run the demo with "
+        "PREFECT_API_URL=http://127.0.0.1:4200/api (flows train-job, tasks scout/optimizer/monitor...).")
+    keys = ("job_id", "status", "steps", "workloads", "preemptions", "migrations", "cost_usd", "on_demand_usd",
+            "final_model")
+    say(json.dumps({k: s[k] for k in keys} | {"workloads": [
+        {k: w[k] for k in ("zone", "market", "usd_per_hour", "seconds")} for w in s["workloads"]]}))

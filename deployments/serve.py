@@ -1,0 +1,24 @@
+"""`spotshift serve`: the prefect.yaml deployments served from one process, for users without a
+work pool and worker (same flows, same schedules)."""
+
+from __future__ import annotations
+
+from prefect import serve
+
+
+def deployments():
+    from flows.continuous_scout import continuous_scout
+    from flows.migrate_job import migrate_job
+    from flows.reaper import reaper
+    from flows.train_job import train_job
+
+    return [
+        train_job.to_deployment(name="train-job", tags=["spotshift"]),
+        continuous_scout.to_deployment(name="continuous-scout", interval=600, tags=["spotshift"]),
+        reaper.to_deployment(name="reaper", cron="0 * * * *", tags=["spotshift"]),
+        migrate_job.to_deployment(name="migrate-job", tags=["spotshift"]),
+    ]
+
+
+def serve_all() -> None:
+    serve(*deployments())

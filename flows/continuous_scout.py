@@ -1,0 +1,102 @@
+"""continuous-scout (scheduled): one market snapshot for every running job, the same policy's
+stay/move decision per job, then approvals and migrations for the moves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from flows.migrate_job import migrate_job
+from flows.runtime import Runtime
+from spotshift.market.query import OfferQuery
+from spotshift.models import Job, JobStatus, MarketSnapshot, Workload
+from spotshift.planning import offer_of_workload, remaining_work
+from spotshift.policy import decide
+from spotshift.policy.state import Decision, JobState, Move
+from tasks.scout import scout
+from training.contract import read_progress
+
+
+@dataclass(frozen=True)
+class RunningJob:
+    job: Job
+    workload: Workload
+    query: OfferQuery
+    state: JobState
+
+
+def union_query(queries: list[OfferQuery]) -> OfferQuery:
+    """One query that covers every job's (each job's own query filters the snapshot after)."""
+    types = None if any(q.instance_types is None for q in queries) else \
+        tuple(dict.fromkeys(t for q in queries for t in q.instance_types or ()))
+    gpus = None if any(q.gpus is None for q in queries) else tuple(dict.fromkeys(g for q in queries for g in q.gpus or ()))
+    return OfferQuery(regions=tuple(dict.fromkeys(r for q in queries for r in q.regions)), instance_types=types,
+                      gpus=gpus, markets=tuple(dict.fromkeys(m for q in queries for m in q.markets)),
+                      min_total_gpu_memory_gib=min(q.min_total_gpu_memory_gib for q in queries))
+
+
+def for_job(snapshot: MarketSnapshot, query: OfferQuery) -> MarketSnapshot:
+    return snapshot.model_copy(update={"offers": [o for o in snapshot.offers if query.accepts(o)]})
+
+
+def steps_per_hour(progress) -> float | None:
+    """The trainer's own rate since it (re)started, from its heartbeat."""
+    if progress is None or progress.started_at is None:
+        return None
+    hours = (progress.updated_at - progress.started_at).total_seconds() / 3600
+    done = progress.step - (progress.resumed_from_step or 0)
+    return done / hours if hours > 0 and done > 0 else None
+
+
+@task(name="running-jobs", cache_policy=NO_CACHE)
+def running_jobs(rt: Runtime, now: datetime, default_changeover_hours: float) -> list[RunningJob]:
+    """Every running job with its open workload and the JobState the policy needs."""
+    open_by_id = {w.id: w for w in rt.ledger.open_workloads()}
+    out = []
+    for job in rt.jobs.list(JobStatus.RUNNING):
+        w = open_by_id.get(job.current_workload_id or "")
+        if w is None:
+            continue
+        progress = read_progress(rt.s3, f"s3://{rt.settings.bucket}/{job.output_prefix}")
+        step = progress.step if progress else job.step
+        offer = offer_of_workload(w, now)
+        total = job.total_work or 0.0
+        state = JobState(job_id=job.id, deadline=job.request.deadline, current=offer, placed_at=w.started_at,
+                         remaining_work=remaining_work(step, job.request.max_steps, steps_per_hour(progress),
+                                                       w.instance_type, total),
+                         changeover_hours=default_changeover_hours, checkpoint_region=w.region, total_work=total,
+                         started_at=job.created_at, budget_usd=job.request.budget_usd, spent_usd=job.cost_usd)
+        out.append(RunningJob(job, w, OfferQuery.for_job(job.request, job.gpu_memory_gib or 0.0), state))
+    return out
+
+
+@task(name="decide-moves", cache_policy=NO_CACHE)
+def decide_all(jobs: list[RunningJob], snapshot: MarketSnapshot, now: datetime, policy: str) -> list[tuple[RunningJob, Decision]]:
+    return [(j, decide(j.state, for_job(snapshot, j.query), now, policy=policy)) for j in jobs]
+
+
+@flow(name="continuous-scout")
+def continuous_scout(runtime: Runtime | None = None, migrate: bool = True) -> dict:
+    """Re-scout every running job once; returns {job_id: decision} as text."""
+    logger = get_run_logger()
+    rt = runtime or Runtime.from_settings()
+    now = rt.clock()
+    jobs = running_jobs(rt, now, rt.changeover_hours)
+    if not jobs:
+        logger.info("No running jobs")
+        return {}
+    snapshot = scout(rt.market, union_query([j.query for j in jobs]), now)
+    decisions = decide_all(jobs, snapshot, now, rt.policy)
+    create_table_artifact(key="continuous-scout", table=[
+        {"job": j.job.id, "zone": j.workload.zone, "decision": type(d).__name__,
+         "why": getattr(d, "reason", ""), "target": getattr(getattr(d, "target", None), "zone", "")}
+        for j, d in decisions])
+    for j, d in decisions:
+        if migrate and isinstance(d, Move):
+            logger.info("Job %s: move %s -> %s (%s)", j.job.id, j.workload.zone, d.target.zone, d.reason)
+            migrate_job(j.job.id, d.target, d.reason, d.expected_saving_usd, runtime=rt)
+    return {j.job.id: f"{type(d).__name__}: {getattr(d, 'reason', '')}" for j, d in decisions}

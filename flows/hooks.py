@@ -1,0 +1,55 @@
+"""Flow-run hooks: when a train-job run fails, crashes or is cancelled, terminate every instance
+tagged with its job and close the job, so nothing is left running (the reaper is the backstop)."""
+
+from __future__ import annotations
+
+import logging
+
+from flows.runtime import Runtime
+from spotshift.models import EndReason, JobStatus, JobUpdate
+from spotshift.stores import InvalidTransition
+
+log = logging.getLogger("spotshift.hooks")
+
+# flow run id -> the runtime it runs with (hooks get only the flow run, not its objects)
+ACTIVE_RUNTIMES: dict[str, Runtime] = {}
+
+
+def terminate_job_instances(rt: Runtime, job_id: str, reason: str) -> list[str]:
+    """Stop every instance of the job the backend still knows; close its open workloads."""
+    from spotshift.billing import billed_seconds
+
+    stopped = []
+    for inst in rt.backend.list(job_id=job_id):
+        if inst.state not in ("terminated", "shutting-down"):
+            rt.backend.stop(inst.instance_id, reason)
+            stopped.append(inst.instance_id)
+    now = rt.clock()
+    for w in rt.ledger.open_workloads(job_id):
+        rt.ledger.upsert_workload(w.model_copy(update={
+            "ended_at": now, "end_reason": EndReason.FAILED, "billed_seconds": billed_seconds(w.started_at, now)}))
+    return stopped
+
+
+def _cleanup(status: JobStatus):
+    def hook(flow, flow_run, state) -> None:
+        job_id = (flow_run.parameters or {}).get("job_id")
+        rt = ACTIVE_RUNTIMES.pop(str(flow_run.id), None)
+        if not job_id:
+            return
+        rt = rt or Runtime.from_settings()
+        stopped = terminate_job_instances(rt, job_id, f"flow run {state.name}")
+        try:
+            rt.jobs.transition(job_id, status, now=rt.clock(),
+                               update=JobUpdate(error=f"flow run {flow_run.name} {state.name}: {state.message or ''}"[:500]),
+                               message=f"flow run {state.name}")
+        except InvalidTransition:
+            pass  # already terminal
+        log.warning("Job %s: flow run %s; stopped instances %s", job_id, state.name, stopped)
+
+    return hook
+
+
+on_failure = _cleanup(JobStatus.FAILED)
+on_crashed = _cleanup(JobStatus.FAILED)
+on_cancellation = _cleanup(JobStatus.CANCELLED)

@@ -1,0 +1,129 @@
+"""train-job: validate -> HF metadata -> scout -> optimizer -> approval -> deploy -> monitor ->
+(recover from interruptions, move to cheaper capacity) -> finalize."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run as current_flow_run
+
+from flows import hooks
+from flows.runtime import Runtime
+from flows.steps import JobRun, finalize, follow_handover, move, place, recover, transition
+from spotshift.market.query import OfferQuery
+from spotshift.models import EndReason, JobStatus, MigrationReason
+from spotshift.monitoring import Verdict
+from spotshift.planning import estimate_work_v100_hours
+from spotshift.policy import decide
+from spotshift.policy.state import Move, NoFeasiblePlacement
+from tasks.monitor import watch_instance
+from tasks.scout import scout
+from tasks.workloads import publish_spec, training_spec
+
+MAX_TRAINER_FAILURES = 3
+
+
+@task(name="model-metadata", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def model_needs(model: str, batch_size: int, seq_len: int, s3: Any) -> tuple[int, float]:
+    """(parameters, GPU memory in GiB a full fine-tune needs) from the model's metadata."""
+    from spotshift.hf import model_metadata, training_memory_gib
+
+    meta = model_metadata(model, s3_client=s3)
+    return meta.params, training_memory_gib(meta, batch_size=batch_size, seq_len=seq_len)
+
+
+def summary(rt: Runtime, job_id: str) -> dict:
+    from flows.steps import on_demand_prices
+    from spotshift.billing import summarize
+
+    job = rt.jobs.get(job_id)
+    workloads = sorted(rt.ledger.workloads(job_id), key=lambda w: w.started_at)
+    migrations = rt.ledger.migrations(job_id)
+    s = summarize(workloads, on_demand_prices(rt, workloads))
+    return {
+        "job_id": job.id, "status": job.status.value, "steps": job.step,
+        "workloads": [{"zone": w.zone, "market": w.market.value, "usd_per_hour": round(w.usd_per_hour, 4),
+                       "seconds": round(w.billed_seconds or 0.0, 1), "end_reason": str(w.end_reason)}
+                      for w in workloads],
+        "preemptions": sum(1 for w in workloads if w.end_reason is EndReason.PREEMPTED),
+        "migrations": sum(1 for m in migrations if m.reason is not MigrationReason.PREEMPTED),
+        "cost_usd": round(s.total_usd, 4), "on_demand_usd": round(s.on_demand_usd, 4),
+        "final_model": job.final_model,
+    }
+
+
+@flow(name="train-job", on_failure=[hooks.on_failure], on_crashed=[hooks.on_crashed],
+      on_cancellation=[hooks.on_cancellation], flow_run_name="train-{job_id}")
+def train_job(job_id: str, runtime: Runtime | None = None) -> dict:
+    """Run a stored job to the end on the cheapest capacity that meets its deadline."""
+    logger = get_run_logger()
+    rt = runtime or Runtime.from_settings()
+    flow_run_id = str(current_flow_run.id or "")
+    hooks.ACTIVE_RUNTIMES[flow_run_id] = rt
+    try:
+        job = rt.jobs.get(job_id)
+        if job.status.terminal:
+            logger.info("Job %s is already %s", job_id, job.status)
+            return summary(rt, job_id)
+        spec = training_spec(job, rt.settings.bucket)
+        params, memory_gib = model_needs(job.request.model, job.request.batch_size, job.request.seq_len, rt.s3)
+        run = JobRun(job=job, query=OfferQuery.for_job(job.request, memory_gib),
+                     total_work=estimate_work_v100_hours(params, job.request), output=spec.output,
+                     flow_run_id=flow_run_id)
+        run.spec_uri = publish_spec(rt.s3, spec)
+        if job.status is not JobStatus.PENDING:
+            raise RuntimeError(f"job {job_id} is {job.status}: another flow run owns it")
+        transition(rt, run, JobStatus.PLANNING, "planning", flow_run_id=flow_run_id, gpu_memory_gib=memory_gib,
+                   total_work=run.total_work)
+        if place(rt, run) is None:
+            finalize(rt, run, JobStatus.CANCELLED, "plan not approved")
+            return summary(rt, job_id)
+        _train_until_done(rt, run)
+        finalize(rt, run, JobStatus.SUCCEEDED, "final model written")
+        return summary(rt, job_id)
+    finally:
+        hooks.ACTIVE_RUNTIMES.pop(flow_run_id, None)
+
+
+def _train_until_done(rt: Runtime, run: JobRun) -> None:
+    logger = get_run_logger()
+    while True:
+        assert run.watch is not None and run.workload is not None
+        outcome = watch_instance(run.watch, s3=rt.s3, output=run.output, backend=rt.backend, jobs=rt.jobs,
+                                 job_id=run.job.id, clock=rt.clock, sleep=rt.sleep, poll_seconds=rt.poll_seconds,
+                                 stall_seconds=rt.settings.heartbeat_stall_seconds, wall_budget_s=rt.rescout_seconds)
+        if outcome.verdict is Verdict.DONE:
+            return
+        if outcome.rescout_due:
+            _review(rt, run)
+            continue
+        if outcome.handover:
+            if not follow_handover(rt, run):
+                return
+            continue
+        now = rt.clock()
+        if outcome.lost or outcome.verdict is Verdict.CHECKPOINTED:
+            ok = recover(rt, run, MigrationReason.PREEMPTED, EndReason.PREEMPTED, now)
+        elif outcome.verdict is Verdict.STALLED:
+            ok = recover(rt, run, MigrationReason.STALLED, EndReason.STALLED, now)
+        else:  # the trainer failed
+            run.failures += 1
+            detail = outcome.progress.error if outcome.progress else "unknown error"
+            if run.failures >= MAX_TRAINER_FAILURES:
+                raise RuntimeError(f"the trainer failed {run.failures} times; last: {detail}")
+            logger.warning("Trainer failed (%s); restarting from the last checkpoint", detail)
+            ok = recover(rt, run, MigrationReason.STALLED, EndReason.FAILED, now)
+        if not ok:
+            raise NoFeasiblePlacement(run.job.id, "the new placement was not approved")
+
+
+def _review(rt: Runtime, run: JobRun) -> None:
+    """Re-scout this job's market and let the policy decide stay or move (continuous-scout's
+    decision for one job, made inside the flow run that owns it)."""
+    now = rt.clock()
+    snapshot = scout(rt.market, run.query, now)
+    decision = decide(run.state(now, rt.changeover_hours), snapshot, now, policy=rt.policy)
+    if isinstance(decision, Move):
+        move(rt, run, decision.target, decision.reason, decision.expected_saving_usd)

@@ -1,0 +1,77 @@
+"""The Python API: submit a job, read its status, answer an approval.
+
+    import spotshift
+    job_id = spotshift.submit(JobCreate(...))          # runs the train-job deployment
+    spotshift.status(job_id)
+    spotshift.approve(job_id)                          # or reject=True
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from spotshift.models import Job, JobCreate, JobStatus, JobUpdate
+
+TRAIN_JOB_DEPLOYMENT = "train-job/train-job"
+RunMode = Literal["deployment", "inline", "none"]
+
+
+def _runtime(runtime):
+    if runtime is not None:
+        return runtime
+    from flows.runtime import Runtime
+
+    return Runtime.from_settings()
+
+
+def submit(request: JobCreate, *, run: RunMode = "deployment", runtime: Any = None,
+           deployment: str = TRAIN_JOB_DEPLOYMENT) -> str:
+    """Store the job (idempotent on request.idempotency_key) and start its train-job flow run:
+    through the deployment (a worker or `spotshift serve` runs it), inline in this process, or
+    not at all ("none"). Submitting the same key again returns the same job and starts nothing."""
+    rt = _runtime(runtime)
+    job = rt.jobs.create(request, now=rt.clock())
+    if job.status is not JobStatus.PENDING or job.flow_run_id:
+        return job.id  # already submitted: one job, one flow run
+    if run == "deployment":
+        from prefect.deployments import run_deployment
+
+        flow_run = run_deployment(deployment, parameters={"job_id": job.id}, timeout=0)
+        rt.jobs.update(job.id, JobUpdate(flow_run_id=str(flow_run.id)), now=rt.clock())
+    elif run == "inline":
+        from flows.train_job import train_job
+
+        train_job(job.id, runtime=rt)
+    return job.id
+
+
+def get_job(job_id: str, *, runtime: Any = None) -> Job:
+    return _runtime(runtime).jobs.get(job_id)
+
+
+def status(job_id: str, *, runtime: Any = None) -> dict:
+    """The job's state, steps, workloads, migrations and cost so far."""
+    from flows.train_job import summary
+
+    return summary(_runtime(runtime), job_id)
+
+
+def list_jobs(status: JobStatus | None = None, *, runtime: Any = None) -> list[Job]:
+    return _runtime(runtime).jobs.list(status)
+
+
+def approve(job_id: str, *, reject: bool = False, comment: str = "", runtime: Any = None) -> str:
+    """Answer the approval a job's flow run is paused on; returns the flow run id."""
+    from prefect.client.orchestration import get_client
+    from prefect.flow_runs import resume_flow_run
+
+    job = _runtime(runtime).jobs.get(job_id)
+    if not job.flow_run_id:
+        raise ValueError(f"job {job_id} has no flow run yet: nothing to approve")
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(job.flow_run_id)
+    if flow_run.state is None or not flow_run.state.is_paused():
+        state = flow_run.state.name if flow_run.state else "unknown"
+        raise ValueError(f"job {job_id}'s flow run is {state}, not waiting for an approval")
+    resume_flow_run(flow_run.id, run_input={"approved": not reject, "comment": comment})
+    return str(flow_run.id)

@@ -1,0 +1,69 @@
+"""Reading a trainer's heartbeat: done, checkpointed, failed, stalled or still going, and how fast.
+
+Pure: the caller passes the latest progress document (training.contract.Progress) and `now`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+
+class Verdict(str, Enum):
+    STARTING = "starting"  # no heartbeat from this instance yet
+    TRAINING = "training"
+    DONE = "done"
+    CHECKPOINTED = "checkpointed"  # stopped cleanly after a checkpoint (request, SIGTERM, spot notice)
+    FAILED = "failed"
+    STALLED = "stalled"  # no fresh heartbeat for too long
+
+
+def assess(progress: Any, *, instance_id: str, now: datetime, last_sign_of_life: datetime,
+           stall_seconds: float) -> Verdict:
+    """What the instance's trainer is doing. Only a heartbeat that names this instance counts (the
+    previous instance wrote to the same prefix). `last_sign_of_life` is when the caller, on its
+    own clock, last saw the heartbeat change (or started the instance): trainer timestamps are
+    another machine's clock and are not compared with `now`."""
+    stalled = (now - last_sign_of_life).total_seconds() > stall_seconds
+    if progress is None or progress.instance_id != instance_id:
+        return Verdict.STALLED if stalled else Verdict.STARTING
+    state = getattr(progress.state, "value", progress.state)
+    if state == "done":
+        return Verdict.DONE
+    if state == "checkpointed":
+        return Verdict.CHECKPOINTED
+    if state == "failed":
+        return Verdict.FAILED
+    return Verdict.STALLED if stalled else Verdict.TRAINING
+
+
+@dataclass
+class RateMeter:
+    """Steps per hour on the clock that measures them (virtual or wall), from heartbeats."""
+
+    first_step: int | None = None
+    first_at: datetime | None = None
+    last_step: int | None = None
+    last_at: datetime | None = None
+
+    def observe(self, step: int, at: datetime) -> None:
+        if self.first_step is None or self.first_at is None:
+            self.first_step, self.first_at = step, at
+        self.last_step, self.last_at = step, at
+
+    @property
+    def steps_per_hour(self) -> float | None:
+        if None in (self.first_step, self.first_at, self.last_step, self.last_at):
+            return None
+        hours = (self.last_at - self.first_at).total_seconds() / 3600  # type: ignore[operator]
+        steps = self.last_step - self.first_step  # type: ignore[operator]
+        return steps / hours if hours > 0 and steps > 0 else None
+
+
+def remaining_hours(step: int, max_steps: int, steps_per_hour: float | None, fallback: float) -> float:
+    """Hours left at the measured rate; `fallback` (the pre-run estimate) until a rate is known."""
+    if steps_per_hour is None:
+        return fallback
+    return max(0, max_steps - step) / steps_per_hour

@@ -1,0 +1,69 @@
+"""Migration agents: ask the trainer for a checkpoint now, wait until it is durable, and wait for
+the new instance's first heartbeat past it."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Callable
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from training.contract import CONTROL, ControlRequest, Progress, read_latest, read_progress, write_control
+from training.storage import split_s3_uri
+
+
+class MigrationTimeout(TimeoutError):
+    """A step of a migration did not happen in time; the job stays where it is."""
+
+
+@task(name="request-checkpoint", cache_policy=NO_CACHE)
+def request_checkpoint(s3: Any, output: str, reason: str) -> str:
+    """Write control.json; returns the request id the trainer will echo in progress.json."""
+    request_id = uuid.uuid4().hex
+    write_control(s3, output, ControlRequest(request_id=request_id, reason=reason))
+    get_run_logger().info("Asked the trainer to checkpoint and exit (%s, request %s)", reason, request_id)
+    return request_id
+
+
+def clear_control(s3: Any, output: str) -> None:
+    """Remove control.json so the next trainer on this prefix does not honour it again."""
+    bucket, prefix = split_s3_uri(output)
+    s3.delete_object(Bucket=bucket, Key=prefix + CONTROL)
+
+
+@task(name="wait-for-checkpoint", cache_policy=NO_CACHE)
+def wait_for_checkpoint(s3: Any, output: str, request_id: str, *, timeout_s: float, poll_s: float,
+                        sleep: Callable[[float], None]) -> int:
+    """Wait until the trainer honoured the request and its checkpoint is in LATEST; its step."""
+    waited = 0.0
+    while waited <= timeout_s:
+        p = read_progress(s3, output)
+        if p is not None and p.honoured_request_id == request_id and p.state.value in ("checkpointed", "done"):
+            latest = read_latest(s3, output)
+            clear_control(s3, output)
+            return latest.step if latest else p.step
+        sleep(poll_s)
+        waited += poll_s
+    clear_control(s3, output)
+    raise MigrationTimeout(f"no checkpoint for request {request_id} within {timeout_s:.0f} s")
+
+
+@task(name="wait-for-heartbeat", cache_policy=NO_CACHE)
+def wait_for_heartbeat(s3: Any, output: str, instance_id: str, after_step: int, *, timeout_s: float,
+                       poll_s: float, sleep: Callable[[float], None], clock: Callable[[], datetime],
+                       is_alive: Callable[[], bool] = lambda: True) -> tuple[Progress, datetime]:
+    """Wait for `instance_id`'s first heartbeat past `after_step` (or done); it and when it was seen."""
+    waited = 0.0
+    while waited <= timeout_s:
+        p = read_progress(s3, output)
+        if p is not None and p.instance_id == instance_id and (p.step > after_step or p.state.value == "done"):
+            return p, clock()
+        if p is not None and p.instance_id == instance_id and p.state.value == "failed":
+            raise MigrationTimeout(f"the trainer on {instance_id} failed: {p.error}")
+        if not is_alive():
+            raise MigrationTimeout(f"instance {instance_id} went away before its first heartbeat")
+        sleep(poll_s)
+        waited += poll_s
+    raise MigrationTimeout(f"no heartbeat from {instance_id} past step {after_step} within {timeout_s:.0f} s")

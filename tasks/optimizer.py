@@ -1,0 +1,34 @@
+"""Optimizer agent: the policy's placement for a job, recorded in the ledger, shown as a table."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from spotshift.models import MarketSnapshot, Plan
+from spotshift.policy import choose_placement
+from spotshift.policy.state import JobState
+
+
+def _row(rank: int, o) -> dict:
+    return {"rank": rank, "instance": o.instance_type, "zone": o.zone, "market": str(o.market),
+            "usd_per_hour": round(o.usd_per_hour, 4), "risk": o.interruption.bucket or "unknown"}
+
+
+@task(name="optimizer", cache_policy=NO_CACHE, task_run_name="plan-{state.job_id}")
+def plan_placement(state: JobState, snapshot: MarketSnapshot, now: datetime, ledger,
+                   blocked: frozenset = frozenset(), policy: str = "spotshift") -> Plan:
+    """choose_placement over the snapshot; the plan goes to the ledger and a table artifact."""
+    plan = choose_placement(state, snapshot, now, blocked, policy=policy)
+    ledger.record_plan(plan)
+    create_table_artifact(
+        key=f"plan-{state.job_id}",
+        table=[_row(i, o) for i, o in enumerate([plan.offer, *plan.alternatives[:9]])],
+        description=f"Plan {plan.id}: ${plan.expected_cost_usd:.2f} over {plan.expected_hours:.2f} h; {plan.reason}",
+    )
+    get_run_logger().info("Plan %s: %s %s in %s at $%.3f/h (%s)", plan.id, plan.offer.instance_type,
+                          plan.offer.market, plan.offer.zone, plan.offer.usd_per_hour, plan.reason)
+    return plan

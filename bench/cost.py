@@ -1,0 +1,118 @@
+"""Cost benchmark: every registered policy vs the offline optimum on spot availability traces.
+
+python bench/cost.py --traces DIR [--prices FILE] [--zones SUBSTR] [--jf 0.6 0.7 ...] [--d HOURS]
+                     [--starts N] [--seed S] [--json OUT] [--od-price USD] [--workers N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from spotshift.market.traces import load_traces  # noqa: E402
+from spotshift.policy import POLICIES  # noqa: E402
+from spotshift.sim import TickJob, TraceMarket, optimal_costs, simulate  # noqa: E402
+
+WORK_HOURS = 48.0
+OD_PRICES = {"v100": 3.06}
+_market: TraceMarket | None = None
+
+
+def _init(traces: str, prices: str | None, zones: str | None, od_price: float) -> None:
+    global _market
+    _market = TraceMarket(load_traces(traces, prices, zones), od_price)
+
+
+def _one_start(args: tuple[int, str, list[float], float]) -> list[tuple]:
+    """Optimum and every policy for one start tick and home zone, at every job fraction."""
+    start, home, jfs, d = args
+    m = _market
+    jobs = [TickJob.from_hours(WORK_HOURS, WORK_HOURS / jf, d, m.traces.tick_seconds) for jf in jfs]
+    opt = optimal_costs(m.available, m.usd_per_tick, m.od_usd_per_tick, start, jobs[0].work_ticks,
+                        jobs[0].changeover_ticks, [j.deadline_ticks for j in jobs])
+    od = jobs[0].work_ticks * m.od_usd_per_tick + jobs[0].changeover_ticks * m.od_usd_per_tick
+    rows = []
+    for jf, job, best in zip(jfs, jobs, opt):
+        rows.append(("optimal", jf, best, best, od, True, 0))
+        for name, policy in POLICIES.items():
+            r = simulate(policy, m, start, job, home_zone=home)
+            rows.append((name, jf, r.cost_usd, best, od, r.on_time, r.changeovers))
+    return rows
+
+
+def summarize(rows: list[tuple], d: float) -> list[dict]:
+    out = []
+    for name in ["optimal", *POLICIES]:
+        for jf in sorted({r[1] for r in rows}):
+            sel = [r for r in rows if r[0] == name and r[1] == jf]
+            ratio = np.array([r[2] / r[3] for r in sel])
+            out.append({
+                "policy": name, "jf": jf, "d": d, "runs": len(sel),
+                "mean_cost_over_opt": float(ratio.mean()),
+                "p90_cost_over_opt": float(np.percentile(ratio, 90)),
+                "mean_cost_over_od": float(np.mean([r[2] / r[4] for r in sel])),
+                "miss_rate": float(np.mean([not r[5] for r in sel])),
+                "mean_changeovers": float(np.mean([r[6] for r in sel])),
+            })
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--traces", required=True, help="folder of <zone>_<gpu>_1.csv availability traces")
+    ap.add_argument("--prices", help="<gpu>_spot_prices.json (default: in the folder or its nearest parent)")
+    ap.add_argument("--zones", help="keep zones whose name contains this, e.g. us-east-1")
+    ap.add_argument("--jf", type=float, nargs="+", default=[0.6, 0.7, 0.8, 0.9, 0.95], help="job fractions C0/R0")
+    ap.add_argument("--d", type=float, default=0.2, help="changeover delay in hours")
+    ap.add_argument("--starts", type=int, default=100, help="random start ticks per home zone")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--od-price", type=float, help="on-demand $/h (default: 3.06 for v100)")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    a = ap.parse_args(argv)
+    if any(not 0 < jf <= 1 for jf in a.jf):
+        ap.error(f"--jf values must be in (0, 1], got {a.jf}")
+    t0 = time.perf_counter()
+    traces = load_traces(a.traces, a.prices, a.zones)
+    if np.isnan(traces.spot_price).all():
+        ap.error(f"no spot prices for {a.traces}: pass --prices FILE")
+    od_price = a.od_price or OD_PRICES.get(traces.gpu.lower())
+    if od_price is None:
+        ap.error(f"no default on-demand price for GPU {traces.gpu!r}: pass --od-price")
+    longest = TickJob.from_hours(WORK_HOURS, WORK_HOURS / min(a.jf), a.d, traces.tick_seconds).horizon
+    if traces.n_ticks <= longest:
+        ap.error(f"the traces hold {traces.n_ticks} ticks, fewer than the {longest} a job at jf {min(a.jf)} spans")
+    rng = np.random.default_rng(a.seed)
+    tasks = [(int(s), zone, a.jf, a.d) for zone in traces.zones
+             for s in rng.integers(0, traces.n_ticks - longest, a.starts)]
+    init = (a.traces, a.prices, a.zones, od_price)
+    if a.workers > 1:
+        with ProcessPoolExecutor(a.workers, initializer=_init, initargs=init) as pool:
+            rows = [r for chunk in pool.map(_one_start, tasks, chunksize=8) for r in chunk]
+    else:
+        _init(*init)
+        rows = [r for t in tasks for r in _one_start(t)]
+    results = summarize(rows, a.d)
+    print(f"traces {a.traces} zones {', '.join(traces.zones)}; tick {traces.tick_seconds:.0f} s; "
+          f"C0 {WORK_HOURS} h, d {a.d} h, on-demand ${od_price}/h; {a.starts} starts x {len(traces.zones)} home zones")
+    print(f"{'policy':28s} {'jf':>5s} {'runs':>5s} {'mean/opt':>9s} {'p90/opt':>8s} {'mean/od':>8s} {'miss':>6s} {'moves':>6s}")
+    for r in results:
+        print(f"{r['policy']:28s} {r['jf']:5.2f} {r['runs']:5d} {r['mean_cost_over_opt']:9.4f} "
+              f"{r['p90_cost_over_opt']:8.4f} {r['mean_cost_over_od']:8.4f} {r['miss_rate']:6.3f} {r['mean_changeovers']:6.2f}")
+    print(f"wall {time.perf_counter() - t0:.1f} s")
+    if a.json:
+        Path(a.json).write_text(json.dumps({"results": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

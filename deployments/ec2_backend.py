@@ -1,0 +1,99 @@
+"""The real compute backend: instances on EC2, one boto3 client per region from a factory you pass
+(e.g. `lambda region: aws_credentials.get_client("ec2")` per region)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any, Callable, Sequence
+
+from deployments.compute import InstanceEvent
+from spotshift.aws import ec2 as ec2_api
+from spotshift.aws.ec2 import GONE_STATES, InstanceInfo, LaunchedInstance, LaunchRequest
+from spotshift.aws.errors import NotFound, SpotshiftAwsError
+from spotshift.clock import wall_clock
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REGIONS = ("us-east-1", "us-east-2", "us-west-2")
+SPOT_INTERRUPTION_REASONS = frozenset({"Server.SpotInstanceTermination", "Server.SpotInstanceShutdown"})
+
+
+class Ec2Backend:
+    """Starts, watches and terminates spotshift instances on EC2.
+
+    start(): run_instances (idempotent per workload) -> wait until running; an instance that does
+    not get there is terminated and the typed error raised (CapacityUnavailable, WaitTimeout).
+    poll(): instances it started that are gone -> `preempted` (spot reclaimed) or `exited` (the
+    bootstrap powered off after training). close() leaves instances running: the flow owns them.
+    """
+
+    def __init__(
+        self,
+        clients: Callable[[str], Any],
+        *,
+        regions: Sequence[str] = DEFAULT_REGIONS,
+        wait_timeout_s: float = 600,
+        wait_poll_s: float = 5,
+        clock: Callable[[], datetime] = wall_clock,
+    ) -> None:
+        self._clients = clients
+        self._regions = list(dict.fromkeys(regions))
+        self._wait_timeout_s = wait_timeout_s
+        self._wait_poll_s = wait_poll_s
+        self._clock = clock
+        self._started: dict[str, LaunchedInstance] = {}
+
+    def start(self, request: LaunchRequest) -> LaunchedInstance:
+        ec2 = self._clients(request.region)
+        launched = ec2_api.launch(ec2, request)
+        try:
+            info = ec2_api.wait_running(ec2, launched.instance_id, self._wait_timeout_s, poll_s=self._wait_poll_s)
+        except SpotshiftAwsError:
+            ec2_api.terminate(ec2, [launched.instance_id])
+            raise
+        launched = launched.model_copy(update={"state": info.state})
+        self._started[launched.instance_id] = launched
+        if request.region not in self._regions:
+            self._regions.append(request.region)
+        return launched
+
+    def stop(self, instance_id: str, reason: str) -> None:
+        log.info("terminating %s: %s", instance_id, reason)
+        ec2_api.terminate(self._clients(self._region_of(instance_id)), [instance_id])
+        self._started.pop(instance_id, None)
+
+    def state(self, instance_id: str) -> str:
+        return ec2_api.instance_state(self._clients(self._region_of(instance_id)), instance_id)
+
+    def list(self, job_id: str | None = None) -> list[InstanceInfo]:
+        return [i for region in self._regions for i in ec2_api.find_instances(self._clients(region), job_id=job_id)]
+
+    def poll(self) -> list[InstanceEvent]:
+        events = []
+        for instance_id, launched in list(self._started.items()):
+            info = ec2_api.describe_instance(self._clients(launched.region), instance_id)
+            if info.state not in GONE_STATES:
+                continue
+            preempted = info.state_reason in SPOT_INTERRUPTION_REASONS
+            events.append(InstanceEvent(
+                kind="preempted" if preempted else "exited", instance_id=instance_id, job_id=launched.job_id,
+                workload_id=launched.workload_id, zone=launched.zone, at=self._clock(),
+                detail=f"{info.state} ({info.state_reason or 'no reason given'})",
+            ))
+            del self._started[instance_id]
+        return events
+
+    def close(self) -> None:
+        self._started.clear()
+
+    def _region_of(self, instance_id: str) -> str:
+        if instance_id in self._started:
+            return self._started[instance_id].region
+        for region in self._regions:
+            try:
+                return ec2_api.describe_instance(self._clients(region), instance_id).region
+            except NotFound:
+                continue
+        raise NotFound(f"instance {instance_id} not found in {', '.join(self._regions)}",
+                               code="InvalidInstanceID.NotFound", operation="DescribeInstances")

@@ -1,0 +1,47 @@
+"""The embedded document store: montydb (pymongo-style API) on SQLite, plus a cross-process write lock.
+
+Why montydb: it is maintained, speaks the pymongo calls JobStore uses (insert_one, find_one_and_update
+with $in/$set/$push, replace_one upsert) and persists to one SQLite file. Its updates are
+read-modify-write in Python and its only unique index is `_id`, so two processes (a flow run and the
+continuous scout) could interleave; every write therefore runs under one `filelock.FileLock` beside
+the data, which makes each write atomic across processes. Reads need no lock (SQLite WAL).
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+
+import montydb.errors
+import pymongo.errors
+from filelock import FileLock
+
+# A duplicate `_id` or unique-index violation, from either backend.
+DUPLICATE_KEY_ERRORS: tuple[type[Exception], ...] = (
+    pymongo.errors.DuplicateKeyError,
+    montydb.errors.DuplicateKeyError,
+)
+
+LOCK_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class EmbeddedDatabase:
+    """A montydb database and the lock every writer of it must hold."""
+
+    database: object
+    write_lock: AbstractContextManager
+
+
+def open_embedded_database(directory: Path, name: str = "spotshift") -> EmbeddedDatabase:
+    """Open (creating if needed) the SQLite-backed montydb database `name` under `directory`."""
+    from montydb import MontyClient, set_storage
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(directory / "write.lock"), timeout=LOCK_TIMEOUT_S)
+    with lock:
+        if not (directory / "monty.storage.cfg").exists():
+            set_storage(str(directory), storage="sqlite")
+    return EmbeddedDatabase(database=MontyClient(str(directory))[name], write_lock=lock)

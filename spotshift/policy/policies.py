@@ -50,7 +50,7 @@ def _safety_net(state: JobState, view: View, margin: float) -> Decision | None:
     if view.best_od is None:
         return None
     if _on_od(state):
-        return None if view.od_slack >= margin else Stay("safety net: on-demand to the end")
+        return None if view.od_slack >= margin else Stay("safety net: on-demand to the end", until=state.deadline)
     if view.od_slack < margin:
         return Move(view.best_od, MigrationReason.DEADLINE)
     return None
@@ -94,7 +94,7 @@ class Greedy:
         margin = self.safety_margin_d * d
         net = _safety_net(state, view, margin)
         if net is not None or _on_od(state):
-            return net or Stay("on-demand to the end")
+            return net or Stay("on-demand to the end", until=state.deadline)
         if state.current is not None:
             return Stay("spot while it lasts", until=state.ready_at or state.deadline)
         if view.spot and view.od_slack - d >= margin:
@@ -124,6 +124,17 @@ class UniformProgress:
         elapsed = (now - state.started_at) / HOUR
         return (state.total_work - state.remaining_work) - state.total_work * elapsed / span
 
+    def _ahead_at(self, state: JobState, now: datetime, level: float, on_od: bool) -> datetime | None:
+        """When `ahead` reaches `level` while training on on-demand (rising) or idle (falling)."""
+        if state.total_work is None or state.started_at is None:
+            return None
+        slope = state.total_work / ((state.deadline - state.started_at) / HOUR)
+        speed = (1.0 - slope) if on_od else -slope
+        gap = level - self._ahead(state, now)
+        if speed == 0 or gap / speed < 0:
+            return now
+        return _later(now, gap / speed)
+
     def decide(self, state: JobState, snapshot: MarketSnapshot, now: datetime) -> Decision:
         if state.remaining_work <= 0:
             return Stop("done")
@@ -139,14 +150,15 @@ class UniformProgress:
         if _on_od(state):
             if spot_ok and ahead >= self.hysteresis_d * d and changeover_left(state, now) == 0:
                 return Move(view.spot[0], MigrationReason.CHEAPER)
-            return Stay("on-demand while behind")
+            return Stay("on-demand while behind", until=self._ahead_at(state, now, self.hysteresis_d * d, on_od=True))
         if state.current is not None:
             return Stay("spot while it lasts", until=state.ready_at or state.deadline)
         if spot_ok:
             return Move(view.spot[0], _launch_reason(state))
         if view.best_od is not None and (ahead < 0 or view.od_slack - d < margin):
             return Move(view.best_od, MigrationReason.DEADLINE)
-        return Stay("waiting for spot")
+        until = min(self._ahead_at(state, now, 0.0, on_od=False), _later(now, view.od_slack - d - margin))
+        return Stay("waiting for spot", until=until)
 
 
 @dataclass(frozen=True)

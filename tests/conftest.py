@@ -55,3 +55,13 @@ def traces_dir() -> Path:
     if not TRACES.is_dir():
         pytest.skip(f"real spot traces not found at {TRACES} (they live in ../shared/traces beside the checkout)")
     return TRACES
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tmp_path_factory) -> tuple[Path, Path]:
+    """(model_dir, dataset): a 2-layer, hidden-32 GPT-2 built locally (training.tiny_model), no Hub."""
+    from training.tiny_model import build_tiny_model, write_demo_dataset
+
+    root = tmp_path_factory.mktemp("tiny_lm")
+    dataset = write_demo_dataset(root / "corpus.jsonl", lines=300, seed=0)
+    return build_tiny_model(root / "model", dataset, layers=2, hidden=32, vocab_size=256), dataset

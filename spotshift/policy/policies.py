@@ -194,10 +194,10 @@ class SpotShift:
 
     name: str = "spotshift"
     safety_margin_d: float = 1.0
-    reserve_per_work: float = 0.0
+    reserve_per_work: float = 0.06
     return_margin_d: float = 1.0
     expected_run_hours: float = 8.0
-    move_margin_d: float = 0.5
+    move_margin_d: float = 3.0
 
     def _spot_affordable(self, state: JobState, view: View, extra: float = 0.0) -> bool:
         d = state.changeover_hours

@@ -3,6 +3,7 @@ minutes across runs (keyed on the query, the market's data and a time bucket), s
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,7 +27,8 @@ log = logging.getLogger(__name__)
 def scout_cache_key(query: OfferQuery, cache_token: str, now: datetime, cache_seconds: float) -> str:
     """Same query, same market, same `cache_seconds` window -> same key (clients play no part)."""
     bucket = int(now.timestamp() // cache_seconds) if cache_seconds > 0 else now.isoformat()
-    return f"scout:{cache_token}:{bucket}:{query.cache_key()}"
+    digest = hashlib.sha256(f"{cache_token}\n{bucket}\n{query.cache_key()}".encode()).hexdigest()
+    return f"scout-{digest[:40]}"  # a file name in Prefect's result storage: short and path-safe
 
 
 def _task_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:

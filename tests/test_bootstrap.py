@@ -1,0 +1,83 @@
+"""training.bootstrap: the rendered user-data is valid bash, logs, and passes hostile values through verbatim."""
+
+from __future__ import annotations
+
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from training.bootstrap import render_user_data
+
+HOSTILE = [
+    "s3://b/jobs/x/spec.json",
+    "it's \"quoted\"",
+    "$(touch /tmp/pwned-spotshift)",
+    "`id`",
+    "a; rm -rf /",
+    "line1\nline2",
+    "tab\there & | > < * ? ~ {a,b} \\",
+]
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_rendered_script_is_valid_bash_for_hostile_values(value):
+    script = render_user_data(value, package_spec=value, python=value, log_file=value, extra_env={"X": value})
+    assert script.startswith("#!/bin/bash\n")
+    assert "set -euo pipefail" in script
+    checked = subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True)
+    assert checked.returncode == 0, checked.stderr
+
+
+def write_stub(path: Path, body: str) -> None:
+    path.write_text("#!/bin/bash\n" + body)
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_stub_python_receives_the_values_unchanged(value, tmp_path):
+    bin_dir, calls_dir = tmp_path / "bin", tmp_path / "calls"
+    bin_dir.mkdir()
+    calls_dir.mkdir()
+    # the stub records each call's arguments NUL-separated (newlines inside a value survive) and
+    # the exported value; the trainer call exits 75 like a checkpointed trainer
+    write_stub(bin_dir / "python3", f"""n=$(ls {calls_dir} | wc -l)
+for a in "$@"; do printf '%s\\0' "$a"; done > {calls_dir}/call-$n
+printf '%s' "$SPOTSHIFT_X" > {tmp_path}/env-value
+if [ "$2" = training ]; then exit 75; fi
+""")
+    log_file = tmp_path / "logs" / "train.log"
+    script = render_user_data(value, package_spec=value, log_file=str(log_file), extra_env={"SPOTSHIFT_X": value})
+    run = subprocess.run(["bash", "-c", script], env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
+                         capture_output=True, text=True, timeout=30)
+    assert run.returncode == 75  # the trainer's exit code is the script's
+    pip_call = (calls_dir / "call-0").read_text().split("\0")[:-1]
+    train_call = (calls_dir / "call-1").read_text().split("\0")[:-1]
+    assert pip_call == ["-m", "pip", "install", "--upgrade", value]
+    assert train_call == ["-m", "training", "--spec", value]
+    assert (tmp_path / "env-value").read_text() == value
+    assert not Path("/tmp/pwned-spotshift").exists()
+    log = log_file.read_text()
+    assert "spotshift bootstrap: start" in log and "trainer exited with 75" in log
+    assert run.stdout == ""  # everything went to the log file
+
+
+def test_defaults_install_the_train_extra_and_log_to_var_log():
+    script = render_user_data("s3://bucket/jobs/j1/spec.json")
+    assert "-m pip install --upgrade 'spotshift[train]'" in script
+    assert "LOG_FILE=/var/log/spotshift-train.log" in script
+    assert "--spec s3://bucket/jobs/j1/spec.json" in script
+
+
+@pytest.mark.parametrize("name", ["AWS_SECRET_ACCESS_KEY", "HF_TOKEN", "AWS_SESSION_TOKEN", "DB_PASSWORD"])
+def test_secret_looking_env_is_refused(name):
+    with pytest.raises(ValueError, match="instance profile"):
+        render_user_data("s3://b/spec.json", extra_env={name: "x"})
+
+
+@pytest.mark.parametrize("kwargs, field", [({"spec_uri": ""}, "spec_uri"), ({"spec_uri": "s3://b", "python": ""}, "python"),
+                                           ({"spec_uri": "s3://b", "extra_env": {"BAD-NAME": "1"}}, "BAD-NAME")])
+def test_bad_input_names_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        render_user_data(**kwargs)

@@ -1,0 +1,236 @@
+"""Hugging Face model metadata (parameters, weight bytes, shape) from the Hub, a local directory or
+S3, and the GPU memory a full fine-tune of it needs. Clients are passed in; nothing is downloaded
+but config.json and safetensors headers."""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from spotshift.models import JobCreate, classify_model_ref
+
+GIB = 1024**3
+# Bytes per element of the safetensors dtypes (and the Hub's safetensors parameter keys).
+DTYPE_BYTES: dict[str, float] = {
+    "F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2, "U16": 2,
+    "F8_E4M3": 1, "F8_E5M2": 1, "I8": 1, "U8": 1, "BOOL": 1, "F4": 0.5,
+}
+TRAINING_DTYPES = {"fp32": 4, "bf16": 2, "fp16": 2}
+TRAINER_DTYPE = "fp32"  # training/loop.py loads and trains the model in float32
+
+# config.json spells the same things differently per architecture; first name found wins.
+_CONFIG_ALIASES = {
+    "n_layers": ("num_hidden_layers", "n_layer", "num_layers", "n_layers", "decoder_layers"),
+    "hidden": ("hidden_size", "n_embd", "d_model", "dim"),
+    "n_heads": ("num_attention_heads", "n_head", "num_heads", "n_heads", "decoder_attention_heads"),
+    "vocab": ("vocab_size",),
+    "intermediate": ("intermediate_size", "n_inner", "ffn_dim", "d_ff", "hidden_dim"),
+    "max_positions": ("max_position_embeddings", "n_positions", "n_ctx", "max_seq_len"),
+}
+_MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors format's own cap on the JSON header
+
+
+class ModelMetadataUnavailable(ValueError):
+    """The reference points at something without the metadata we need (no config, no safetensors)."""
+
+
+class ModelMetadata(BaseModel):
+    """What sizing needs to know about a model: its parameters, stored bytes and shape."""
+
+    model_config = ConfigDict(frozen=True)
+
+    ref: str
+    source: str = Field(description="'hub', 'local' or 's3'")
+    params: int = Field(ge=0, description="parameter count (every tensor in the safetensors files)")
+    weight_bytes: int = Field(ge=0, description="bytes of the stored weights")
+    dtype: str = Field(description="the dtype holding most parameters, e.g. 'F32', 'BF16'")
+    model_type: str | None = None
+    n_layers: int | None = None
+    hidden: int | None = None
+    n_heads: int | None = None
+    vocab: int | None = None
+    intermediate: int | None = None
+    max_positions: int | None = None
+
+
+# --- reading the metadata ----------------------------------------------------------------------
+
+
+class HubApi(Protocol):
+    """The two huggingface_hub.HfApi calls used here."""
+
+    def model_info(self, repo_id: str, *, expand: list[str] | None = None, **kwargs) -> Any: ...
+    def hf_hub_download(self, repo_id: str, filename: str, **kwargs) -> str: ...
+
+
+def model_metadata(ref: str, *, hf_api: HubApi | None = None, s3_client=None,
+                   hub_cache_dir: str | Path | None = None) -> ModelMetadata:
+    """Metadata of a Hub repo id, a local directory or an s3:// prefix (config.json + safetensors headers).
+
+    From the Hub: the safetensors parameter counts of `model_info` and the repo's config.json
+    (cached in `hub_cache_dir`, default the Hugging Face cache). From S3: ranged GETs of the headers.
+    """
+    kind = classify_model_ref(ref)
+    if kind == "local":
+        return _from_local(ref)
+    if kind == "s3":
+        if s3_client is None:
+            raise ValueError(f"model {ref!r} is on S3: pass s3_client (e.g. AwsCredentials.get_s3_client())")
+        return _from_s3(ref, s3_client)
+    if hf_api is None:
+        from huggingface_hub import HfApi
+
+        hf_api = HfApi()
+    return _from_hub(ref, hf_api, hub_cache_dir)
+
+
+def metadata_from(ref: str, source: str, config: dict[str, Any], dtype_params: dict[str, int]) -> ModelMetadata:
+    """Build ModelMetadata from a config dict and the parameter count per stored dtype."""
+    if not dtype_params:
+        raise ModelMetadataUnavailable(f"model {ref!r}: no safetensors weights found")
+    unknown = set(dtype_params) - set(DTYPE_BYTES)
+    if unknown:
+        raise ModelMetadataUnavailable(f"model {ref!r}: unknown dtype {sorted(unknown)[0]!r}")
+    shape = {field: next((config[n] for n in names if isinstance(config.get(n), int)), None)
+             for field, names in _CONFIG_ALIASES.items()}
+    return ModelMetadata(
+        ref=ref, source=source, params=sum(dtype_params.values()),
+        weight_bytes=int(sum(n * DTYPE_BYTES[d] for d, n in dtype_params.items())),
+        dtype=max(dtype_params, key=dtype_params.get), model_type=config.get("model_type"), **shape,
+    )
+
+
+def params_by_dtype(header: dict[str, Any]) -> Counter:
+    """Parameter count per dtype from one safetensors JSON header."""
+    counts: Counter = Counter()
+    for name, tensor in header.items():
+        if name != "__metadata__":
+            counts[tensor["dtype"]] += math.prod(tensor["shape"])
+    return counts
+
+
+def read_safetensors_header(read_range) -> dict[str, Any]:
+    """Parse a safetensors header given `read_range(start, length) -> bytes`: 8-byte LE length, then JSON."""
+    (length,) = struct.unpack("<Q", read_range(0, 8))
+    if length > _MAX_HEADER_BYTES:
+        raise ModelMetadataUnavailable(f"safetensors header of {length} bytes is larger than the format allows")
+    return json.loads(read_range(8, length))
+
+
+def _from_local(ref: str) -> ModelMetadata:
+    directory = Path(ref).expanduser()
+    config = _load_json(directory / "config.json", ref)
+    counts: Counter = Counter()
+    for path in sorted(directory.glob("*.safetensors")):
+        with path.open("rb") as f:
+            counts += params_by_dtype(read_safetensors_header(lambda start, n: (f.seek(start), f.read(n))[1]))
+    return metadata_from(ref, "local", config, counts)
+
+
+def _from_s3(ref: str, s3) -> ModelMetadata:
+    bucket, _, prefix = ref.removeprefix("s3://").partition("/")
+    prefix = prefix.rstrip("/") + "/" if prefix else ""
+    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            for o in page.get("Contents", []) if "/" not in o["Key"][len(prefix):]]
+    if prefix + "config.json" not in keys:
+        raise ModelMetadataUnavailable(f"model {ref!r}: no config.json under the prefix")
+    config = json.loads(s3.get_object(Bucket=bucket, Key=prefix + "config.json")["Body"].read())
+    counts: Counter = Counter()
+    for key in sorted(k for k in keys if k.endswith(".safetensors")):
+        def read_range(start: int, n: int, key: str = key) -> bytes:
+            return s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{start + n - 1}")["Body"].read()
+
+        counts += params_by_dtype(read_safetensors_header(read_range))
+    return metadata_from(ref, "s3", config, counts)
+
+
+def _from_hub(ref: str, hf_api: HubApi, cache_dir: str | Path | None) -> ModelMetadata:
+    info = hf_api.model_info(ref, expand=["safetensors", "config"])
+    if info.safetensors is None:
+        raise ModelMetadataUnavailable(f"model {ref!r}: the Hub lists no safetensors weights for it")
+    extra = {"cache_dir": str(cache_dir)} if cache_dir is not None else {}
+    config = _load_json(Path(hf_api.hf_hub_download(ref, "config.json", **extra)), ref)
+    return metadata_from(ref, "hub", config, dict(info.safetensors.parameters))
+
+
+def _load_json(path: Path, ref: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise ModelMetadataUnavailable(f"model {ref!r}: no config.json at {path}")
+    return json.loads(path.read_text())
+
+
+# --- memory a full fine-tune needs -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainingMemory:
+    """GPU memory of a full fine-tune, by component, in bytes."""
+
+    weights: float
+    gradients: float
+    optimizer: float
+    master_weights: float
+    activations: float
+    overhead: float
+
+    @property
+    def model_states(self) -> float:
+        return self.weights + self.gradients + self.optimizer + self.master_weights
+
+    @property
+    def total_gib(self) -> float:
+        return (self.model_states + self.activations + self.overhead) / GIB
+
+
+def training_memory(
+    meta: ModelMetadata, *, batch_size: int, seq_len: int, training_dtype: str = TRAINER_DTYPE, overhead_gib: float = 1.0,
+) -> TrainingMemory:
+    """Memory of a full fine-tune with AdamW on one GPU, no activation checkpointing.
+
+    With P parameters, b = bytes per element of `training_dtype` (fp32 4, bf16/fp16 2), L layers,
+    h hidden size, a heads, V vocabulary, batch B and sequence s:
+
+        weights        = P * b
+        gradients      = P * b
+        optimizer      = P * 8                 (AdamW: two fp32 moments)
+        master_weights = P * 4 if b < 4 else 0 (fp32 copy kept by mixed precision)
+        activations    = L * s*B*h * (34 + 5*a*s/h) * b/2      (Korthikanti et al. 2022, eq. 2)
+                         + B*s*V * 8                           (fp32 logits and their gradient)
+        overhead       = overhead_gib          (CUDA context, allocator slack)
+
+    Model states are 16 bytes per parameter either way (ZeRO, Rajbhandari et al. 2020). Shape
+    fields missing from config.json count as 0 activation bytes for that term.
+    """
+    if training_dtype not in TRAINING_DTYPES:
+        raise ValueError(f"training_dtype {training_dtype!r} is unknown. Choose between {', '.join(TRAINING_DTYPES)}")
+    if batch_size < 1 or seq_len < 1:
+        raise ValueError(f"batch_size ({batch_size}) and seq_len ({seq_len}) must be at least 1")
+    b, p = TRAINING_DTYPES[training_dtype], meta.params
+    layers, hidden, heads = meta.n_layers or 0, meta.hidden or 0, meta.n_heads or 0
+    per_layer = seq_len * batch_size * hidden * (34 + 5 * heads * seq_len / hidden) * b / 2 if hidden else 0.0
+    logits = batch_size * seq_len * (meta.vocab or 0) * 8
+    return TrainingMemory(
+        weights=p * b, gradients=p * b, optimizer=p * 8, master_weights=p * 4 if b < 4 else 0,
+        activations=layers * per_layer + logits, overhead=overhead_gib * GIB,
+    )
+
+
+def training_memory_gib(meta: ModelMetadata, *, batch_size: int, seq_len: int, training_dtype: str = TRAINER_DTYPE,
+                        overhead_gib: float = 1.0) -> float:
+    """GiB a full AdamW fine-tune needs on one GPU (see `training_memory` for the formula)."""
+    return training_memory(meta, batch_size=batch_size, seq_len=seq_len, training_dtype=training_dtype,
+                           overhead_gib=overhead_gib).total_gib
+
+
+def min_gpu_memory_gib(meta: ModelMetadata, request: JobCreate, *, training_dtype: str = TRAINER_DTYPE) -> float:
+    """Smallest per-GPU memory that runs the job. `request.batch_size` is the trainer's micro-batch;
+    gradient accumulation adds steps, not memory."""
+    return training_memory_gib(meta, batch_size=request.batch_size, seq_len=request.seq_len,
+                               training_dtype=training_dtype)

@@ -1,0 +1,221 @@
+"""Model metadata from a local directory, S3 (ranged GETs only) and recorded Hub replies; memory sizing."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from datetime import UTC, datetime
+
+import pytest
+
+from spotshift.hf import (
+    GIB, ModelMetadata, ModelMetadataUnavailable, min_gpu_memory_gib, model_metadata, training_memory,
+    training_memory_gib,
+)
+from spotshift.models import JobCreate
+
+torch = pytest.importorskip("torch", reason="the train extra (torch, transformers) builds the tiny model")
+transformers = pytest.importorskip("transformers", reason="the train extra builds the tiny model")
+
+TINY = dict(n_layer=2, n_embd=32, n_head=2, vocab_size=100, n_positions=64)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A 2-layer GPT-2 built from a config (no download), saved as safetensors; (dir, model)."""
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(**TINY))
+    directory = tmp_path_factory.mktemp("tiny-gpt2")
+    model.save_pretrained(directory, safe_serialization=True)
+    return directory, model
+
+
+def test_local_directory_metadata_matches_the_model(tiny_model):
+    directory, model = tiny_model
+    meta = model_metadata(str(directory))
+    expected = sum(p.numel() for p in model.parameters())
+    assert meta.source == "local" and meta.dtype == "F32" and meta.model_type == "gpt2"
+    assert meta.params == expected
+    assert meta.weight_bytes == 4 * expected
+    assert (meta.n_layers, meta.hidden, meta.n_heads, meta.vocab, meta.max_positions) == (2, 32, 2, 100, 64)
+
+
+class CountingS3:
+    """The real moto S3 client, recording each GetObject's key and byte range."""
+
+    def __init__(self, s3):
+        self._s3, self.gets = s3, []
+
+    def get_object(self, **kwargs):
+        self.gets.append((kwargs["Key"], kwargs.get("Range")))
+        return self._s3.get_object(**kwargs)
+
+    def get_paginator(self, name):
+        return self._s3.get_paginator(name)
+
+
+def test_s3_prefix_reads_only_config_and_safetensors_headers(tiny_model, s3, bucket):
+    directory, model = tiny_model
+    for path in directory.iterdir():
+        s3.upload_file(str(path), bucket, f"models/tiny/{path.name}")
+    s3.put_object(Bucket=bucket, Key="models/tiny/nested/ignored.safetensors", Body=b"not a header")
+    counting = CountingS3(s3)
+    meta = model_metadata(f"s3://{bucket}/models/tiny", s3_client=counting)
+    assert meta == model_metadata(str(directory)).model_copy(update={"ref": f"s3://{bucket}/models/tiny", "source": "s3"})
+    weights = (directory / "model.safetensors").stat().st_size
+    fetched = [(key, rng) for key, rng in counting.gets if key.endswith(".safetensors")]
+    assert [rng for _, rng in fetched][0] == "bytes=0-7"
+    header_len = int.from_bytes((directory / "model.safetensors").read_bytes()[:8], "little")
+    assert fetched[1][1] == f"bytes=8-{8 + header_len - 1}"
+    assert len(fetched) == 2 and 8 + header_len < weights / 10, "never the whole weights"
+
+
+def test_s3_prefix_without_config_is_a_clear_error(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="empty/readme.md", Body=b"x")
+    with pytest.raises(ModelMetadataUnavailable, match="no config.json"):
+        model_metadata(f"s3://{bucket}/empty", s3_client=s3)
+
+
+def test_s3_without_a_client_says_what_to_pass():
+    with pytest.raises(ValueError, match="s3_client"):
+        model_metadata("s3://bucket-x/models/tiny")
+
+
+def test_local_directory_without_weights_is_a_clear_error(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    with pytest.raises(ModelMetadataUnavailable, match="no safetensors"):
+        model_metadata(str(tmp_path))
+
+
+# --- the Hub, from recorded replies served on 127.0.0.1 ----------------------------------------
+
+# Recorded from https://huggingface.co/api/models/openai-community/gpt2?expand=safetensors&expand=config
+# (trimmed to the fields read) and the repo's config.json.
+RECORDED_MODEL_INFO = {
+    "_id": "621ffdc036468d709f17434d", "id": "openai-community/gpt2",
+    "config": {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "tokenizer_config": {}},
+    "safetensors": {"parameters": {"F32": 137022720}, "total": 137022720},
+    "sha": "607a30d783dfa663caf39e06633721c8d4cfcd7e",
+}
+RECORDED_CONFIG = {
+    "activation_function": "gelu_new", "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
+    "n_ctx": 1024, "n_embd": 768, "n_head": 12, "n_layer": 12, "n_positions": 1024, "vocab_size": 50257,
+}
+
+
+@pytest.fixture
+def recorded_hub(monkeypatch):
+    """An HTTP server on 127.0.0.1 replaying the recorded Hub replies; yields (endpoint, requests seen)."""
+    import huggingface_hub.constants
+
+    # conftest sets HF_HUB_OFFLINE=1 so nothing reaches the real Hub; this server is local.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    seen: list[str] = []
+
+    class Replay(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(f"{self.command} {self.path}")
+            if self.path.startswith("/api/models/openai-community/gpt2"):
+                body = json.dumps(RECORDED_MODEL_INFO).encode()
+            elif self.path == "/openai-community/gpt2/resolve/main/config.json":
+                body = json.dumps(RECORDED_CONFIG).encode()
+            else:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            for header, value in (("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                                  ("ETag", '"recorded-config"'), ("X-Repo-Commit", RECORDED_MODEL_INFO["sha"])):
+                self.send_header(header, value)
+            self.end_headers()
+            if self.command == "GET":
+                self.wfile.write(body)
+
+        do_HEAD = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Replay)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_hub_metadata_from_model_info_and_config(recorded_hub, tmp_path):
+    from huggingface_hub import HfApi
+
+    endpoint, seen = recorded_hub
+    meta = model_metadata("openai-community/gpt2", hf_api=HfApi(endpoint=endpoint), hub_cache_dir=tmp_path)
+    assert meta.source == "hub" and meta.params == 137_022_720 and meta.weight_bytes == 4 * 137_022_720
+    assert (meta.n_layers, meta.hidden, meta.n_heads, meta.vocab) == (12, 768, 12, 50257)
+    assert seen[0] == "GET /api/models/openai-community/gpt2?expand=safetensors&expand=config"
+    assert not any(".safetensors" in request for request in seen), "no weights fetched"
+
+
+def test_hub_repo_without_safetensors_is_a_clear_error(recorded_hub, tmp_path, monkeypatch):
+    from huggingface_hub import HfApi
+
+    monkeypatch.setitem(RECORDED_MODEL_INFO, "safetensors", None)
+    with pytest.raises(ModelMetadataUnavailable, match="no safetensors"):
+        model_metadata("openai-community/gpt2", hf_api=HfApi(endpoint=recorded_hub[0]), hub_cache_dir=tmp_path)
+
+
+# --- memory -------------------------------------------------------------------------------------
+
+
+def _meta(params: int, **shape) -> ModelMetadata:
+    return ModelMetadata(ref="x", source="local", params=params, weight_bytes=4 * params, dtype="F32", **shape)
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_model_states_are_16_bytes_per_parameter(dtype):
+    """ZeRO (Rajbhandari et al. 2020): a 7.5B-parameter model needs 120 GB of model states with Adam."""
+    memory = training_memory(_meta(7_500_000_000), batch_size=1, seq_len=128, training_dtype=dtype)
+    assert memory.model_states == pytest.approx(120e9)
+
+
+def test_model_states_match_a_real_adamw_step(tiny_model):
+    """Weights + gradients + AdamW moments, as bytes of the real tensors after one optimizer step."""
+    directory, _ = tiny_model
+    model = transformers.GPT2LMHeadModel.from_pretrained(directory)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    batch = torch.randint(0, TINY["vocab_size"], (2, 16))
+    model(input_ids=batch, labels=batch).loss.backward()
+    optimizer.step()
+    params = list(model.parameters())
+    measured = sum(p.nbytes + p.grad.nbytes for p in params) + sum(
+        state[k].nbytes for state in optimizer.state.values() for k in ("exp_avg", "exp_avg_sq"))
+    estimated = training_memory(model_metadata(str(directory)), batch_size=2, seq_len=16, training_dtype="fp32")
+    assert estimated.model_states == measured
+
+
+def test_activations_grow_with_batch_and_sequence():
+    meta = _meta(124_000_000, n_layers=12, hidden=768, n_heads=12, vocab=50257)
+    base = training_memory(meta, batch_size=4, seq_len=512)
+    assert training_memory(meta, batch_size=8, seq_len=512).activations == pytest.approx(2 * base.activations)
+    assert training_memory(meta, batch_size=4, seq_len=1024).activations > 2 * base.activations  # attention is s^2
+    assert base.activations > 0
+
+
+def test_gpt2_small_fits_an_a10g_at_batch_8_but_not_at_batch_64():
+    meta = _meta(124_439_808, n_layers=12, hidden=768, n_heads=12, vocab=50257)
+    assert training_memory_gib(meta, batch_size=8, seq_len=512) < 24
+    assert training_memory_gib(meta, batch_size=64, seq_len=1024) > 24
+
+
+def test_min_gpu_memory_uses_the_jobs_micro_batch_and_sequence():
+    meta = _meta(124_439_808, n_layers=12, hidden=768, n_heads=12, vocab=50257)
+    job = JobCreate(model="gpt2", dataset="s3://bucket-x/c.txt", max_steps=10, budget_usd=1, batch_size=4,
+                    grad_accum=8, seq_len=256, deadline=datetime(2099, 1, 1, tzinfo=UTC))
+    assert min_gpu_memory_gib(meta, job) == training_memory_gib(meta, batch_size=4, seq_len=256, training_dtype="fp32")
+    assert min_gpu_memory_gib(meta, job) * GIB > 16 * meta.params
+
+
+def test_unknown_training_dtype_lists_the_choices():
+    with pytest.raises(ValueError, match="Choose between fp32, bf16, fp16"):
+        training_memory(_meta(10), batch_size=1, seq_len=8, training_dtype="int4")

@@ -65,3 +65,15 @@ def tiny_lm(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("tiny_lm")
     dataset = write_demo_dataset(root / "corpus.jsonl", lines=300, seed=0)
     return build_tiny_model(root / "model", dataset, layers=2, hidden=32, vocab_size=256), dataset
+
+
+@pytest.fixture
+def one_torch_thread():
+    """In-process training on one thread: the test machine's cores are shared, and the trainer
+    subprocesses run with OMP_NUM_THREADS=1 too (same thread count = same float results)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

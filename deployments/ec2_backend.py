@@ -72,14 +72,17 @@ class Ec2Backend:
     def poll(self) -> list[InstanceEvent]:
         events = []
         for instance_id, launched in list(self._started.items()):
-            info = ec2_api.describe_instance(self._clients(launched.region), instance_id)
-            if info.state not in GONE_STATES:
+            try:
+                info = ec2_api.describe_instance(self._clients(launched.region), instance_id)
+                state, reason = info.state, info.state_reason
+            except NotFound:  # EC2 forgets terminated instances after about an hour
+                state, reason = "terminated", None
+            if state not in GONE_STATES:
                 continue
-            preempted = info.state_reason in SPOT_INTERRUPTION_REASONS
             events.append(InstanceEvent(
-                kind="preempted" if preempted else "exited", instance_id=instance_id, job_id=launched.job_id,
-                workload_id=launched.workload_id, zone=launched.zone, at=self._clock(),
-                detail=f"{info.state} ({info.state_reason or 'no reason given'})",
+                kind="preempted" if reason in SPOT_INTERRUPTION_REASONS else "exited", instance_id=instance_id,
+                job_id=launched.job_id, workload_id=launched.workload_id, zone=launched.zone, at=self._clock(),
+                detail=f"{state} ({reason or 'no reason given'})",
             ))
             del self._started[instance_id]
         return events

@@ -88,3 +88,27 @@ def test_a_spot_instance_reclaimed_before_running_is_terminated_and_reported_as_
         backend.start(launch_request())
     assert info.value.code == "Server.SpotInstanceTermination"
     stub.assert_no_pending_responses()  # the terminate_instances call was made
+
+
+def test_poll_tells_a_reclaimed_spot_instance_from_one_that_ended_or_vanished():
+    # Spot reclaims and EC2 forgetting old instances only happen on real EC2: Stubber.
+    ec2 = boto3.client("ec2", region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
+    stub = Stubber(ec2)
+    backend = Ec2Backend(lambda region: ec2, wait_poll_s=0, clock=lambda: NOW)
+    started = []
+    for instance_id in ("i-0aaa", "i-0bbb"):
+        instance = {"InstanceId": instance_id, "InstanceType": "g5.xlarge", "LaunchTime": NOW,
+                    "Placement": {"AvailabilityZone": "us-east-1a"}, "State": {"Name": "running", "Code": 16}}
+        stub.add_response("describe_instances", {"Reservations": []})
+        stub.add_response("run_instances", {"Instances": [instance]})
+        stub.add_response("describe_instances", {"Reservations": [{"Instances": [instance]}]})
+        started.append(instance)
+    stub.add_response("describe_instances", {"Reservations": [{"Instances": [{
+        **started[0], "State": {"Name": "shutting-down", "Code": 32},
+        "StateReason": {"Code": "Server.SpotInstanceTermination", "Message": "reclaimed"}}]}]})
+    stub.add_client_error("describe_instances", "InvalidInstanceID.NotFound", "gone")
+    with stub:
+        backend.start(launch_request())
+        backend.start(launch_request())
+        events = backend.poll()
+    assert [(e.instance_id, e.kind) for e in events] == [("i-0aaa", "preempted"), ("i-0bbb", "exited")]

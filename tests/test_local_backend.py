@@ -209,3 +209,56 @@ def test_close_stops_every_trainer_and_terminates_every_instance(make_local, s3,
     assert [backend.state(i.instance_id) for i in launched] == ["terminated", "terminated"]
     with pytest.raises(RuntimeError, match="closed"):
         backend.start(requests[0])
+
+
+# --- the real trainer --------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_real_trainer_is_preempted_then_resumes_elsewhere_to_a_final_model(
+        moto_endpoint, tmp_path, s3, bucket, oracle, tiny_lm, monkeypatch):
+    from training.contract import read_latest, read_progress, write_spec
+    from training.exitcodes import EXIT_CHECKPOINTED, EXIT_DONE
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # inherited by the trainer processes
+    model_dir, dataset = tiny_lm
+    job_id = f"job-{uuid.uuid4().hex[:8]}"
+    spec = TrainingSpec(job_id=job_id, model=str(model_dir), dataset=str(dataset), output=f"s3://{bucket}/jobs/{job_id}/",
+                        max_steps=20, batch_size=4, seq_len=32, checkpoint_every_steps=5, heartbeat_seconds=0.1,
+                        control_poll_seconds=0.2, min_step_seconds=0.05)
+    spec_uri = write_spec(s3, spec)
+
+    def request(zone: str) -> LaunchRequest:
+        offer = Offer(instance_type="p3.2xlarge", gpu="V100", gpu_count=1, gpu_memory_gib=16, vcpus=8, memory_gib=61,
+                      region=zone[:-1], zone=zone, market=Market.SPOT, usd_per_hour=0.95, observed_at=NOW,
+                      source="test")
+        return LaunchRequest(job_id=job_id, workload_id=f"wl-{uuid.uuid4().hex[:12]}", offer=offer, spec_uri=spec_uri,
+                             image_id=MOTO_IMAGE_ID)
+
+    with LocalBackend(moto_endpoint, tmp_path / "work", oracle=oracle, clock=lambda: NOW, grace_s=20,
+                      watch_interval_s=None) as backend:
+        first = backend.start(request("us-east-1a"))
+
+        def first_checkpoint() -> bool:
+            early = backend.poll()
+            assert not early, f"{early}: {backend.log_path(first.instance_id).read_text()[-2000:]}"
+            return read_latest(s3, spec.output) is not None
+
+        wait_for(first_checkpoint, 60, "the first checkpoint")
+        oracle.lost.add("us-east-1a")
+        events = collect(backend, "preempted", 30)
+        assert [(e.kind, e.exit_code) for e in events] == [("interruption_notice", None),
+                                                          ("preempted", EXIT_CHECKPOINTED)], \
+            backend.log_path(first.instance_id).read_text()[-2000:]
+        stopped_at = read_latest(s3, spec.output).step
+        assert read_progress(s3, spec.output).state == "checkpointed" and 5 <= stopped_at < 20
+        assert backend.state(first.instance_id) == "terminated"
+
+        second = backend.start(request("us-east-2a"))
+        events = collect(backend, "exited", 60)
+        assert [(e.instance_id, e.exit_code) for e in events] == [(second.instance_id, EXIT_DONE)], \
+            backend.log_path(second.instance_id).read_text()[-2000:]
+        assert read_progress(s3, spec.output).step == 20
+        final = s3.list_objects_v2(Bucket=bucket, Prefix=f"jobs/{job_id}/final/")["Contents"]
+        assert any(o["Key"].endswith("model.safetensors") for o in final)
+        assert backend.state(second.instance_id) == "terminated"

@@ -6,6 +6,7 @@ and moved once to a cheaper zone."""
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 import os
 import sys
 import tempfile
@@ -21,6 +22,7 @@ DEMO_BUCKET = "spotshift-demo"
 class DemoOptions:
     speedup: float = 60.0  # market minutes per wall second
     max_steps: int = 400
+    min_step_seconds: float = 0.25  # paces the trainer: the job lasts as long on a fast CPU as on a slow one
     home: Path | None = None  # where the demo keeps its stores and logs (default: a temp dir)
 
 
@@ -35,7 +37,6 @@ def run_demo(options: DemoOptions = DemoOptions(), out=sys.stdout) -> dict:
     """Run the demo job; returns its summary (the JSON the CLI prints last)."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from deployments.compute import make_backend
     from deployments.demo_market import DemoTimeline, demo_traces
     from deployments.local_aws import apply_env, client, ensure_bucket, moto_server
     from flows.runtime import Runtime
@@ -43,16 +44,13 @@ def run_demo(options: DemoOptions = DemoOptions(), out=sys.stdout) -> dict:
     from spotshift.clock import VirtualClock
     from spotshift.market.replay import ReplayMarket
     from spotshift.models import ApprovalPolicy, JobCreate
-    from spotshift.settings import Settings
-    from spotshift.stores import open_job_store, open_ledger
     from training.tiny_model import build_tiny_model, write_demo_dataset
 
     home = Path(options.home or tempfile.mkdtemp(prefix="spotshift-demo-"))
     say = lambda *a: print(*a, file=out, flush=True)  # noqa: E731
-    with moto_server() as endpoint:
+    with prefect_api(say), moto_server() as endpoint:
         apply_env(endpoint)
         say(f"moto server (EC2 + S3 stand-in) on {endpoint}; demo files in {home}")
-        settings = Settings(home=home, bucket=DEMO_BUCKET, aws_endpoint_url=endpoint, heartbeat_stall_seconds=120 * options.speedup)
         s3 = client("s3", endpoint)
         ensure_bucket(endpoint, DEMO_BUCKET)
         dataset = write_demo_dataset(home / "data" / "demo.txt")
@@ -64,11 +62,12 @@ def run_demo(options: DemoOptions = DemoOptions(), out=sys.stdout) -> dict:
         start = datetime.now(UTC).replace(microsecond=0)
         clock = VirtualClock(start=start, speedup=options.speedup)
         market = ReplayMarket(demo_traces(start, DemoTimeline()), start=start)
-        backend = make_backend("local", endpoint_url=endpoint, work_dir=home / "instances", oracle=market,
-                               clock=clock, grace_s=20.0)
-        rt = Runtime(settings=settings, jobs=open_job_store(settings), ledger=open_ledger(settings), s3=s3,
-                     market=market, backend=backend, clock=clock, poll_seconds=0.5,
-                     rescout_seconds=3.0, on_demand_prices={"p3.2xlarge": 3.06})
+        rt = Runtime.local(endpoint, home, market=market, clock=clock, bucket=DEMO_BUCKET,
+                           backend_options={"grace_s": 20.0}, poll_seconds=0.5, rescout_seconds=3.0,
+                           min_step_seconds=options.min_step_seconds,
+                           on_demand_prices={"p3.2xlarge": 3.06},
+                           settings={"heartbeat_stall_seconds": 120 * options.speedup})
+        backend = rt.backend
         request = JobCreate.model_validate(dict(
             name="demo", model=model_uri, dataset=f"s3://{DEMO_BUCKET}/data/demo.txt", max_steps=options.max_steps,
             batch_size=8, seq_len=32, checkpoint_every_steps=20, budget_usd=50, regions=["us-east-1", "us-east-2", "us-west-2"],
@@ -87,6 +86,27 @@ def run_demo(options: DemoOptions = DemoOptions(), out=sys.stdout) -> dict:
         if left:
             raise RuntimeError(f"instances left running: {left}")
     return summary
+
+
+@contextmanager
+def prefect_api(say):
+    """The Prefect API the demo reports to: PREFECT_API_URL if set (a server whose UI you watch),
+    else a temporary local server, started before the market clock and stopped before the summary."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if PREFECT_API_URL.value():
+        say(f"Prefect API: {PREFECT_API_URL.value()}")
+        yield
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    server.start(timeout=180)
+    try:
+        with temporary_settings({PREFECT_API_URL: server.api_url}):
+            yield
+    finally:
+        server.stop()
 
 
 def _print_summary(s: dict, say) -> None:

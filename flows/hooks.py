@@ -19,11 +19,9 @@ def terminate_job_instances(rt: Runtime, job_id: str, reason: str) -> list[str]:
     """Stop every instance of the job the backend still knows; close its open workloads."""
     from spotshift.billing import billed_seconds
 
-    stopped = []
-    for inst in rt.backend.list(job_id=job_id):
-        if inst.state not in ("terminated", "shutting-down"):
-            rt.backend.stop(inst.instance_id, reason)
-            stopped.append(inst.instance_id)
+    from tasks.deployer import stop_job_instances
+
+    stopped = stop_job_instances.fn(job_id, reason, rt.backend)
     now = rt.clock()
     for w in rt.ledger.open_workloads(job_id):
         rt.ledger.upsert_workload(w.model_copy(update={

@@ -10,7 +10,7 @@ from prefect.artifacts import create_table_artifact
 
 from flows.hooks import terminate_job_instances
 from flows.runtime import Runtime
-from spotshift.aws.orphans import find_orphans
+from tasks.deployer import reap_orphans
 from spotshift.models import LIVE_STATUSES, JobStatus, JobUpdate
 
 
@@ -29,9 +29,7 @@ def reaper(runtime: Runtime | None = None, lease_seconds: float | None = None) -
         terminate_job_instances(rt, job.id, "reaper: job lease expired")
         rt.jobs.transition(job.id, JobStatus.FAILED, now=now, message="reaper: its flow run stopped",
                            update=JobUpdate(error=f"no sign of life since {job.updated_at.isoformat()}"))
-    orphans = find_orphans(rt.backend.list(), live)
-    for inst in orphans:
-        rt.backend.stop(inst.instance_id, "reaper: no live job owns it")
+    orphans = reap_orphans(live, rt.backend)
     create_table_artifact(key="reaper", table=[{"instance": i.instance_id, "zone": i.zone,
                                                 "job": i.tags.get("spotshift:job-id", "")} for i in orphans])
     logger.info("Reaped %d instance(s)", len(orphans))

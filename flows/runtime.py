@@ -31,6 +31,8 @@ class Runtime:
     changeover_hours: float = 0.2  # until measured: time from start to first progress on a new instance
     on_demand_prices: dict[str, float] = field(default_factory=dict)
     trainer_python: str = "python3"
+    imds_endpoint: str | None = None  # the trainer polls it for spot notices (EC2: http://169.254.169.254)
+    min_step_seconds: float = 0.0  # trainer pacing for demos and tests; 0 = train at full speed
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Runtime:
@@ -55,4 +57,25 @@ class Runtime:
                                    work_dir=settings.home / "instances")
         return cls(settings=settings, jobs=open_job_store(settings), ledger=open_ledger(settings),
                    s3=creds.get_s3_client(), market=AwsMarket(client_for), backend=backend,
-                   poll_seconds=settings.monitor_poll_seconds, image_id=settings.image_id)
+                   poll_seconds=settings.monitor_poll_seconds, image_id=settings.image_id,
+                   imds_endpoint="http://169.254.169.254" if settings.compute_backend == "ec2" else None)
+
+    @classmethod
+    def local(cls, endpoint_url: str, home, *, market: Any, clock: Callable[[], datetime] = wall_clock,
+              bucket: str = "spotshift-jobs", backend_options: dict | None = None, **overrides: Any) -> Runtime:
+        """The embedded runtime: a moto server for EC2 and S3, embedded stores under `home`, the
+        local compute backend (interruptions follow `market`), and `clock` for market and bills."""
+        from pathlib import Path
+
+        from deployments.compute import make_backend
+        from deployments.local_aws import client, ensure_bucket
+        from spotshift.stores import open_job_store, open_ledger
+
+        home = Path(home)
+        settings = Settings(home=home, bucket=bucket, aws_endpoint_url=endpoint_url,
+                            **overrides.pop("settings", {}))
+        ensure_bucket(endpoint_url, bucket)
+        backend = make_backend("local", endpoint_url=endpoint_url, work_dir=home / "instances", oracle=market,
+                               clock=clock, **(backend_options or {}))
+        return cls(settings=settings, jobs=open_job_store(settings), ledger=open_ledger(settings),
+                   s3=client("s3", endpoint_url), market=market, backend=backend, clock=clock, **overrides)

@@ -20,7 +20,7 @@ from spotshift.models import (
 from spotshift.monitoring import RateMeter
 from spotshift.planning import remaining_work
 from spotshift.policy.state import JobState, NoFeasiblePlacement
-from tasks.deployer import start_instance, stop_instance
+from tasks.deployer import start_instance, stop_instance, stop_job_instances
 from tasks.migration import MigrationTimeout, request_checkpoint, wait_for_checkpoint, wait_for_heartbeat
 from tasks.monitor import Watch, new_watch
 from tasks.optimizer import plan_placement
@@ -135,7 +135,7 @@ def end_workload(rt: Runtime, run: JobRun, reason: EndReason) -> Workload | None
     w = run.workload
     if w is None:
         return None
-    stop_instance(w.instance_id, rt.backend, reason.value)
+    stop_instance(w.instance_id, reason.value, rt.backend)
     closed = close_workload(rt.ledger, w, reason, rt.clock())
     run.spent_usd += closed.cost_usd
     run.watch = None
@@ -217,7 +217,7 @@ def move(rt: Runtime, run: JobRun, target: Offer, reason: MigrationReason, expec
         transition(rt, run, JobStatus.PLANNING, "failed move: resuming from the checkpoint")
         return place(rt, run) is not None
     _measure_changeover(run, new.started_at, seen)
-    stop_instance(old.instance_id, rt.backend, "migrated")
+    stop_instance(old.instance_id, "migrated", rt.backend)
     closed = close_workload(rt.ledger, old, EndReason.MIGRATED, rt.clock())
     run.spent_usd += closed.cost_usd
     rt.ledger.upsert_migration(Migration(
@@ -233,9 +233,7 @@ def move(rt: Runtime, run: JobRun, target: Offer, reason: MigrationReason, expec
 def finalize(rt: Runtime, run: JobRun, status: JobStatus, message: str) -> Job:
     """Close what is open, stop every instance of the job, write the cost report, end the job."""
     end_workload(rt, run, EndReason.COMPLETED if status is JobStatus.SUCCEEDED else EndReason.CANCELLED)
-    for inst in rt.backend.list(job_id=run.job.id):
-        if inst.state not in ("terminated", "shutting-down"):
-            stop_instance(inst.instance_id, rt.backend, "job finished")
+    stop_job_instances(run.job.id, "job finished", rt.backend)
     workloads = rt.ledger.workloads(run.job.id)
     for w in workloads:
         if w.open:

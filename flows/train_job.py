@@ -67,7 +67,8 @@ def train_job(job_id: str, runtime: Runtime | None = None) -> dict:
         if job.status.terminal:
             logger.info("Job %s is already %s", job_id, job.status)
             return summary(rt, job_id)
-        spec = training_spec(job, rt.settings.bucket)
+        spec = training_spec(job, rt.settings.bucket, imds_endpoint=rt.imds_endpoint,
+                             min_step_seconds=rt.min_step_seconds)
         params, memory_gib = model_needs(job.request.model, job.request.batch_size, job.request.seq_len, rt.s3)
         run = JobRun(job=job, query=OfferQuery.for_job(job.request, memory_gib),
                      total_work=estimate_work_v100_hours(params, job.request), output=spec.output,

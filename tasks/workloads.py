@@ -14,14 +14,17 @@ from training.contract import write_spec
 from training.spec import TrainingSpec
 
 
-def training_spec(job: Job, bucket: str, imds_endpoint: str | None = None) -> TrainingSpec:
-    """What the instance receives for a job: hyper-parameters and the S3 prefix. No secrets."""
+def training_spec(job: Job, bucket: str, *, imds_endpoint: str | None = None,
+                  min_step_seconds: float = 0.0) -> TrainingSpec:
+    """What the instance receives for a job: hyper-parameters and the S3 prefix. No secrets.
+    `min_step_seconds` paces the steps (the demo's, so its market timeline holds on any CPU)."""
     r = job.request
     return TrainingSpec(job_id=job.id, model=r.model, dataset=r.dataset, output=f"s3://{bucket}/{job.output_prefix}",
                         max_steps=r.max_steps, batch_size=r.batch_size, grad_accum=r.grad_accum,
                         learning_rate=r.learning_rate, seq_len=r.seq_len, seed=r.seed,
                         checkpoint_every_steps=r.checkpoint_steps, checkpoint_every_seconds=r.checkpoint_every_seconds,
-                        keep_checkpoints=r.keep_checkpoints, imds_endpoint=imds_endpoint)
+                        keep_checkpoints=r.keep_checkpoints, imds_endpoint=imds_endpoint,
+                        min_step_seconds=min_step_seconds)
 
 
 @task(name="write-spec", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)

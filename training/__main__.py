@@ -37,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValidationError) as exc:
         logging.getLogger("training").error("cannot read the spec %s: %s", args.spec, exc)
         return EXIT_FAILED
+    # one spec per job, many instances: each names itself in progress.json (set by the user-data
+    # from IMDS on EC2, by the local backend otherwise)
+    if spec.instance_id is None and os.environ.get("SPOTSHIFT_INSTANCE_ID"):
+        spec = spec.model_copy(update={"instance_id": os.environ["SPOTSHIFT_INSTANCE_ID"]})
     if spec.output.startswith("s3://") or spec.model.startswith("s3://") or spec.dataset.startswith("s3://"):
         s3 = s3 or default_s3_client()
     io = TrainerIO(store=open_store(spec.output, s3), s3=s3)

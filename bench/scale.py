@@ -1,0 +1,111 @@
+"""Benchmark: continuous-scout's decision part for N running jobs on a ReplayMarket.
+
+    python bench/scale.py [--jobs 1000] [--traces DIR] [--json OUT]
+
+Stores on the embedded default, progress.json of every job in a moto server's S3, the real V100
+traces (../shared/traces/skynomad-artifact, 9 zones). Measures what one continuous-scout run does
+before any migration: read the running jobs and their heartbeats, take ONE market snapshot, let
+the policy decide stay/move for each job. Baseline in the same run: the same decisions with one
+snapshot per job (what a per-job scout would do).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+DEFAULT_TRACES = REPO.parent / "shared/traces/skynomad-artifact/data/real/availability/2023-02-15/processed"
+
+
+def seed(rt, n: int, now: datetime, zones: list[str]) -> None:
+    """n running jobs, each with an open spot workload and a heartbeat in S3."""
+    from spotshift.models import JobCreate, JobStatus, JobUpdate, Market, Workload
+    from training.contract import Progress, TrainerState, write_progress
+
+    for i in range(n):
+        request = JobCreate.model_validate(dict(
+            name=f"bench-{i}", model="gpt2", dataset="s3://bench-data/corpus.txt", max_steps=10_000,
+            budget_usd=500, deadline=now + timedelta(hours=48 + i % 24), regions=["us-east-1", "us-east-2", "us-west-2"],
+            instance_types=["p3.2xlarge"], idempotency_key=f"bench-{i}"), context={"now": now})
+        job = rt.jobs.create(request, now=now)
+        zone = zones[i % len(zones)]
+        w = Workload(job_id=job.id, instance_id=f"i-{i:017x}", instance_type="p3.2xlarge", region=zone[:-1],
+                     zone=zone, market=Market.SPOT, usd_per_hour=1.2, started_at=now - timedelta(hours=2))
+        rt.ledger.upsert_workload(w)
+        for status in (JobStatus.PLANNING, JobStatus.PROVISIONING):
+            rt.jobs.transition(job.id, status, now=now)
+        rt.jobs.transition(job.id, JobStatus.RUNNING, now=now,
+                           update=JobUpdate(current_workload_id=w.id, total_work=24.0, gpu_memory_gib=8.0))
+        write_progress(rt.s3, f"s3://{rt.settings.bucket}/{job.output_prefix}", Progress(
+            state=TrainerState.training, step=2_000 + i, max_steps=10_000, instance_id=w.instance_id,
+            updated_at=now, started_at=now - timedelta(hours=2), resumed_from_step=0))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--jobs", type=int, default=1000)
+    p.add_argument("--traces", type=Path, default=DEFAULT_TRACES)
+    p.add_argument("--json", type=Path)
+    args = p.parse_args(argv)
+
+    from deployments.local_aws import apply_env, client, ensure_bucket, moto_server
+    from flows.continuous_scout import decide_all, for_job, running_jobs, union_query
+    from flows.runtime import Runtime
+    from spotshift.market.replay import ReplayMarket
+    from spotshift.market.traces import load_traces
+    from spotshift.policy import decide
+    from spotshift.settings import Settings
+    from spotshift.stores import open_job_store, open_ledger
+    from tasks.scout import scout
+
+    traces = load_traces(args.traces)
+    now = traces.start + timedelta(days=3)
+    with moto_server() as endpoint, tempfile.TemporaryDirectory() as home:
+        apply_env(endpoint)
+        settings = Settings(home=Path(home), bucket="spotshift-bench", aws_endpoint_url=endpoint)
+        ensure_bucket(endpoint, settings.bucket)
+        market = ReplayMarket(traces, start=now)
+        rt = Runtime(settings=settings, jobs=open_job_store(settings), ledger=open_ledger(settings),
+                     s3=client("s3", endpoint), market=market, backend=None, clock=lambda: now)
+        t = time.perf_counter()
+        seed(rt, args.jobs, now, list(traces.zones))
+        seed_s = time.perf_counter() - t
+
+        t = time.perf_counter()
+        jobs = running_jobs.fn(rt, now, rt.changeover_hours)
+        read_s = time.perf_counter() - t
+        t = time.perf_counter()
+        snapshot = scout.fn(market, union_query([j.query for j in jobs]), now)
+        decisions = decide_all.fn(jobs, snapshot, now, rt.policy)
+        decide_s = time.perf_counter() - t
+        wall_s = read_s + decide_s
+
+        t = time.perf_counter()  # baseline: one snapshot per job
+        for j in jobs:
+            decide(j.state, for_job(scout.fn(market, j.query, now), j.query), now, policy=rt.policy)
+        baseline_s = time.perf_counter() - t
+
+    moves = sum(1 for _, d in decisions if type(d).__name__ == "Move")
+    result = {"jobs": len(jobs), "wall_s": round(wall_s, 3), "per_job_ms": round(1000 * wall_s / max(1, len(jobs)), 3)}
+    print(f"seeded {args.jobs} running jobs in {seed_s:.1f} s (not timed below)")
+    print(f"continuous-scout decisions for {len(jobs)} jobs: {wall_s:.2f} s "
+          f"({result['per_job_ms']:.2f} ms/job; reading jobs+heartbeats {read_s:.2f} s, one snapshot + decide {decide_s:.3f} s); "
+          f"{moves} moves")
+    print(f"baseline, one snapshot per job (decide part only): {baseline_s:.3f} s -> "
+          f"one shared snapshot is {baseline_s / max(decide_s, 1e-9):.1f}x faster")
+    print(f"target: under 30 s -> {'met' if wall_s < 30 else 'NOT met'}")
+    if args.json:
+        args.json.write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

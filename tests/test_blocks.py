@@ -54,7 +54,7 @@ def test_blocks_from_settings_include_only_configured_systems():
 def test_register_saves_blocks_that_load_back(tmp_path):
     """One temporary Prefect server (about 20 s): register from settings, load each block back."""
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.startswith(("SPOTSHIFT_", "PREFECT_API_"))},
         "PREFECT_HOME": str(tmp_path / "prefect"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",  # 2 shared cores: startup can be slow

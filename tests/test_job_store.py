@@ -231,8 +231,8 @@ def test_two_processes_writing_at_once_lose_nothing(backend, tmp_path):
 
     store = open_job_store(settings)
     job_ids = [store.create(request(), now=T0).id for _ in range(4)]
-    env = {**os.environ, "SPOTSHIFT_HOME": str(tmp_path), "SPOTSHIFT_MONGODB_DATABASE": settings.mongodb_database,
-           "PYTHONPATH": str(REPO)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPOTSHIFT_")}
+    env.update(SPOTSHIFT_HOME=str(tmp_path), SPOTSHIFT_MONGODB_DATABASE=settings.mongodb_database, PYTHONPATH=str(REPO))
     if settings.mongodb_url is not None:
         env["SPOTSHIFT_MONGODB_URL"] = settings.mongodb_url.get_secret_value()
     events = 12

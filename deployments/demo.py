@@ -72,7 +72,7 @@ def run_demo(options: DemoOptions = DemoOptions(), out=sys.stdout) -> dict:
             name="demo", model=model_uri, dataset=f"s3://{DEMO_BUCKET}/data/demo.txt", max_steps=options.max_steps,
             batch_size=8, seq_len=32, checkpoint_every_steps=20, budget_usd=50, regions=["us-east-1", "us-east-2", "us-west-2"],
             instance_types=["p3.2xlarge"], deadline=clock() + timedelta(hours=12),
-            approval=ApprovalPolicy(max_auto_plan_usd=50, min_auto_saving_usd=0.01),
+            approval=ApprovalPolicy(max_auto_plan_usd=50, min_auto_saving_usd=0.0, timeout_s=60),
             idempotency_key=f"demo-{start:%Y%m%dT%H%M%S}"), context={"now": clock()})
         t0 = time.monotonic()
         try:

@@ -121,6 +121,7 @@ class LocalBackend:
                 self._ec2.stop(launched.instance_id, "the trainer process could not start")
                 raise
             self._trainers[launched.instance_id] = _Trainer(launched, process, log_file)
+            self._pid_path(launched.instance_id).write_text(str(process.pid))
         return launched
 
     def stop(self, instance_id: str, reason: str) -> None:
@@ -128,6 +129,8 @@ class LocalBackend:
             trainer = self._trainers.pop(instance_id, None)
         if trainer is not None:
             self._end_process(trainer)
+        else:
+            self._end_orphan(instance_id)
         self._ec2.stop(instance_id, reason)
 
     def state(self, instance_id: str) -> str:
@@ -169,6 +172,31 @@ class LocalBackend:
         with self._lock:
             trainer = self._trainers.get(instance_id)
             return trainer.process.pid if trainer else None
+
+    def _pid_path(self, instance_id: str) -> Path:
+        return self._work_dir / f"{instance_id}.pid"
+
+    def _end_orphan(self, instance_id: str) -> None:
+        """Terminating an instance ends its machine: also a trainer that another backend (a flow
+        process that died) started. The pid file names its process group; /proc confirms it is
+        still that instance's trainer before anything is signalled."""
+        path = self._pid_path(instance_id)
+        try:
+            pid = int(path.read_text())
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            return
+        if f"SPOTSHIFT_INSTANCE_ID={instance_id}".encode() not in environ:
+            return
+        for signum, wait_s in ((signal.SIGTERM, self._grace_s), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(pid, signum)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + wait_s
+            while time.monotonic() < deadline and Path(f"/proc/{pid}").exists() and not _is_zombie(pid):
+                time.sleep(0.1)
+        path.unlink(missing_ok=True)
 
     def _client(self, region: str):
         return client("ec2", self._endpoint_url, region)
@@ -219,11 +247,13 @@ class LocalBackend:
         instance_id = trainer.launched.instance_id
         self._signal(trainer, signal.SIGKILL)  # whatever the trainer left behind in its group
         trainer.log_file.close()
+        self._pid_path(instance_id).unlink(missing_ok=True)
         del self._trainers[instance_id]
         self._events.append(self._event(trainer, kind, exit_code=exit_code))
         self._ec2.stop(instance_id, f"trainer {kind} with exit code {exit_code}")
 
     def _end_process(self, trainer: _Trainer) -> None:
+        self._pid_path(trainer.launched.instance_id).unlink(missing_ok=True)
         self._signal(trainer, signal.SIGTERM)
         try:
             trainer.process.wait(timeout=self._grace_s)
@@ -245,3 +275,10 @@ class LocalBackend:
         return InstanceEvent(kind=kind, instance_id=launched.instance_id, job_id=launched.job_id,
                              workload_id=launched.workload_id, zone=launched.zone, at=self._clock(),
                              exit_code=exit_code, detail=detail)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+    except (OSError, IndexError):
+        return True

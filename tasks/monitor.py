@@ -62,7 +62,8 @@ def watch_instance(watch: Watch, *, s3: Any, output: str, backend: Any, jobs: An
         progress = read_progress(s3, output)
         if progress is not None and progress.instance_id == w.instance_id and progress.updated_at != watch.last_beat:
             watch.last_beat, watch.last_sign_of_life = progress.updated_at, now
-            watch.meter.observe(progress.step, now)
+            if progress.state.value == "training":  # not the start-up (model load) nor the last save
+                watch.meter.observe(progress.step, now)
             if progress.step != watch.last_step:
                 watch.last_step = progress.step
                 if watch.artifact_id is not None:

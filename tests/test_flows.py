@@ -1,0 +1,249 @@
+"""The flows end to end on the embedded defaults: moto for EC2 and S3, embedded stores, the local
+compute backend running the real trainer on a tiny model, a replayed market on a virtual clock."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from deployments.demo_market import DemoTimeline, demo_traces
+from flows.runtime import Runtime
+from spotshift.clock import VirtualClock
+from spotshift.market.replay import ReplayMarket
+from spotshift.models import ApprovalMode, ApprovalPolicy, EndReason, JobCreate, JobStatus, MigrationReason
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("prefect"), pytest.mark.timeout(600)]
+
+SPEEDUP = 60.0  # one wall second = one market minute
+
+
+@pytest.fixture(scope="module")
+def prefect_api():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.fixture(scope="module")
+def model_uri(moto_endpoint, tiny_lm):
+    from deployments.local_aws import client, ensure_bucket
+
+    model_dir, dataset = tiny_lm
+    s3 = client("s3", moto_endpoint)
+    ensure_bucket(moto_endpoint, "flow-inputs")
+    for path in sorted(model_dir.rglob("*")):
+        if path.is_file():
+            s3.upload_file(str(path), "flow-inputs", f"tiny/{path.relative_to(model_dir).as_posix()}")
+    s3.upload_file(str(dataset), "flow-inputs", "data/corpus.jsonl")
+    return "s3://flow-inputs/tiny/", "s3://flow-inputs/data/corpus.jsonl"
+
+
+def runtime(tmp_path: Path, endpoint: str, timeline: DemoTimeline, **overrides) -> Runtime:
+    start = datetime.now(UTC).replace(microsecond=0)
+    clock = VirtualClock(start=start, speedup=SPEEDUP)
+    market = ReplayMarket(demo_traces(start, timeline), start=start)
+    options = dict(poll_seconds=0.3, rescout_seconds=2.0, min_step_seconds=0.2,
+                   on_demand_prices={"p3.2xlarge": 3.06}, settings={"heartbeat_stall_seconds": 90 * SPEEDUP})
+    options.update(overrides)
+    return Runtime.local(endpoint, tmp_path, market=market, clock=clock, bucket="flow-jobs",
+                         backend_options={"grace_s": 15.0}, **options)
+
+
+def request(rt: Runtime, model: tuple[str, str], *, max_steps: int, key: str, approval=None) -> JobCreate:
+    return JobCreate.model_validate(dict(
+        name="flow-test", model=model[0], dataset=model[1], max_steps=max_steps, batch_size=4, seq_len=32,
+        checkpoint_every_steps=10, budget_usd=50, regions=["us-east-1", "us-east-2", "us-west-2"],
+        instance_types=["p3.2xlarge"], deadline=rt.clock() + timedelta(hours=12), idempotency_key=key,
+        approval=approval or ApprovalPolicy(max_auto_plan_usd=50, min_auto_saving_usd=0.01)),
+        context={"now": rt.clock()})
+
+
+def running_instances(rt: Runtime, job_id: str | None = None) -> list:
+    return [i for i in rt.backend.list(job_id) if i.state in ("pending", "running")]
+
+
+def test_train_job_survives_a_preemption_and_moves_once_to_cheaper_capacity(prefect_api, moto_endpoint, model_uri, tmp_path):
+    from flows.train_job import train_job
+
+    rt = runtime(tmp_path, moto_endpoint, DemoTimeline(lost_minute=35, cheap_minute=90))
+    try:
+        job = rt.jobs.create(request(rt, model_uri, max_steps=300, key="preempt-and-move"), now=rt.clock())
+        summary = train_job(job.id, runtime=rt)
+    finally:
+        rt.backend.close()
+
+    assert summary["status"] == "succeeded" and summary["steps"] == 300
+    # the final model is in S3, in save_pretrained layout
+    keys = {o["Key"] for o in rt.s3.list_objects_v2(Bucket="flow-jobs", Prefix=f"jobs/{job.id}/final/")["Contents"]}
+    assert f"jobs/{job.id}/final/model.safetensors" in keys and f"jobs/{job.id}/final/config.json" in keys
+    # one preemption, one voluntary move, in that order, each to the zone the market made best
+    workloads = sorted(rt.ledger.workloads(job.id), key=lambda w: w.started_at)
+    assert [w.zone for w in workloads] == ["us-east-1a", "us-east-2a", "us-west-2a"]
+    assert [w.end_reason for w in workloads] == [EndReason.PREEMPTED, EndReason.MIGRATED, EndReason.COMPLETED]
+    # exactly one workload open at any time: each starts after the previous one ended
+    for before, after in zip(workloads, workloads[1:]):
+        assert after.started_at >= before.ended_at
+    # billed seconds add up to the workloads' spans, the job's cost to their sum
+    for w in workloads:
+        assert w.billed_seconds == pytest.approx(max(60.0, (w.ended_at - w.started_at).total_seconds()))
+    assert summary["cost_usd"] == pytest.approx(sum(w.cost_usd for w in workloads), abs=1e-3)
+    assert rt.jobs.get(job.id).cost_usd == pytest.approx(summary["cost_usd"], abs=1e-3)
+    assert summary["on_demand_usd"] > summary["cost_usd"]
+    # the migrations link the right workloads
+    migrations = sorted(rt.ledger.migrations(job.id), key=lambda m: m.started_at)
+    assert [(m.reason, m.from_workload_id, m.to_workload_id) for m in migrations] == [
+        (MigrationReason.PREEMPTED, workloads[0].id, workloads[1].id),
+        (MigrationReason.CHEAPER, workloads[1].id, workloads[2].id),
+    ]
+    assert all(m.downtime_seconds and m.downtime_seconds > 0 for m in migrations)
+    assert migrations[1].expected_saving_usd > 0
+    # nothing left running, and the job closed
+    assert running_instances(rt, job.id) == []
+    assert rt.jobs.get(job.id).status is JobStatus.SUCCEEDED
+
+
+def test_the_same_submission_twice_gives_one_job_and_one_instance(prefect_api, moto_endpoint, model_uri, tmp_path):
+    from spotshift import api
+
+    rt = runtime(tmp_path, moto_endpoint, DemoTimeline(lost_minute=10_000, cheap_minute=10_000))
+    try:
+        req = request(rt, model_uri, max_steps=20, key="twice")
+        first = api.submit(req, run="inline", runtime=rt)
+        second = api.submit(req, run="inline", runtime=rt)
+    finally:
+        rt.backend.close()
+    assert first == second
+    assert [j.id for j in rt.jobs.list()] == [first]
+    instances = [i for i in _all_instances(rt) if i.job_id == first]
+    assert len(instances) == 1 and len(rt.ledger.workloads(first)) == 1
+    assert rt.jobs.get(first).status is JobStatus.SUCCEEDED
+
+
+def _all_instances(rt: Runtime) -> list:
+    from spotshift.aws.ec2 import find_instances
+    from deployments.local_aws import client
+
+    return find_instances(client("ec2", rt.settings.aws_endpoint_url, "us-east-1"),
+                          states=("pending", "running", "shutting-down", "terminated", "stopping", "stopped"))
+
+
+def _wait_for(predicate, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_plan_waits_for_a_human_and_the_cli_answer_lets_the_flow_go_on(prefect_api, moto_endpoint, model_uri, tmp_path):
+    from flows.train_job import train_job
+    from spotshift.cli import main as cli
+
+    rt = runtime(tmp_path, moto_endpoint, DemoTimeline(lost_minute=10_000, cheap_minute=10_000))
+    approval = ApprovalPolicy(mode=ApprovalMode.ALWAYS_ASK, timeout_s=120)
+    job = rt.jobs.create(request(rt, model_uri, max_steps=20, key="ask", approval=approval), now=rt.clock())
+    result: dict = {}
+    runner = threading.Thread(target=lambda: result.update(train_job(job.id, runtime=rt)))
+    runner.start()
+    try:
+        _wait_for(lambda: rt.jobs.get(job.id).status is JobStatus.AWAITING_APPROVAL, 120, "the approval pause")
+        assert running_instances(rt, job.id) == []  # nothing provisioned before the answer
+        _wait_for(lambda: _paused(rt.jobs.get(job.id).flow_run_id), 60, "the flow run to pause")
+        assert cli(["approve", job.id, "--comment", "go"]) == 0
+        runner.join(timeout=300)
+    finally:
+        rt.backend.close()
+    assert result["status"] == "succeeded"
+    assert len(rt.ledger.workloads(job.id)) == 1
+
+
+def _paused(flow_run_id: str | None) -> bool:
+    from prefect.client.orchestration import get_client
+
+    if not flow_run_id:
+        return False
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(flow_run_id).state
+    return bool(state and state.is_paused())
+
+
+def test_an_unanswered_move_is_not_made(prefect_api, moto_endpoint, model_uri, tmp_path):
+    from flows.train_job import train_job
+
+    rt = runtime(tmp_path, moto_endpoint, DemoTimeline(lost_minute=10_000, cheap_minute=20), rescout_seconds=3.0)
+    # plans are approved alone; a voluntary move needs a human, who does not answer in 3 s
+    approval = ApprovalPolicy(max_auto_plan_usd=50, min_auto_saving_usd=1e6, timeout_s=3)
+    try:
+        job = rt.jobs.create(request(rt, model_uri, max_steps=120, key="timeout", approval=approval), now=rt.clock())
+        summary = train_job(job.id, runtime=rt)
+    finally:
+        rt.backend.close()
+    assert summary["status"] == "succeeded"
+    assert rt.ledger.migrations(job.id) == []
+    workloads = rt.ledger.workloads(job.id)
+    assert [w.zone for w in workloads] == ["us-east-1a"]
+
+
+def test_a_killed_flow_leaves_nothing_running_once_the_reaper_ran(prefect_api, moto_endpoint, model_uri, tmp_path):
+    """The flow process dies between "instance started" and "first heartbeat"."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from flows.reaper import reaper
+
+    rt = runtime(tmp_path, moto_endpoint, DemoTimeline(lost_minute=10_000, cheap_minute=10_000))
+    job = rt.jobs.create(request(rt, model_uri, max_steps=500, key="killed"), now=rt.clock())
+    script = tmp_path / "flow_process.py"
+    script.write_text(KILLED_FLOW_SCRIPT)
+    from prefect.settings import PREFECT_API_URL
+
+    proc = subprocess.Popen([sys.executable, str(script), moto_endpoint, str(tmp_path), job.id],
+                            start_new_session=True, env={**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()})
+    try:
+        _wait_for(lambda: [i for i in _all_instances(rt) if i.job_id == job.id and i.state == "running"],
+                  120, "the instance to start")
+        os.killpg(proc.pid, signal.SIGKILL)  # the flow process and everything it started
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert [i for i in _all_instances(rt) if i.job_id == job.id and i.state == "running"]  # left behind
+    trainer_pid = int((tmp_path / "instances").glob("*.pid").__next__().read_text())
+    reaper(runtime=rt, lease_seconds=0)
+    assert [i for i in _all_instances(rt) if i.job_id == job.id and i.state in ("pending", "running")] == []
+    assert rt.jobs.get(job.id).status is JobStatus.FAILED
+    _wait_for(lambda: not Path(f"/proc/{trainer_pid}").exists() or _zombie(trainer_pid), 30, "the trainer to end")
+
+
+def _zombie(pid: int) -> bool:
+    from deployments.local_backend import _is_zombie
+
+    return _is_zombie(pid)
+
+
+KILLED_FLOW_SCRIPT = '''
+import sys, time
+from datetime import UTC, datetime
+from deployments.demo_market import DemoTimeline, demo_traces
+from flows.runtime import Runtime
+from flows.train_job import train_job
+from spotshift.market.replay import ReplayMarket
+
+endpoint, home, job_id = sys.argv[1:4]
+start = datetime.now(UTC)
+market = ReplayMarket(demo_traces(start, DemoTimeline(lost_minute=10_000, cheap_minute=10_000)), start=start)
+# a trainer that never sends a heartbeat: the flow waits in "instance started, no heartbeat yet"
+rt = Runtime.local(endpoint, home, market=market, bucket="flow-jobs",
+                   backend_options={"trainer_cmd": [sys.executable, "-c", "import time; time.sleep(600)"]},
+                   poll_seconds=0.3)
+train_job(job_id, runtime=rt)
+'''

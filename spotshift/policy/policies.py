@@ -6,6 +6,7 @@ SkyPilot's managed jobs, never falls back to on-demand). Times are hours; `d` is
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -15,6 +16,7 @@ from spotshift.policy.state import Decision, JobState, Move, Stay, Stop
 from spotshift.policy.view import HOUR, View, changeover_left, make_view, move_cost_usd, rate
 
 DEFAULT_POLICY = "spotshift"
+MONTH_HOURS = 720.0
 
 
 class Policy(Protocol):
@@ -185,27 +187,54 @@ class EagerNextRegion:
 
 @dataclass(frozen=True)
 class SpotShift:
-    """spotshift (default): the cheapest work unit across every zone, with a Safety Net and paid-back moves.
-    `idle -> cheapest spot z1 -> z2 cheaper by more than d*price+egress -> move z2 -> z2 preempted ->
-    cheapest available z3 -> none available and slack below the reserve -> od -> spot back with
-    slack to spare -> ... -> slack <= 2d -> od to the end`. Spot capacity is only taken while the
-    slack to finish on on-demand covers a lost changeover; idle waiting keeps `reserve_per_work`
-    hours of slack per hour of remaining work for later preemptions."""
+    """spotshift (default): spot where its changeover pays back, on-demand only while the slack falls
+    below a reserve for the spot downtime ahead, back to spot for a long run, Safety Net at d.
+    `idle -> z1 (cheapest per work hour, changeover spread over its expected run) -> z2 cheaper by more
+    than the move -> z2 preempted -> no spot, slack below the reserve -> od -> z3 up, expected to
+    stay up >= 15d, slack >= (2 + r)d -> z3 spot -> ... -> slack <= d -> od to the end`.
+    The reserve is `reserve_per_work` x (share of recent time without spot) x hours of work left."""
 
     name: str = "spotshift"
     safety_margin_d: float = 1.0
-    reserve_per_work: float = 0.06
-    return_margin_d: float = 1.0
-    expected_run_hours: float = 8.0
-    move_margin_d: float = 3.0
+    return_margin_d: float = 1.0  # extra slack (in changeovers) to leave on-demand for spot
+    return_run_d: float = 15.0  # leave on-demand (while below the reserve) only for a run this long
+    reserve_per_work: float = 0.5
+    move_margin_d: float = 3.0  # a voluntary move must save this many changeovers' worth beyond its cost
+    min_run_d: float = 1.0  # launch spot only where it is expected to stay up this many changeovers
+    default_run_hours: float = 8.0  # a spot run's length when neither outlook nor risk says anything
 
-    def _spot_affordable(self, state: JobState, view: View, extra: float = 0.0) -> bool:
-        d = state.changeover_hours
-        return view.od_slack - d >= self.safety_margin_d * d + extra
+    def _run_hours(self, state: JobState, offer: Offer) -> float:
+        """Expected hours `offer`'s capacity stays up: the outlook's estimate, else its interruption
+        risk read as a monthly rate, else `default_run_hours`."""
+        if state.outlook is not None and offer.zone in state.outlook.run_hours:
+            return state.outlook.run_hours[offer.zone]
+        p = offer.interruption.probability
+        if p is None:
+            return self.default_run_hours
+        return MONTH_HOURS / -math.log1p(-min(p, 0.999999)) if p > 0 else float("inf")
 
-    def _saving(self, state: JobState, current: Offer, target: Offer) -> float:
-        hours = min(state.remaining_work, self.expected_run_hours)
-        return (rate(current) - rate(target)) * hours - move_cost_usd(state, target)
+    def _amortized(self, state: JobState, offer: Offer, run_hours: float) -> float:
+        """Dollars per work hour on `offer`, its relaunch changeover spread over its expected run."""
+        return rate(offer) * (run_hours + state.changeover_hours) / max(run_hours, 1e-9)
+
+    def _best_spot(self, state: JobState, view: View) -> tuple[Offer, float, float] | None:
+        """(offer, expected run hours, amortized rate) of the spot offer with the least amortized
+        rate among those expected to outlast `min_run_d` changeovers."""
+        floor = self.min_run_d * state.changeover_hours
+        best = None
+        for o in view.spot:
+            run = self._run_hours(state, o)
+            if run <= floor:
+                continue
+            cost = self._amortized(state, o, run)
+            if best is None or cost < best[2]:
+                best = (o, run, cost)
+        return best
+
+    def _reserve_rate(self, state: JobState) -> float:
+        """Hours of slack kept per hour of work left: more where spot was often down lately."""
+        downtime = 1.0 - state.outlook.uptime if state.outlook is not None else 1.0
+        return self.reserve_per_work * downtime
 
     def decide(self, state: JobState, snapshot: MarketSnapshot, now: datetime) -> Decision:
         if state.remaining_work <= 0:
@@ -216,24 +245,34 @@ class SpotShift:
         net = _safety_net(state, view, margin)
         if net is not None:
             return net
-        reserve = self.reserve_per_work * state.remaining_work
-        busy = state.current is not None and changeover_left(state, now) > 0
+        if state.current is not None and changeover_left(state, now) > 0:
+            return Stay("changeover in progress", until=state.ready_at)
+        best = self._best_spot(state, view)
+        work = view.hours_left - view.od_slack - d  # hours to finish on the best on-demand offer
+        per_work = self._reserve_rate(state)
+        # slack above the reserve (negative: waiting for spot would likely end on on-demand)
+        spare = view.od_slack - d - margin - per_work * work
+        if _on_od(state):
+            leave = view.od_slack - d >= margin + d + self.return_margin_d * d
+            if best is not None and leave and (spare >= 0 or best[1] >= self.return_run_d * d):
+                return Move(best[0], MigrationReason.CHEAPER)
+            # on on-demand the work falls by 1 per hour, the spare grows by `per_work` per hour
+            until = _later(now, -spare / per_work) if spare < 0 and per_work > 0 else state.deadline
+            return Stay("on-demand while the slack is below the reserve", until=until)
         if state.current is not None:
-            if busy:
-                return Stay("changeover in progress", until=state.ready_at)
-            best = view.spot[0] if view.spot else None
-            if best is None or best.key == state.current.key:
-                return Stay("already on the cheapest capacity", until=state.deadline)
-            extra = (self.return_margin_d * d + reserve) if _on_od(state) else 0.0
-            saving = self._saving(state, state.current, best)
-            if self._spot_affordable(state, view, extra) and saving > self.move_margin_d * d * best.usd_per_hour:
-                return Move(best, MigrationReason.CHEAPER, expected_saving_usd=saving)
+            if best is None or best[0].key == state.current.key:
+                return Stay("already on the best capacity", until=state.deadline)
+            here = self._amortized(state, state.current, self._run_hours(state, state.current))
+            target = best[0]
+            saving = (here - best[2]) * min(work, best[1]) - move_cost_usd(state, target)
+            if view.od_slack - d >= margin and saving > self.move_margin_d * d * target.usd_per_hour:
+                return Move(target, MigrationReason.CHEAPER, expected_saving_usd=saving)
             return Stay("no move pays back its changeover", until=state.deadline)
-        if view.spot and self._spot_affordable(state, view):
-            return Move(view.spot[0], _launch_reason(state))
-        spare = view.od_slack - d - margin - reserve
+        if best is not None and view.od_slack - d >= margin:
+            return Move(best[0], _launch_reason(state))
         if view.best_od is not None and spare < 0:
             return Move(view.best_od, MigrationReason.DEADLINE)
+        # idle: the spare falls by 1 per hour
         return Stay("waiting for spot capacity", until=_later(now, spare))
 
 

@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from spotshift.models import MigrationReason, Offer
+
+
+@dataclass(frozen=True)
+class SpotOutlook:
+    """What the market's recent past says about spot, estimated online from past observations only
+    (the simulator from past trace ticks, a scout from its history); the policy never sees the future."""
+
+    uptime: float  # share of the recent past in which some spot offer of the job's market was up
+    run_hours: Mapping[str, float] = field(default_factory=dict)  # zone -> expected hours its capacity stays up
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.uptime <= 1.0:
+            raise ValueError(f"uptime must be in [0, 1], got {self.uptime}")
 
 
 @dataclass(frozen=True)
@@ -32,6 +46,7 @@ class JobState:
     home_zone: str | None = None  # the single-zone policies' zone
     budget_usd: float | None = None
     spent_usd: float = 0.0
+    outlook: SpotOutlook | None = None  # online spot statistics; None = judge by the offers' interruption risk
 
     def __post_init__(self) -> None:
         if self.remaining_work < 0:

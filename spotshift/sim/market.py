@@ -1,4 +1,5 @@
-"""Trace replay as the policies see it: a cached MarketSnapshot per tick, and the ticks where it changes."""
+"""Trace replay as the policies see it: a cached MarketSnapshot per tick, the ticks where it changes, and
+an online SpotOutlook estimated from past ticks only."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 from spotshift.catalog import GPU_MODELS, INSTANCE_TYPES, InstanceType
 from spotshift.market.traces import TraceSet
 from spotshift.models import InterruptionRisk, Market, MarketSnapshot, Offer
+from spotshift.policy.state import SpotOutlook
 
 SOURCE = "replay"
 _NO_RISK = InterruptionRisk()
@@ -26,7 +28,10 @@ class TraceMarket:
     """The zones of a TraceSet plus on-demand in each of their regions, replayed tick by tick.
     A spot offer is listed while its zone is available and its price is known."""
 
-    def __init__(self, traces: TraceSet, od_usd_per_hour: float) -> None:
+    def __init__(
+        self, traces: TraceSet, od_usd_per_hour: float, uptime_window_h: float = 24.0, prior_run_hours: float = 1.0,
+        run_window_h: float | None = None,
+    ) -> None:
         self.traces = traces
         self.od_usd_per_hour = od_usd_per_hour
         self.instance = single_gpu_instance(traces.gpu)
@@ -40,6 +45,12 @@ class TraceMarket:
             np.diff(self.usd_per_tick, axis=1) != 0
         ).any(axis=0)
         self.change_ticks = np.flatnonzero(changed)
+        self.uptime_window = max(1, round(uptime_window_h / self.tick_hours))
+        self.prior_run_ticks = prior_run_hours / self.tick_hours
+        self.run_window = None if run_window_h is None else run_window_h / self.tick_hours
+        self._up_sum = np.concatenate([[0], np.cumsum(self.available.any(axis=0))])
+        self._runs = [_runs(row) for row in self.available]
+        self._outlooks: dict[int, SpotOutlook] = {}
         self._offers: dict[tuple[int, float], Offer] = {}
         self._snapshots: dict[int, MarketSnapshot] = {}
         t0 = traces.start
@@ -53,6 +64,37 @@ class TraceMarket:
         """The first tick after `tick` where some zone's availability or price differs."""
         i = int(np.searchsorted(self.change_ticks, tick, side="right"))
         return int(self.change_ticks[i]) if i < len(self.change_ticks) else self.traces.n_ticks
+
+    def last_change(self, tick: int) -> int:
+        """The latest tick at or before `tick` where the market changed (0 if none)."""
+        i = int(np.searchsorted(self.change_ticks, tick, side="right")) - 1
+        return int(self.change_ticks[i]) if i >= 0 else 0
+
+    def outlook(self, tick: int) -> SpotOutlook:
+        """The spot statistics as of the last market change at or before `tick`, from that tick and
+        earlier ones only: the trailing share of time some zone was up, and per available zone the
+        expected rest of its current run (the mean excess over its age of the zone's past runs that
+        outlived that age, with one prior run of `prior_run_hours`, or of its age if longer)."""
+        c = self.last_change(tick)
+        cached = self._outlooks.get(c)
+        if cached is not None:
+            return cached
+        lo = max(0, c + 1 - self.uptime_window)
+        uptime = float(self._up_sum[c + 1] - self._up_sum[lo]) / (c + 1 - lo)
+        run_hours = {}
+        for z in np.flatnonzero(self.available[:, c]):
+            starts, lengths = self._runs[z]
+            i = int(np.searchsorted(starts, c, side="right")) - 1
+            age = c - starts[i]
+            first = 0 if self.run_window is None else int(np.searchsorted(starts, c - self.run_window))
+            past = lengths[first:i]
+            longer = past[past > age]
+            prior = max(float(age), self.prior_run_ticks)
+            expected = (float((longer - age).sum()) + prior) / (len(longer) + 1)
+            run_hours[self.traces.zones[z]] = expected * self.tick_hours
+        out = SpotOutlook(uptime=uptime, run_hours=run_hours)
+        self._outlooks[c] = out
+        return out
 
     def _offer(self, region: str, zone: str, market: Market, price: float, at) -> Offer:
         t = self.instance
@@ -78,3 +120,10 @@ class TraceMarket:
                                                   failed_regions={}, source=SOURCE)
             self._snapshots[tick] = snap
         return snap
+
+
+def _runs(available: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start ticks and lengths (in ticks) of the runs of True in `available`, in order."""
+    edges = np.diff(np.concatenate([[0], available.astype(np.int8), [0]]))
+    starts = np.flatnonzero(edges == 1)
+    return starts, np.flatnonzero(edges == -1) - starts

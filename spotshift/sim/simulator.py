@@ -3,7 +3,7 @@ every new instance (paid, no progress), spot lost when its zone's capacity goes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import timedelta
 
 from spotshift.models import Market
@@ -64,9 +64,13 @@ def simulate(
             preemptions += 1
         if every_tick or t >= next_ask:
             now = market.time_of(t)
-            state = replace(base, remaining_work=(job.work_ticks - done) * tick_h, current=offer,
-                            placed_at=placed, ready_at=ready if co_left else None,
-                            checkpoint_region=last_region, moves=changeovers, was_preempted=preempted)
+            state = JobState(
+                job_id="sim", remaining_work=(job.work_ticks - done) * tick_h, deadline=deadline_at,
+                current=offer, placed_at=placed, ready_at=ready if co_left else None,
+                changeover_hours=base.changeover_hours, checkpoint_region=last_region,
+                total_work=base.total_work, started_at=base.started_at, moves=changeovers,
+                was_preempted=preempted, home_zone=home_zone, outlook=market.outlook(t),
+            )
             decision = policy.decide(state, market.snapshot(t), now)
             next_ask = t + 1
             if isinstance(decision, Stop):

@@ -142,8 +142,10 @@ def open_store(uri: str, s3=None) -> ObjectStore:
 def default_s3_client():
     """boto3's standard configuration: AWS_ENDPOINT_URL, the instance profile, AWS_DEFAULT_REGION."""
     import boto3
+    from botocore.config import Config
 
-    return boto3.client("s3")
+    # parallel file uploads x boto3's own transfer threads need more than the default 10 connections
+    return boto3.client("s3", config=Config(max_pool_connections=64))
 
 
 def read_uri_bytes(uri: str, s3=None) -> bytes:

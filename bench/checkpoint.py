@@ -1,0 +1,257 @@
+"""Checkpoint benchmark: notice -> durable, resume -> first step, and throughput with checkpoints,
+each printed next to a baseline measured in the same run (moto S3 on 127.0.0.1 by default).
+
+    python bench/checkpoint.py --sizes 10M,50M [--device cpu|cuda|auto] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# GPT-2 shapes (layers, hidden) giving about the named parameter count with a 512-token vocabulary
+SIZES = {"10M": (6, 384), "50M": (8, 704), "125M": (12, 928)}
+TARGETS = {"notice": 1.3, "resume": 1.3, "throughput": 0.95}
+
+
+@contextmanager
+def moto_subprocess():
+    """A moto server in its own process (like a remote S3: it does not share this process's GIL)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield endpoint
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def build_model(root: Path, size: str, dataset: Path) -> Path:
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    from training.tiny_model import tiny_config, train_tokenizer
+    from training.data import parse_corpus
+
+    layers, hidden = SIZES[size]
+    tokenizer = train_tokenizer(parse_corpus(dataset.read_bytes(), dataset.name), 512)
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(tiny_config(len(tokenizer), layers, hidden, heads=hidden // 64, positions=256))
+    out = root / f"model-{size}"
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def run(spec, s3, stop_at: int | None = None):
+    from training.loop import TrainerIO, run_training
+    from training.stopping import StopFlag
+    from training.storage import S3Store
+
+    flag = StopFlag()
+
+    def on_step(step, loss):
+        if stop_at is not None and step == stop_at:
+            flag.set("spot_notice")
+
+    result = run_training(spec, TrainerIO(store=S3Store.from_uri(s3, spec.output), s3=s3, on_step=on_step), flag)
+    if result.error:
+        raise RuntimeError(result.error)
+    return result
+
+
+def raw_upload_s(s3, bucket: str, local: Path) -> float:
+    """Baseline (a): plain boto3 upload_file of the same files, one after another."""
+    files = sorted(p for p in local.rglob("*") if p.is_file())
+    start = time.perf_counter()
+    for path in files:
+        s3.upload_file(str(path), bucket, f"raw-upload/{path.name}")
+    return time.perf_counter() - start
+
+
+def raw_download_load_s(s3, output: str, step: int, target: Path) -> float:
+    """Baseline (b): plain boto3 download of the same checkpoint files + from_pretrained."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from training.contract import checkpoint_prefix
+    from training.storage import split_s3_uri
+
+    bucket, prefix = split_s3_uri(output)
+    start = time.perf_counter()
+    listing = s3.list_objects_v2(Bucket=bucket, Prefix=prefix + checkpoint_prefix(step))["Contents"]
+    for obj in listing:
+        s3.download_file(bucket, obj["Key"], str(target / obj["Key"].rsplit("/", 1)[1]))
+    AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32)
+    return time.perf_counter() - start
+
+
+def trainer_default_s(model_dir: Path, s3, bucket: str, work: Path) -> float | None:
+    """(a) the transformers way: Trainer.save_model + save_state (+ its optimizer/scheduler files),
+    then a synchronous upload of the folder."""
+    try:
+        import accelerate  # noqa: F401  (the Trainer needs it)
+    except ImportError:
+        print("  trainer_default_s: skipped (the transformers Trainer needs `accelerate`)")
+        return None
+    import torch
+    from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    args = TrainingArguments(output_dir=str(work / "hf-trainer"), report_to=[], use_cpu=not torch.cuda.is_available())
+    trainer = Trainer(model=model, args=args)
+    trainer.create_optimizer_and_scheduler(num_training_steps=10)
+    ids = torch.randint(0, model.config.vocab_size, (1, 16), device=model.device)
+    model(input_ids=ids, labels=ids).loss.backward()
+    trainer.optimizer.step()  # the optimizer state now has its moments, as in a real checkpoint
+    out = work / "hf-trainer" / "checkpoint"
+    start = time.perf_counter()
+    trainer.save_model(str(out))
+    trainer.save_state()
+    trainer._save_optimizer_and_scheduler(str(out))  # what Trainer._save_checkpoint writes besides
+    for path in sorted(p for p in Path(args.output_dir).rglob("*") if p.is_file()):
+        s3.upload_file(str(path), bucket, f"hf-trainer/{path.relative_to(args.output_dir)}")
+    return time.perf_counter() - start
+
+
+def bench_case(size: str, args, s3, work: Path, dataset: Path) -> dict:
+    from training.checkpoint import download_verified
+    from training.contract import read_latest
+    from training.spec import TrainingSpec
+    from training.storage import S3Store
+
+    model_dir = build_model(work, size, dataset)
+    bucket = f"bench-{size.lower()}-{os.getpid()}"
+    s3.create_bucket(Bucket=bucket)
+    common = dict(model=str(model_dir), dataset=str(dataset), batch_size=args.batch_size, seq_len=args.seq_len,
+                  keep_checkpoints=2, heartbeat_seconds=2.0, control_poll_seconds=2.0, device=args.device)
+
+    # (a) notice -> checkpoint durable in S3, vs a plain upload of the same bytes
+    notice = TrainingSpec(job_id="notice", output=f"s3://{bucket}/notice/", max_steps=1000,
+                          checkpoint_every_steps=None, **common)
+    result = run(notice, s3, stop_at=2)
+    manifest = read_latest(s3, notice.output)
+    local = download_verified(S3Store.from_uri(s3, notice.output), manifest, work / f"copy-{size}")
+    raw_up = raw_upload_s(s3, bucket, local)
+
+    # (b) start -> first training step after resume, vs plain download + from_pretrained
+    resume = notice.model_copy(update={"max_steps": manifest.step + 1})
+    resumed = run(resume, s3)
+    (work / f"raw-{size}").mkdir()
+    raw_down = raw_download_load_s(s3, notice.output, manifest.step, work / f"raw-{size}")
+
+    # (c) steady throughput with a checkpoint every N steps vs none
+    plain = TrainingSpec(job_id="plain", output=f"s3://{bucket}/plain/", max_steps=args.steps,
+                         checkpoint_every_steps=None, **common)
+    with_ckpt = plain.model_copy(update={"job_id": "ckpt", "output": f"s3://{bucket}/ckpt/",
+                                         "checkpoint_every_steps": args.every})
+    base_rate, ckpt_rate = run(plain, s3).steps_per_s, run(with_ckpt, s3).steps_per_s
+
+    import torch
+    from transformers import AutoConfig
+    config = AutoConfig.from_pretrained(model_dir)
+    params = 12 * config.n_layer * config.n_embd ** 2 + (config.vocab_size + config.n_positions) * config.n_embd
+    return {
+        "size": size, "params": params, "checkpoint_bytes": manifest.total_bytes,
+        "notice_to_durable_s": result.durable_s, "raw_upload_s": raw_up,
+        "resume_to_first_step_s": resumed.first_step_s, "raw_download_load_s": raw_down,
+        "throughput_ratio": ckpt_rate / base_rate, "steps_per_s_no_checkpoint": base_rate,
+        "steps_per_s_with_checkpoint": ckpt_rate, "checkpoint_every": args.every, "steps": args.steps,
+        "trainer_default_s": trainer_default_s(model_dir, s3, bucket, work),
+    }
+
+
+def report(case: dict) -> None:
+    print(f"{case['size']}: {case['params'] / 1e6:.1f}M params, checkpoint {case['checkpoint_bytes'] / 1e6:.1f} MB")
+    a, raw = case["notice_to_durable_s"], case["raw_upload_s"]
+    print(f"  (a) notice -> durable   {a:8.2f} s   plain boto3 upload {raw:8.2f} s   ratio {a / raw:5.2f}x (target <= {TARGETS['notice']}x)")
+    if case["trainer_default_s"] is not None:
+        t = case["trainer_default_s"]
+        print(f"      Trainer save_model+save_state+optimizer, then sync upload {t:8.2f} s   ours is {t / a:5.2f}x faster")
+    b, raw = case["resume_to_first_step_s"], case["raw_download_load_s"]
+    print(f"  (b) resume -> 1st step  {b:8.2f} s   download+from_pretrained {raw:8.2f} s   ratio {b / raw:5.2f}x (target <= {TARGETS['resume']}x)")
+    print(f"  (c) throughput, checkpoint every {case['checkpoint_every']} steps: {case['steps_per_s_with_checkpoint']:.3f} steps/s"
+          f"   none: {case['steps_per_s_no_checkpoint']:.3f} steps/s   ratio {case['throughput_ratio']:.3f} (target >= {TARGETS['throughput']})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="10M,50M,125M", help=f"comma-separated, from {', '.join(SIZES)}")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--json", type=Path, help="write the figures to this file")
+    parser.add_argument("--endpoint", help="an existing S3 endpoint (default: start a moto server on 127.0.0.1)")
+    parser.add_argument("--steps", type=int, default=30, help="steps per throughput run (c)")
+    parser.add_argument("--every", type=int, default=10, help="checkpoint interval for (c)")
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--seq-len", type=int, default=64)
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
+    args = parser.parse_args(argv)
+    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    unknown = [s for s in sizes if s not in SIZES]
+    if unknown:
+        parser.error(f"--sizes: unknown {unknown}; choose from {', '.join(SIZES)}")
+
+    import logging
+    logging.basicConfig(level=logging.WARNING)
+    from transformers.utils import logging as hf_logging
+    hf_logging.set_verbosity_error()
+
+    from deployments.local_aws import FAKE_CREDENTIALS
+    from training.tiny_model import write_demo_dataset
+
+    import torch
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
+    print(f"device: {device if device != 'auto' else 'cpu'} ({torch.cuda.get_device_name() if device.startswith('cuda') else f'{torch.get_num_threads()} CPU threads'})")
+    os.environ.update(FAKE_CREDENTIALS)
+    cases = []
+    with tempfile.TemporaryDirectory(prefix="spotshift-bench-") as tmp, \
+            (nullcontext(args.endpoint) if args.endpoint else moto_subprocess()) as endpoint:
+        work = Path(tmp)
+        import boto3
+        from botocore.config import Config
+
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                          config=Config(max_pool_connections=64))
+        dataset = write_demo_dataset(work / "corpus.jsonl", lines=2000)
+        for size in sizes:
+            case = bench_case(size, args, s3, work, dataset)
+            report(case)
+            cases.append(case)
+    if args.json:
+        args.json.write_text(json.dumps({"device": device, "cases": cases}, indent=1))
+    return 0
+
+
+@contextmanager
+def nullcontext(value):
+    yield value
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -56,13 +56,14 @@ def make_view(
 ) -> View:
     """Rank the snapshot's offers for `state` (only `zone`'s spot and its region's on-demand when
     given) and compute the slack left if the job finished on on-demand."""
-    offers = [o for o in snapshot.offers if o.key not in blocked]
-    if zone is not None:
-        region = zone[:-1]
-        offers = [o for o in offers if (o.zone == zone if o.market is Market.SPOT else o.region == region)]
-    ranked = rank_offers(offers)
-    spot = [o for o in ranked if o.market is Market.SPOT]
-    on_demand = [o for o in ranked if o.market is Market.ON_DEMAND]
+    if zone is None and not blocked:
+        spot, on_demand = _ranked_by_market(snapshot.offers)
+    else:
+        offers = [o for o in snapshot.offers if o.key not in blocked]
+        if zone is not None:
+            region = zone[:-1]
+            offers = [o for o in offers if (o.zone == zone if o.market is Market.SPOT else o.region == region)]
+        spot, on_demand = _split(rank_offers(offers))
     hours_left = (state.deadline - now) / HOUR
     if on_demand:
         od = on_demand[0]
@@ -72,6 +73,27 @@ def make_view(
     else:
         od_slack = float("-inf")
     return View(spot, on_demand, hours_left, od_slack)
+
+
+_RANKED: dict[int, tuple[list[Offer], list[Offer], list[Offer]]] = {}
+_RANKED_MAX = 4096
+
+
+def _split(ranked: list[Offer]) -> tuple[list[Offer], list[Offer]]:
+    return [o for o in ranked if o.market is Market.SPOT], [o for o in ranked if o.market is Market.ON_DEMAND]
+
+
+def _ranked_by_market(offers: list[Offer]) -> tuple[list[Offer], list[Offer]]:
+    """rank_offers split by market, memoized per offers list (a replay asks about the same snapshot
+    for many jobs and policies); the entry holds the list itself, so a hit is that very list."""
+    hit = _RANKED.get(id(offers))
+    if hit is not None and hit[0] is offers:
+        return hit[1], hit[2]
+    spot, on_demand = _split(rank_offers(offers))
+    if len(_RANKED) >= _RANKED_MAX:
+        _RANKED.clear()
+    _RANKED[id(offers)] = (offers, spot, on_demand)
+    return spot, on_demand
 
 
 def rate(offer: Offer) -> float:

@@ -1,0 +1,95 @@
+"""The spotshift policy's own rules: leaving on-demand, idling, zone choice by expected run; and the
+simulator's online SpotOutlook, which must come from past ticks only."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pytest
+
+from spotshift.models import Market
+from spotshift.policy import Move, Stay, decide, get_policy
+from spotshift.policy.state import SpotOutlook
+from spotshift.sim import TickJob, simulate
+from tests.test_policy import NOW, OD, offer, snap, state
+from tests.test_sim import TICK_S, market
+
+D = 0.2  # changeover hours in the hand-made states
+SPOT = offer("us-east-1b", 1.2)
+
+
+def on_demand(hours_left: float, work: float, runs: float, uptime: float = 0.7):
+    """A job training on on-demand (changeover over), spot up in us-east-1b for `runs` hours more."""
+    return state(hours_left, work=work, current=OD, placed_at=NOW - timedelta(hours=2),
+                 outlook=SpotOutlook(uptime=uptime, run_hours={"us-east-1b": runs}))
+
+
+def test_leaves_on_demand_for_a_long_spot_run_when_slack_allows():
+    d = decide(on_demand(hours_left=13.0, work=10.0, runs=8.0), snap(SPOT), NOW)
+    assert isinstance(d, Move) and d.target.market is Market.SPOT and d.target.zone == "us-east-1b"
+
+
+def test_stays_on_demand_when_the_slack_cannot_pay_a_changeover_pair_plus_margin():
+    # slack 0.5 h < (2 + 1) changeovers: one more spot attempt could miss the deadline
+    d = decide(on_demand(hours_left=10.5, work=10.0, runs=50.0), snap(SPOT), NOW)
+    assert isinstance(d, Stay) and "on-demand" in d.reason
+
+
+def test_stays_on_demand_for_a_short_run_while_below_the_reserve():
+    # reserve 0.5 * 0.7 downtime * 10 h = 3.5 h > slack 2 h: only a run of >= 15 d would pay
+    d = decide(on_demand(hours_left=12.0, work=10.0, runs=1.0, uptime=0.3), snap(SPOT), NOW)
+    assert isinstance(d, Stay)
+    assert isinstance(decide(on_demand(12.0, 10.0, runs=5.0, uptime=0.3), snap(SPOT), NOW), Move)
+
+
+def test_idles_while_slack_is_ample_and_goes_on_demand_below_the_reserve():
+    ample = decide(state(30.0, work=10.0, outlook=SpotOutlook(uptime=0.8)), snap(), NOW)
+    assert isinstance(ample, Stay) and "waiting" in ample.reason
+    # it waits until the slack left after an on-demand start (30 - 10 - d) falls to the launch
+    # changeover, the Safety Net's d and the reserve of 0.5 x 0.2 downtime x 10 h
+    assert ample.until == NOW + timedelta(hours=30.0 - 10.0 - 3 * D - 1.0)
+    tight = decide(state(12.0, work=10.0, outlook=SpotOutlook(uptime=0.2)), snap(), NOW)
+    assert isinstance(tight, Move) and tight.target.market is Market.ON_DEMAND
+
+
+def test_prefers_the_zone_expected_to_stay_up_at_equal_price():
+    zones = SpotOutlook(uptime=0.9, run_hours={"us-east-1b": 0.5, "us-east-1c": 12.0})
+    d = decide(state(30.0, outlook=zones), snap(offer("us-east-1b", 1.0), offer("us-east-1c", 1.0)), NOW)
+    assert isinstance(d, Move) and d.target.zone == "us-east-1c"
+
+
+def test_skips_spot_expected_to_vanish_within_a_changeover():
+    d = decide(state(30.0, outlook=SpotOutlook(uptime=0.9, run_hours={"us-east-1b": 0.1})), snap(SPOT), NOW)
+    assert isinstance(d, Stay)
+
+
+def test_outlook_rejects_an_uptime_outside_zero_one():
+    with pytest.raises(ValueError, match="uptime"):
+        SpotOutlook(uptime=1.5)
+
+
+def test_outlook_is_estimated_from_past_ticks_only():
+    available = np.zeros((2, 200), dtype=bool)
+    available[0, 10:40] = True  # a past run of 30 ticks (5 h)
+    available[0, 60:] = True
+    later = available.copy()
+    later[0, 120:] = False  # a different future must not change what tick 100 sees
+    later[1, 101:] = True
+    seen, other = market(available).outlook(100), market(later).outlook(100)
+    assert seen == other
+    # as of the last change (tick 60, zone 0 back up, age 0): up in 31 of the 61 ticks seen
+    assert seen.uptime == pytest.approx(31 / 61)
+    # at age 0: the mean of the one past run (5 h) and the 1 h prior
+    assert seen.run_hours == {"us-east-1a": pytest.approx((5.0 + 1.0) / 2)}
+
+
+@pytest.mark.parametrize("jf", [0.9, 0.95])
+def test_never_misses_when_long_lived_zones_fail_right_after_each_launch(jf):
+    # zones up for days, then lost a few ticks after the job lands, one after another
+    available = np.ones((3, 600), dtype=bool)
+    for z, lost in enumerate((305, 330, 360)):
+        available[z, lost:] = False
+    j = TickJob.from_hours(20.0, 20.0 / jf, D, TICK_S)
+    r = simulate(get_policy("spotshift"), market(available), 300, j)
+    assert r.finished and r.on_time and r.preemptions >= 1

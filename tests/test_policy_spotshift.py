@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from spotshift.models import Market
-from spotshift.policy import Move, Stay, decide, get_policy
-from spotshift.policy.state import SpotOutlook
+from spotshift.policy import Move, SpotOutlook, Stay, decide, get_policy
 from spotshift.sim import TickJob, simulate
 from tests.test_policy import NOW, OD, offer, snap, state
 from tests.test_sim import TICK_S, market

@@ -3,9 +3,9 @@
 from spotshift.policy.egress import egress_prices, transfer_cost_usd
 from spotshift.policy.placement import choose_placement
 from spotshift.policy.policies import DEFAULT_POLICY, POLICIES, Policy, decide, get_policy
-from spotshift.policy.state import Decision, JobState, Move, NoFeasiblePlacement, Stay, Stop
+from spotshift.policy.state import Decision, JobState, Move, NoFeasiblePlacement, SpotOutlook, Stay, Stop
 
 __all__ = [
     "DEFAULT_POLICY", "POLICIES", "Decision", "JobState", "Move", "NoFeasiblePlacement", "Policy",
-    "Stay", "Stop", "choose_placement", "decide", "egress_prices", "get_policy", "transfer_cost_usd",
+    "SpotOutlook", "Stay", "Stop", "choose_placement", "decide", "egress_prices", "get_policy", "transfer_cost_usd",
 ]

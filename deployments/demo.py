@@ -63,7 +63,7 @@ def run_demo(options: DemoOptions = DemoOptions(), out=sys.stdout) -> dict:
         clock = VirtualClock(start=start, speedup=options.speedup)
         market = ReplayMarket(demo_traces(start, DemoTimeline()), start=start)
         rt = Runtime.local(endpoint, home, market=market, clock=clock, bucket=DEMO_BUCKET,
-                           backend_options={"grace_s": 20.0}, poll_seconds=0.5, rescout_seconds=3.0,
+                           backend_options={"grace_s": 20.0}, poll_seconds=0.5, rescout_seconds=5.0,
                            min_step_seconds=options.min_step_seconds,
                            on_demand_prices={"p3.2xlarge": 3.06},
                            settings={"heartbeat_stall_seconds": 120 * options.speedup})
@@ -81,10 +81,10 @@ def run_demo(options: DemoOptions = DemoOptions(), out=sys.stdout) -> dict:
             backend.close()
         summary = api.status(job_id, runtime=rt)
         summary["wall_seconds"] = round(time.monotonic() - t0, 1)
-        _print_summary(summary, say)
         left = [i.instance_id for i in backend.list(job_id) if i.state not in ("terminated", "shutting-down")]
         if left:
             raise RuntimeError(f"instances left running: {left}")
+    _print_summary(summary, say)  # after the servers stopped: the JSON object is the last line
     return summary
 
 

@@ -153,14 +153,19 @@ def classify_model_ref(value: str) -> str:
     return "hub"
 
 
-def _model_ref(v: str) -> str:
+def _stored(info: ValidationInfo) -> bool:
+    """Read back from a store: paths were checked at submission and may be gone since."""
+    return bool((info.context or {}).get("stored"))
+
+
+def _model_ref(v: str, info: ValidationInfo) -> str:
     check_shell_safe(v, "model")
     if v.startswith("s3://"):
         if not S3_URI.fullmatch(v):
             raise ValueError(f"model {v!r} is not a valid s3://bucket/prefix URI")
         return v
     if v.startswith(LOCAL_PATH_PREFIXES) or "/" in v and Path(v).is_dir():
-        if not Path(v).expanduser().is_dir():
+        if not _stored(info) and not Path(v).expanduser().is_dir():
             raise ValueError(f"model {v!r} looks like a local path but is not an existing directory")
         return v
     if not HF_REPO_ID.fullmatch(v) or "--" in v or ".." in v or v.endswith(".") or v.endswith("-"):
@@ -171,12 +176,12 @@ def _model_ref(v: str) -> str:
     return v
 
 
-def _dataset_ref(v: str) -> str:
+def _dataset_ref(v: str, info: ValidationInfo) -> str:
     check_shell_safe(v, "dataset")
     if v.startswith("s3://"):
         if not S3_URI.fullmatch(v) or v.rstrip("/") == v.split("/", 3)[0] + "//" + v.split("/")[2]:
             raise ValueError(f"dataset {v!r} must be s3://bucket/key of a .txt or .jsonl file")
-    elif not v.startswith(LOCAL_PATH_PREFIXES) and not Path(v).exists():
+    elif not v.startswith(LOCAL_PATH_PREFIXES) and not _stored(info) and not Path(v).exists():
         raise ValueError(f"dataset {v!r} must be an s3:// URI or an existing local path")
     if not v.endswith((".txt", ".jsonl")):
         raise ValueError(f"dataset {v!r} must be a .txt or .jsonl file")

@@ -258,3 +258,12 @@ def test_two_processes_writing_at_once_lose_nothing(backend, tmp_path):
         assert len(pings) == 2 * events
         assert {(e.message, e.data["i"]) for e in pings} == {(n, i) for n in ("flow", "scout") for i in range(events)}
         assert len([e for e in job.events if e.kind == "status"]) == 1
+
+
+def test_a_job_whose_local_model_folder_is_gone_still_reads_back(store, tmp_path):
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    job = store.create(request(model=str(model_dir)), now=T0)
+    model_dir.rmdir()
+    assert store.get(job.id).request.model == str(model_dir)
+    assert [j.id for j in store.list()] == [job.id]

@@ -40,12 +40,15 @@ def start_trainer(spec_uri: str, endpoint: str) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for_step(s3, output: str, proc: subprocess.Popen, step: int, timeout_s: float = 90) -> int:
-    """Block until progress.json shows >= step and a checkpoint exists; returns the step seen."""
+def wait_for_step(s3, output: str, proc: subprocess.Popen, step: int, resumed_from: int | None = None,
+                  timeout_s: float = 90) -> int:
+    """Block until this process's progress.json (resumed_from tells it from an earlier process's)
+    shows >= step and a checkpoint exists; returns the step seen."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         progress = read_progress(s3, output)
-        if progress is not None and progress.step >= step and read_latest(s3, output) is not None:
+        if (progress is not None and progress.step >= step and progress.resumed_from_step == resumed_from
+                and read_latest(s3, output) is not None):
             return progress.step
         assert proc.poll() is None, f"trainer exited early ({proc.returncode}): {proc.stderr.read()[-2000:]}"
         time.sleep(0.01)
@@ -100,8 +103,7 @@ def test_kill9_then_sigterm_at_random_steps_resume_to_identical_weights_and_loss
 
     second = start_trainer(spec_uri, moto_endpoint)
     term_at = random.randint(killed_after + 2, MAX_STEPS - 8)
-    seen = wait_for_step(s3, spec.output, second, term_at)
-    assert read_progress(s3, spec.output).resumed_from_step == killed_after
+    seen = wait_for_step(s3, spec.output, second, term_at, resumed_from=killed_after)
     sent = time.monotonic()
     second.send_signal(signal.SIGTERM)
     assert second.wait(timeout=120) == EXIT_CHECKPOINTED, second.stderr.read()[-2000:]

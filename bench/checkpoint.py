@@ -191,7 +191,7 @@ def report(case: dict) -> None:
     print(f"  (a) notice -> durable   {a:8.2f} s   plain boto3 upload {raw:8.2f} s   ratio {a / raw:5.2f}x (target <= {TARGETS['notice']}x)")
     if case["trainer_default_s"] is not None:
         t = case["trainer_default_s"]
-        print(f"      Trainer save_model+save_state+optimizer, then sync upload {t:8.2f} s   ours is {t / a:5.2f}x faster")
+        print(f"      Trainer save_model+save_state+optimizer, then sync upload {t:8.2f} s   (Trainer / ours = {t / a:5.2f}x)")
     b, raw = case["resume_to_first_step_s"], case["raw_download_load_s"]
     print(f"  (b) resume -> 1st step  {b:8.2f} s   download+from_pretrained {raw:8.2f} s   ratio {b / raw:5.2f}x (target <= {TARGETS['resume']}x)")
     print(f"  (c) throughput, checkpoint every {case['checkpoint_every']} steps: {case['steps_per_s_with_checkpoint']:.3f} steps/s"

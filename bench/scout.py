@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
-from deployments.local_aws import client, moto_server  # noqa: E402
+from deployments.local_aws import client, moto_server_process  # noqa: E402
 from spotshift.catalog import KNOWN_REGIONS  # noqa: E402
 from spotshift.market.aws import AwsMarket  # noqa: E402
 from spotshift.market.query import OfferQuery  # noqa: E402
@@ -80,9 +80,9 @@ def main() -> None:
     parser.add_argument("--no-warm", action="store_true", help="skip the Prefect warm-cache measurement")
     args = parser.parse_args()
     query = OfferQuery(regions=REGIONS)
-    with moto_server() as endpoint:
+    with moto_server_process() as endpoint:  # its own process, like a remote endpoint
         clients = latency_clients(endpoint, args.latency_ms / 1000)
-        cold_scout(clients, OfferQuery(regions=REGIONS[:1]), 1)  # warm moto's own data loading
+        cold_scout(clients, query, workers=len(REGIONS))  # moto builds each region's data once: not timed
         sequential_s, offers, types = cold_scout(clients, query, workers=1)
         parallel_s, offers_p, _ = cold_scout(clients, query, workers=len(REGIONS))
         assert offers == offers_p, "sequential and parallel scouts must see the same offers"

@@ -28,6 +28,42 @@ def moto_server(port: int = 0) -> Iterator[str]:
         server.stop()
 
 
+@contextmanager
+def moto_server_process(timeout_s: float = 60.0) -> Iterator[str]:
+    """A moto server in its own process on 127.0.0.1 (its CPU work does not share this process's
+    GIL, as a remote endpoint would not); yield its endpoint URL."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the moto server did not start on {endpoint}") from None
+                time.sleep(0.2)
+        yield endpoint
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def local_env(endpoint_url: str, region: str = "us-east-1") -> dict[str, str]:
     """Environment for a process (a local trainer, a test) that talks to the moto server."""
     return {

@@ -61,6 +61,15 @@ class Runtime:
                    imds_endpoint="http://169.254.169.254" if settings.compute_backend == "ec2" else None)
 
     @classmethod
+    def stores_only(cls, settings: Settings | None = None) -> Runtime:
+        """Just the job store and the ledger: what `status`, `jobs` and `approve` need."""
+        from spotshift.stores import open_job_store, open_ledger
+
+        settings = settings or get_settings()
+        return cls(settings=settings, jobs=open_job_store(settings), ledger=open_ledger(settings), s3=None,
+                   market=None, backend=None)
+
+    @classmethod
     def local(cls, endpoint_url: str, home, *, market: Any, clock: Callable[[], datetime] = wall_clock,
               bucket: str = "spotshift-jobs", backend_options: dict | None = None, **overrides: Any) -> Runtime:
         """The embedded runtime: a moto server for EC2 and S3, embedded stores under `home`, the

@@ -4,7 +4,7 @@ from a lost instance, move a running job, and finalize. Each step is a chain of 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
@@ -22,13 +22,14 @@ from spotshift.planning import remaining_work
 from spotshift.policy.state import JobState, NoFeasiblePlacement
 from tasks.deployer import start_instance, stop_instance, stop_job_instances
 from tasks.migration import MigrationTimeout, request_checkpoint, wait_for_checkpoint, wait_for_heartbeat
-from tasks.monitor import Watch, new_watch
+from tasks.monitor import LOST_STATES, Watch, new_watch
 from tasks.optimizer import plan_placement
 from tasks.scout import scout
 from tasks.user_proxy import approve
 from tasks.workloads import close_workload, open_workload, publish_spec, training_spec
 
 MAX_LAUNCH_ATTEMPTS = 5
+DECLINED_MOVE_QUIET = timedelta(hours=1)  # a move a human (or the timeout) declined is not proposed again sooner
 
 
 @dataclass
@@ -53,6 +54,7 @@ class JobRun:
     home_zone: str | None = None
     spent_usd: float = 0.0
     failures: int = 0
+    declined: dict[tuple[str, str, str, str], datetime] = field(default_factory=dict)  # offer key -> ask again after
 
     @property
     def workload(self) -> Workload | None:
@@ -105,7 +107,8 @@ def place(rt: Runtime, run: JobRun) -> Workload | None:
     """scout -> optimizer -> approval -> deployer, taking the next offer on capacity errors.
     The job goes PLANNING -> (AWAITING_APPROVAL) -> PROVISIONING -> RUNNING; None = not approved."""
     logger = get_run_logger()
-    snapshot = scout(rt.market, run.query, rt.clock())
+    # a placement decides on fresh prices: a cached snapshot may still offer the capacity just lost
+    snapshot = scout.with_options(refresh_cache=True)(rt.market, run.query, rt.clock())
     for _ in range(MAX_LAUNCH_ATTEMPTS):
         now = rt.clock()
         plan = plan_placement(run.state(now, rt.changeover_hours), snapshot, now, rt.ledger,
@@ -146,23 +149,39 @@ def _measure_changeover(run: JobRun, started: datetime, first_heartbeat: datetim
     run.changeover_hours = max(0.0, (first_heartbeat - started).total_seconds() / 3600)
 
 
+def _first_heartbeat(rt: Runtime, run: JobRun, workload: Workload, after_step: int) -> datetime:
+    """When the new instance's trainer first reported a step past `after_step`."""
+    _, seen = wait_for_heartbeat(rt.s3, run.output, workload.instance_id, after_step,
+                                 timeout_s=rt.settings.heartbeat_stall_seconds, poll_s=rt.poll_seconds,
+                                 sleep=rt.sleep, clock=rt.clock,
+                                 is_alive=lambda: rt.backend.state(workload.instance_id) not in LOST_STATES)
+    _measure_changeover(run, workload.started_at, seen)
+    return seen
+
+
 def recover(rt: Runtime, run: JobRun, reason: MigrationReason, end: EndReason, lost_at: datetime) -> bool:
     """The instance is gone (taken back, stalled, failed): re-plan and resume from the last
-    checkpoint elsewhere; the Migration row records the downtime. False = not approved."""
-    old = end_workload(rt, run, end)
-    run.was_preempted = reason is MigrationReason.PREEMPTED
-    transition(rt, run, JobStatus.PLANNING, f"{reason}: re-planning")
+    checkpoint elsewhere, until an instance trains again; the Migration row records the downtime.
+    False = the new plan was not approved."""
     from training.contract import read_latest
 
-    latest = read_latest(rt.s3, run.output)
-    new = place(rt, run)
-    if new is None:
-        return False
-    run.was_preempted = False
-    progress, seen = wait_for_heartbeat(rt.s3, run.output, new.instance_id, latest.step if latest else 0,
-                                        timeout_s=rt.settings.heartbeat_stall_seconds, poll_s=rt.poll_seconds,
-                                        sleep=rt.sleep, clock=rt.clock)
-    _measure_changeover(run, new.started_at, seen)
+    old = end_workload(rt, run, end)
+    for _ in range(MAX_LAUNCH_ATTEMPTS):
+        run.was_preempted = reason is MigrationReason.PREEMPTED
+        transition(rt, run, JobStatus.PLANNING, f"{reason}: re-planning")
+        latest = read_latest(rt.s3, run.output)
+        new = place(rt, run)
+        if new is None:
+            return False
+        run.was_preempted = False
+        try:
+            seen = _first_heartbeat(rt, run, new, latest.step if latest else 0)
+            break
+        except MigrationTimeout as exc:
+            get_run_logger().warning("The new instance never trained (%s); re-planning", exc)
+            end_workload(rt, run, EndReason.FAILED)
+    else:
+        raise NoFeasiblePlacement(run.job.id, f"{MAX_LAUNCH_ATTEMPTS} new instances never trained")
     if old is not None:
         rt.ledger.upsert_migration(Migration(
             job_id=run.job.id, from_workload_id=old.id, to_workload_id=new.id, reason=reason,
@@ -172,54 +191,58 @@ def recover(rt: Runtime, run: JobRun, reason: MigrationReason, end: EndReason, l
 
 
 def move(rt: Runtime, run: JobRun, target: Offer, reason: MigrationReason, expected_saving_usd: float) -> bool:
-    """Checkpoint now -> start on `target` -> first heartbeat past the checkpoint -> stop the old
-    instance -> record the Migration. If the new placement fails, resume where it was."""
+    """Checkpoint now -> start on `target` -> first heartbeat past the checkpoint -> terminate the
+    old instance -> record the Migration. If the new placement fails, the job resumes from the
+    checkpoint on the next best placement (the target blocked)."""
     logger = get_run_logger()
-    old_plan, old = run.plan, run.workload
-    assert old_plan is not None and old is not None
+    old = run.workload
+    assert old is not None
     now = rt.clock()
     request = ApprovalRequest(job_id=run.job.id, subject="move", reason=reason,
                               summary=f"{old.zone} {old.market} ${old.usd_per_hour:.3f}/h -> {target.zone} "
                                       f"{target.market} ${target.usd_per_hour:.3f}/h",
                               expected_cost_usd=0.0, expected_hours=0.0, expected_saving_usd=expected_saving_usd,
                               interruption_risk=target.interruption.bucket or "unknown")
+    if run.declined.get(target.key, now) > now:
+        return False  # declined lately: not asked again before then
     decision = approve(run.job.request.approval, request, now)
     if not decision.approved:
         logger.info("Move to %s not made (%s: %s)", target.zone, decision.decided_by, decision.comment)
+        run.declined[target.key] = now + DECLINED_MOVE_QUIET
         return False
     transition(rt, run, JobStatus.MIGRATING, f"moving to {target.zone} ({reason})")
     started = rt.clock()
     rid = request_checkpoint(rt.s3, run.output, f"{reason}: move to {target.zone}")
     try:
         step = wait_for_checkpoint(rt.s3, run.output, rid, timeout_s=rt.settings.heartbeat_stall_seconds,
-                                   poll_s=rt.poll_seconds, sleep=rt.sleep)
+                                   poll_s=rt.poll_seconds, sleep=rt.sleep, clock=rt.clock)
     except MigrationTimeout as exc:
         logger.warning("Move abandoned, the job stays where it is: %s", exc)
         transition(rt, run, JobStatus.RUNNING, f"move abandoned: {exc}")
         return False
+    # the old trainer exited after its checkpoint and its instance shuts itself down (the local
+    # backend ends it with the process; on EC2 the user-data powers off, which terminates it): its
+    # workload ends now, so one workload is open at a time
+    closed = close_workload(rt.ledger, old, EndReason.MIGRATED, rt.clock())
+    run.spent_usd += closed.cost_usd
+    run.watch = None
     plan = Plan(job_id=run.job.id, offer=target, expected_hours=0.0, expected_cost_usd=0.0,
                 deadline_slack_hours=(run.job.request.deadline - started).total_seconds() / 3600,
                 reason=f"{reason} move, expected saving ${expected_saving_usd:.2f}", created_at=started)
     rt.ledger.record_plan(plan)
-    old_watch = run.watch
     try:
         new = launch(rt, run, plan)
-        _, seen = wait_for_heartbeat(rt.s3, run.output, new.instance_id, step,
-                                     timeout_s=rt.settings.heartbeat_stall_seconds, poll_s=rt.poll_seconds,
-                                     sleep=rt.sleep, clock=rt.clock)
+        seen = _first_heartbeat(rt, run, new, step)
     except (CapacityUnavailable, MigrationTimeout) as exc:
-        logger.warning("New placement on %s failed (%s); resuming from the checkpoint where it was", target.zone, exc)
-        if run.watch is not old_watch:
-            end_workload(rt, run, EndReason.FAILED)
-        run.watch = old_watch
-        end_workload(rt, run, EndReason.MIGRATED)
+        logger.warning("New placement on %s failed (%s); resuming from the checkpoint", target.zone, exc)
+        stop_instance(old.instance_id, "migrated", rt.backend)
+        rt.ledger.upsert_migration(Migration(
+            job_id=run.job.id, from_workload_id=old.id, to_workload_id=run.workload.id if run.workload else None,
+            reason=reason, expected_saving_usd=expected_saving_usd, checkpoint_step=step, started_at=started,
+            finished_at=rt.clock(), succeeded=False))
         run.blocked.add(target.key)
-        transition(rt, run, JobStatus.PLANNING, "failed move: resuming from the checkpoint")
-        return place(rt, run) is not None
-    _measure_changeover(run, new.started_at, seen)
-    stop_instance(old.instance_id, "migrated", rt.backend)
-    closed = close_workload(rt.ledger, old, EndReason.MIGRATED, rt.clock())
-    run.spent_usd += closed.cost_usd
+        return recover(rt, run, reason, EndReason.FAILED, started)
+    stop_instance(old.instance_id, "migrated", rt.backend)  # for sure; a no-op once it shut itself down
     rt.ledger.upsert_migration(Migration(
         job_id=run.job.id, from_workload_id=old.id, to_workload_id=new.id, reason=reason,
         expected_saving_usd=expected_saving_usd, checkpoint_step=step,

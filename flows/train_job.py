@@ -61,12 +61,11 @@ def train_job(job_id: str, runtime: Runtime | None = None) -> dict:
     logger = get_run_logger()
     rt = runtime or Runtime.from_settings()
     flow_run_id = str(current_flow_run.id or "")
-    hooks.ACTIVE_RUNTIMES[flow_run_id] = rt
-    try:
-        job = rt.jobs.get(job_id)
-        if job.status.terminal:
-            logger.info("Job %s is already %s", job_id, job.status)
-            return summary(rt, job_id)
+    hooks.ACTIVE_RUNTIMES[flow_run_id] = rt  # the failure hooks stop this runtime's instances
+    job = rt.jobs.get(job_id)
+    if job.status.terminal:
+        logger.info("Job %s is already %s", job_id, job.status)
+    else:
         spec = training_spec(job, rt.settings.bucket, imds_endpoint=rt.imds_endpoint,
                              min_step_seconds=rt.min_step_seconds)
         params, memory_gib = model_needs(job.request.model, job.request.batch_size, job.request.seq_len, rt.s3)
@@ -80,12 +79,11 @@ def train_job(job_id: str, runtime: Runtime | None = None) -> dict:
                    total_work=run.total_work)
         if place(rt, run) is None:
             finalize(rt, run, JobStatus.CANCELLED, "plan not approved")
-            return summary(rt, job_id)
-        _train_until_done(rt, run)
-        finalize(rt, run, JobStatus.SUCCEEDED, "final model written")
-        return summary(rt, job_id)
-    finally:
-        hooks.ACTIVE_RUNTIMES.pop(flow_run_id, None)
+        else:
+            _train_until_done(rt, run)
+            finalize(rt, run, JobStatus.SUCCEEDED, "final model written")
+    hooks.ACTIVE_RUNTIMES.pop(flow_run_id, None)
+    return summary(rt, job_id)
 
 
 def _train_until_done(rt: Runtime, run: JobRun) -> None:

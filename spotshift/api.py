@@ -24,6 +24,15 @@ def _runtime(runtime):
     return Runtime.from_settings()
 
 
+def _stores(runtime):
+    """The runtime's stores, or the configured ones (no AWS client needed to read a job)."""
+    if runtime is not None:
+        return runtime
+    from flows.runtime import Runtime
+
+    return Runtime.stores_only()
+
+
 def submit(request: JobCreate, *, run: RunMode = "deployment", runtime: Any = None,
            deployment: str = TRAIN_JOB_DEPLOYMENT) -> str:
     """Store the job (idempotent on request.idempotency_key) and start its train-job flow run:
@@ -46,18 +55,18 @@ def submit(request: JobCreate, *, run: RunMode = "deployment", runtime: Any = No
 
 
 def get_job(job_id: str, *, runtime: Any = None) -> Job:
-    return _runtime(runtime).jobs.get(job_id)
+    return _stores(runtime).jobs.get(job_id)
 
 
 def status(job_id: str, *, runtime: Any = None) -> dict:
     """The job's state, steps, workloads, migrations and cost so far."""
     from flows.train_job import summary
 
-    return summary(_runtime(runtime), job_id)
+    return summary(_stores(runtime), job_id)
 
 
 def list_jobs(status: JobStatus | None = None, *, runtime: Any = None) -> list[Job]:
-    return _runtime(runtime).jobs.list(status)
+    return _stores(runtime).jobs.list(status)
 
 
 def approve(job_id: str, *, reject: bool = False, comment: str = "", runtime: Any = None) -> str:
@@ -65,7 +74,7 @@ def approve(job_id: str, *, reject: bool = False, comment: str = "", runtime: An
     from prefect.client.orchestration import get_client
     from prefect.flow_runs import resume_flow_run
 
-    job = _runtime(runtime).jobs.get(job_id)
+    job = _stores(runtime).jobs.get(job_id)
     if not job.flow_run_id:
         raise ValueError(f"job {job_id} has no flow run yet: nothing to approve")
     with get_client(sync_client=True) as client:

@@ -4,7 +4,7 @@ the new instance's first heartbeat past it."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from prefect import get_run_logger, task
@@ -35,17 +35,17 @@ def clear_control(s3: Any, output: str) -> None:
 
 @task(name="wait-for-checkpoint", cache_policy=NO_CACHE)
 def wait_for_checkpoint(s3: Any, output: str, request_id: str, *, timeout_s: float, poll_s: float,
-                        sleep: Callable[[float], None]) -> int:
-    """Wait until the trainer honoured the request and its checkpoint is in LATEST; its step."""
-    waited = 0.0
-    while waited <= timeout_s:
+                        sleep: Callable[[float], None], clock: Callable[[], datetime]) -> int:
+    """Wait until the trainer honoured the request and its checkpoint is in LATEST; its step.
+    `timeout_s` is measured on `clock` (the runtime's clock, virtual in demos)."""
+    deadline = clock() + timedelta(seconds=timeout_s)
+    while clock() <= deadline:
         p = read_progress(s3, output)
         if p is not None and p.honoured_request_id == request_id and p.state.value in ("checkpointed", "done"):
             latest = read_latest(s3, output)
             clear_control(s3, output)
             return latest.step if latest else p.step
         sleep(poll_s)
-        waited += poll_s
     clear_control(s3, output)
     raise MigrationTimeout(f"no checkpoint for request {request_id} within {timeout_s:.0f} s")
 
@@ -54,9 +54,10 @@ def wait_for_checkpoint(s3: Any, output: str, request_id: str, *, timeout_s: flo
 def wait_for_heartbeat(s3: Any, output: str, instance_id: str, after_step: int, *, timeout_s: float,
                        poll_s: float, sleep: Callable[[float], None], clock: Callable[[], datetime],
                        is_alive: Callable[[], bool] = lambda: True) -> tuple[Progress, datetime]:
-    """Wait for `instance_id`'s first heartbeat past `after_step` (or done); it and when it was seen."""
-    waited = 0.0
-    while waited <= timeout_s:
+    """Wait for `instance_id`'s first heartbeat past `after_step` (or done); it and when it was seen.
+    `timeout_s` is measured on `clock`."""
+    deadline = clock() + timedelta(seconds=timeout_s)
+    while clock() <= deadline:
         p = read_progress(s3, output)
         if p is not None and p.instance_id == instance_id and (p.step > after_step or p.state.value == "done"):
             return p, clock()
@@ -65,5 +66,4 @@ def wait_for_heartbeat(s3: Any, output: str, instance_id: str, after_step: int, 
         if not is_alive():
             raise MigrationTimeout(f"instance {instance_id} went away before its first heartbeat")
         sleep(poll_s)
-        waited += poll_s
     raise MigrationTimeout(f"no heartbeat from {instance_id} past step {after_step} within {timeout_s:.0f} s")

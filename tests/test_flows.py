@@ -7,6 +7,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 
@@ -61,6 +62,12 @@ def request(rt: Runtime, model: tuple[str, str], *, max_steps: int, key: str, ap
         instance_types=["p3.2xlarge"], deadline=rt.clock() + timedelta(hours=12), idempotency_key=key,
         approval=approval or ApprovalPolicy(max_auto_plan_usd=50, min_auto_saving_usd=0.01)),
         context={"now": rt.clock()})
+
+
+def get_client_sync():
+    from prefect.client.orchestration import get_client
+
+    return get_client(sync_client=True)
 
 
 def running_instances(rt: Runtime, job_id: str | None = None) -> list:
@@ -142,11 +149,13 @@ def _wait_for(predicate, timeout_s: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_a_plan_waits_for_a_human_and_the_cli_answer_lets_the_flow_go_on(prefect_api, moto_endpoint, model_uri, tmp_path):
+def test_a_plan_waits_for_a_human_and_the_cli_answer_lets_the_flow_go_on(prefect_api, moto_endpoint, model_uri, tmp_path,
+                                                                         monkeypatch):
     from flows.train_job import train_job
     from spotshift.cli import main as cli
 
     rt = runtime(tmp_path, moto_endpoint, DemoTimeline(lost_minute=10_000, cheap_minute=10_000))
+    monkeypatch.setenv("SPOTSHIFT_HOME", str(tmp_path))  # the CLI finds the job in the same store
     approval = ApprovalPolicy(mode=ApprovalMode.ALWAYS_ASK, timeout_s=120)
     job = rt.jobs.create(request(rt, model_uri, max_steps=20, key="ask", approval=approval), now=rt.clock())
     result: dict = {}
@@ -189,6 +198,12 @@ def test_an_unanswered_move_is_not_made(prefect_api, moto_endpoint, model_uri, t
     assert rt.ledger.migrations(job.id) == []
     workloads = rt.ledger.workloads(job.id)
     assert [w.zone for w in workloads] == ["us-east-1a"]
+    # the move timed out once and was not asked again within the quiet hour
+    with get_client_sync() as client:
+        runs = client.read_flow_runs()
+    run = next(r for r in runs if r.id == UUID(rt.jobs.get(job.id).flow_run_id))
+    assert run.state.is_completed()
+    assert run.empirical_policy.pause_keys and len(run.empirical_policy.pause_keys) == 1
 
 
 def test_a_killed_flow_leaves_nothing_running_once_the_reaper_ran(prefect_api, moto_endpoint, model_uri, tmp_path):

@@ -85,7 +85,8 @@ def _stubbed_ec2(region: str):
 
 def test_a_failing_region_is_reported_and_the_others_still_answer(moto_endpoint):
     denied, stub = _stubbed_ec2("eu-west-1")
-    stub.add_client_error("describe_instance_types", "UnauthorizedOperation", "not authorized to DescribeInstanceTypes")
+    stub.add_client_error("describe_instance_type_offerings", "UnauthorizedOperation",
+                          "not authorized to DescribeInstanceTypeOfferings")
     stub.activate()
     market = AwsMarket(lambda s, r: denied if r == "eu-west-1" else client(s, moto_endpoint, r),
                        retry=NO_WAIT, placement_scores=False)
@@ -99,10 +100,10 @@ def test_placement_scores_risk_and_throttling_with_the_stubber():
     ec2, stub = _stubbed_ec2("us-west-2")
     described = {"InstanceTypes": [{"InstanceType": "g5.xlarge", "VCpuInfo": {"DefaultVCpus": 4},
                                     "MemoryInfo": {"SizeInMiB": 16384}}]}
-    stub.add_response("describe_instance_types", described)
     stub.add_response("describe_instance_type_offerings", {"InstanceTypeOfferings": [
         {"InstanceType": "g5.xlarge", "LocationType": "availability-zone", "Location": z}
         for z in ("us-west-2a", "us-west-2b")]})
+    stub.add_response("describe_instance_types", described, expected_params={"InstanceTypes": ["g5.xlarge"]})
     stub.add_client_error("get_spot_placement_scores", "RequestLimitExceeded", "slow down")  # retried
     stub.add_response("get_spot_placement_scores", {"SpotPlacementScores": [
         {"Region": "us-west-2", "AvailabilityZoneId": "usw2-az1", "Score": 9},
@@ -134,9 +135,9 @@ def test_placement_scores_risk_and_throttling_with_the_stubber():
 
 def test_placement_scores_not_permitted_are_skipped():
     ec2, stub = _stubbed_ec2("us-east-2")
-    stub.add_response("describe_instance_types", {"InstanceTypes": [{"InstanceType": "g4dn.xlarge"}]})
     stub.add_response("describe_instance_type_offerings", {"InstanceTypeOfferings": [
         {"InstanceType": "g4dn.xlarge", "LocationType": "availability-zone", "Location": "us-east-2a"}]})
+    stub.add_response("describe_instance_types", {"InstanceTypes": [{"InstanceType": "g4dn.xlarge"}]})
     stub.add_client_error("get_spot_placement_scores", "UnauthorizedOperation", "no ec2:GetSpotPlacementScores")
     stub.add_response("describe_spot_price_history", {"SpotPriceHistory": [
         {"InstanceType": "g4dn.xlarge", "AvailabilityZone": "us-east-2a", "SpotPrice": "0.2",

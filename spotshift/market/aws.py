@@ -79,11 +79,12 @@ class AwsMarket:
                       risks: RiskTable) -> list[Offer]:
         """Every offer of one region that fits the query."""
         ec2 = self.client_for("ec2", region)
-        described = self.instance_types(region, ec2)
-        names = [t.name for t in wanted if t.name in described]
+        zones_of = self._offerings(region, ec2, [t.name for t in wanted])
+        names = [t.name for t in wanted if t.name in zones_of]
         if not names:
             return []
-        zones_of = self._offerings(region, ec2, names)
+        described = self.instance_types(region, ec2, names)
+        names = [name for name in names if name in described]
         offers: list[Offer] = []
         if Market.SPOT in query.markets:
             scores = self._placement_scores(region, ec2, names) if self.placement_scores else {}
@@ -98,18 +99,20 @@ class AwsMarket:
                                               usd, now, source, RiskTable(), None))
         return offers
 
-    def instance_types(self, region: str, ec2: Any) -> dict[str, dict]:
-        """The catalog's GPU types this region has (describe_instance_types), cached per region."""
+    def instance_types(self, region: str, ec2: Any, names: list[str]) -> dict[str, dict]:
+        """describe_instance_types of `names` (types this region offers), cached per region. Named
+        types, not a filter: EC2 answers those directly instead of filtering every type it has."""
         with self._types_lock:
-            if region in self._types:
-                return self._types[region]
-        pages = paginate_aws(ec2, "describe_instance_types", region=region, retry=self.retry, sleep=self.sleep,
-                             Filters=[{"Name": "instance-type", "Values": list(INSTANCE_TYPES)}])
-        found = {row["InstanceType"]: row for page in pages for row in page.get("InstanceTypes", [])
-                 if row["InstanceType"] in INSTANCE_TYPES}
+            cached = self._types.setdefault(region, {})
+            missing = [n for n in names if n not in cached]
+        for i in range(0, len(missing), 100):  # at most 100 names per call
+            pages = paginate_aws(ec2, "describe_instance_types", region=region, retry=self.retry, sleep=self.sleep,
+                                 InstanceTypes=missing[i:i + 100])
+            found = {row["InstanceType"]: row for page in pages for row in page.get("InstanceTypes", [])}
+            with self._types_lock:
+                cached.update(found)
         with self._types_lock:
-            self._types[region] = found
-        return found
+            return {n: cached[n] for n in names if n in cached}
 
     def _offerings(self, region: str, ec2: Any, names: list[str]) -> dict[str, set[str]]:
         pages = paginate_aws(ec2, "describe_instance_type_offerings", region=region, retry=self.retry,

@@ -38,7 +38,7 @@ def submit(request: JobCreate, *, run: RunMode = "deployment", runtime: Any = No
     """Store the job (idempotent on request.idempotency_key) and start its train-job flow run:
     through the deployment (a worker or `spotshift serve` runs it), inline in this process, or
     not at all ("none"). Submitting the same key again returns the same job and starts nothing."""
-    rt = _runtime(runtime)
+    rt = _runtime(runtime) if run == "inline" else _stores(runtime)  # a deployment's run builds its own
     job = rt.jobs.create(request, now=rt.clock())
     if job.status is not JobStatus.PENDING or job.flow_run_id:
         return job.id  # already submitted: one job, one flow run

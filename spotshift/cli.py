@@ -64,6 +64,7 @@ def _job_create(args):
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from spotshift import api
+    from spotshift.stores import InvalidTransition, JobNotFound
 
     try:
         if args.command == "submit":
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"invalid input:\n{exc}", file=sys.stderr)
         return 2
-    except (ValueError, KeyError) as exc:
+    except (ValueError, KeyError, JobNotFound, InvalidTransition) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

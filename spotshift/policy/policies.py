@@ -58,6 +58,16 @@ def _safety_net(state: JobState, view: View, margin: float) -> Decision | None:
     return None
 
 
+def _zone_view(state: JobState, snapshot: MarketSnapshot, now: datetime, multi_zone: bool,
+               safety_margin_d: float) -> tuple[View, float, float, Decision | None]:
+    """The view of a single-zone (home zone) or multi-zone policy, the changeover d, the Safety Net
+    margin and the Safety Net's decision (None = it has nothing to say)."""
+    view = make_view(state, snapshot, now, None if multi_zone else _home(state, snapshot))
+    d = state.changeover_hours
+    margin = safety_margin_d * d
+    return view, d, margin, _safety_net(state, view, margin)
+
+
 @dataclass(frozen=True)
 class OnDemand:
     """on_demand: start on the cheapest on-demand offer and stay there.
@@ -90,11 +100,7 @@ class Greedy:
     def decide(self, state: JobState, snapshot: MarketSnapshot, now: datetime) -> Decision:
         if state.remaining_work <= 0:
             return Stop("done")
-        zone = None if self.multi_zone else _home(state, snapshot)
-        view = make_view(state, snapshot, now, zone)
-        d = state.changeover_hours
-        margin = self.safety_margin_d * d
-        net = _safety_net(state, view, margin)
+        view, d, margin, net = _zone_view(state, snapshot, now, self.multi_zone, self.safety_margin_d)
         if net is not None or _on_od(state):
             return net or Stay("on-demand to the end", until=state.deadline)
         if state.current is not None:
@@ -140,11 +146,7 @@ class UniformProgress:
     def decide(self, state: JobState, snapshot: MarketSnapshot, now: datetime) -> Decision:
         if state.remaining_work <= 0:
             return Stop("done")
-        zone = None if self.multi_zone else _home(state, snapshot)
-        view = make_view(state, snapshot, now, zone)
-        d = state.changeover_hours
-        margin = self.safety_margin_d * d
-        net = _safety_net(state, view, margin)
+        view, d, margin, net = _zone_view(state, snapshot, now, self.multi_zone, self.safety_margin_d)
         if net is not None:
             return net
         ahead = self._ahead(state, now)

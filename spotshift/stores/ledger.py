@@ -58,12 +58,11 @@ def migration_row(migration: Migration) -> dict[str, Any]:
 # --- embedded ------------------------------------------------------------------------------------
 
 
-class EmbeddedLedger:
-    """The ledger in the embedded document store (or any pymongo Database): one document per row."""
+class _RowWriter:
+    """The ledger's writes, as idempotent upserts of rows on their ids; backends supply `_upsert`."""
 
-    def __init__(self, database, *, write_lock: AbstractContextManager | None = None):
-        self._db = database
-        self._lock = write_lock if write_lock is not None else nullcontext()
+    def _upsert(self, table: str, row: dict[str, Any]) -> None:
+        raise NotImplementedError
 
     def record_plan(self, plan: Plan) -> None:
         self._upsert("plans", plan_row(plan))
@@ -73,6 +72,14 @@ class EmbeddedLedger:
 
     def upsert_migration(self, migration: Migration) -> None:
         self._upsert("migrations", migration_row(migration))
+
+
+class EmbeddedLedger(_RowWriter):
+    """The ledger in the embedded document store (or any pymongo Database): one document per row."""
+
+    def __init__(self, database, *, write_lock: AbstractContextManager | None = None):
+        self._db = database
+        self._lock = write_lock if write_lock is not None else nullcontext()
 
     def plans(self, job_id: str) -> list[Plan]:
         return [plan_from_row(r) for r in self._rows("plans", {"job_id": job_id}, "created_at")]
@@ -101,20 +108,11 @@ class EmbeddedLedger:
 # --- Supabase ------------------------------------------------------------------------------------
 
 
-class SupabaseLedger:
+class SupabaseLedger(_RowWriter):
     """The ledger in Supabase tables (supabase/migrations/*_init.sql) through supabase-py."""
 
     def __init__(self, client):
         self._client = client
-
-    def record_plan(self, plan: Plan) -> None:
-        self._upsert("plans", plan_row(plan))
-
-    def upsert_workload(self, workload: Workload) -> None:
-        self._upsert("workloads", workload_row(workload))
-
-    def upsert_migration(self, migration: Migration) -> None:
-        self._upsert("migrations", migration_row(migration))
 
     def plans(self, job_id: str) -> list[Plan]:
         rows = self._select("plans", "created_at").eq("job_id", job_id).execute().data

@@ -1,19 +1,21 @@
-"""Checkpoints: save the full training state locally, upload it in the background to
-checkpoints/step-<N>/ with LATEST.json written last, keep the newest K, and restore with
-size/sha256 verification and fallback to the previous complete checkpoint.
+"""Checkpoints: snapshot the training state into reusable in-memory buffers (the only work on the
+training thread), then hash and upload it in the background to checkpoints/step-<N>/ with
+LATEST.json written last; keep the newest K; restore with size/sha256 verification and fallback to
+the previous complete checkpoint.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import queue
 import random
-import shutil
+import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Callable
@@ -25,30 +27,35 @@ from training.contract import (
     LATEST, CheckpointManifest, ManifestFile, checkpoint_prefix, load_json, save_json, step_of_key,
 )
 from training.storage import ObjectStore
+from training.tensor_pack import pack, plan_layout, views
 
 log = logging.getLogger("training.checkpoint")
 
 MANIFEST = "manifest.json"
+WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "trainer_state.json"
-OPTIMIZER_FILE = "optimizer.pt"
+OPTIMIZER_FILE = "optimizer.pt"  # the optimizer's state_dict with its tensors replaced by names
+OPTIMIZER_TENSORS_FILE = "optimizer.safetensors"  # ... and those tensors
 SCHEDULER_FILE = "scheduler.pt"
 RNG_FILE = "rng.pt"
-_HASH_CHUNK = 8 * 1024 * 1024
+_TENSOR_REF = "tensor:"
 
 
 class CheckpointCorrupt(Exception):
     """A checkpoint's files do not match its manifest (missing, truncated, or altered)."""
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+def sha256_bytes(data) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
-# -- training state <-> local directory -------------------------------------------------------
+def _torch_bytes(obj) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+# -- training state -> file contents ------------------------------------------------------------
 
 
 def capture_rng() -> dict:
@@ -66,59 +73,151 @@ def restore_rng(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_local(directory: Path, model, tokenizer, optimizer, scheduler, trainer_state: dict) -> list[Path]:
-    """Write weights (safetensors, save_pretrained layout), optimizer, scheduler, RNG and the
-    trainer state (step, data position, ...) into `directory`; returns the files written."""
-    directory.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(directory, safe_serialization=True)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(directory)
-    torch.save(optimizer.state_dict(), directory / OPTIMIZER_FILE)
-    torch.save(scheduler.state_dict(), directory / SCHEDULER_FILE)
-    torch.save(capture_rng(), directory / RNG_FILE)
-    (directory / STATE_FILE).write_text(json.dumps(trainer_state, indent=1))
-    return sorted(p for p in directory.rglob("*") if p.is_file())
+def model_static_files(model, tokenizer) -> dict[str, bytes]:
+    """What save_pretrained writes besides the weights (config, generation config, tokenizer):
+    it does not change during training, so it is rendered once per run."""
+    with tempfile.TemporaryDirectory(prefix="spotshift-static-") as tmp:
+        directory = Path(tmp)
+        model.config.save_pretrained(directory)
+        if getattr(model, "generation_config", None) is not None and model.can_generate():
+            model.generation_config.save_pretrained(directory)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(directory)
+        return {p.relative_to(directory).as_posix(): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
-def load_training_state(directory: Path, optimizer, scheduler) -> dict:
-    """Restore optimizer and scheduler from a verified local checkpoint; returns the trainer state.
-    RNG is returned (under "rng"), not applied: the caller restores it right before the next step."""
-    optimizer.load_state_dict(torch.load(directory / OPTIMIZER_FILE, weights_only=True))
-    scheduler.load_state_dict(torch.load(directory / SCHEDULER_FILE, weights_only=True))
-    state = json.loads((directory / STATE_FILE).read_text())
-    state["rng"] = torch.load(directory / RNG_FILE, weights_only=False)
+def weights_to_save(model) -> dict[str, torch.Tensor]:
+    """The model's state_dict without tied duplicates (kept: the first name that is not a tied
+    alias), as save_pretrained stores it."""
+    tied = getattr(model, "_tied_weights_keys", None) or ()
+    tied = set(tied)
+    kept: dict[int, str] = {}
+    state = model.state_dict()
+    for name in sorted(state, key=lambda n: n in tied):
+        tensor = state[name]
+        key = tensor.data_ptr() if tensor.numel() else id(tensor)
+        kept.setdefault(key, name)
+    return {name: state[name] for name in kept.values()}
+
+
+def split_optimizer_state(state_dict: dict) -> tuple[dict, dict[str, torch.Tensor]]:
+    """An optimizer state_dict as (skeleton with each tensor replaced by its name, the tensors)."""
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton_state = {}
+    for index, entries in state_dict["state"].items():
+        skeleton_state[index] = {}
+        for key, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                name = f"state.{index}.{key}"
+                tensors[name] = value
+                value = _TENSOR_REF + name
+            skeleton_state[index][key] = value
+    return {"state": skeleton_state, "param_groups": state_dict["param_groups"]}, tensors
+
+
+def join_optimizer_state(skeleton: dict, tensors: dict[str, torch.Tensor]) -> dict:
+    """The inverse of split_optimizer_state."""
+    def resolve(value):
+        if isinstance(value, str) and value.startswith(_TENSOR_REF):
+            return tensors[value[len(_TENSOR_REF):]]
+        return value
+
+    state = {index: {k: resolve(v) for k, v in entries.items()} for index, entries in skeleton["state"].items()}
+    return {"state": state, "param_groups": skeleton["param_groups"]}
+
+
+@dataclass
+class Snapshot:
+    """One checkpoint's files, ready to upload: the big ones live in buffers borrowed from the
+    SnapshotTaker until the upload is done."""
+
+    step: int
+    files: dict[str, bytes | memoryview]
+    buffers: list[bytearray] = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(len(data) for data in self.files.values())
+
+
+class SnapshotTaker:
+    """Takes snapshots on the training thread: one copy of the weights and optimizer tensors into
+    safetensors-laid-out buffers that are reused once their upload is done (no allocation, no
+    page faults in steady state). Everything else is small."""
+
+    def __init__(self, static_files: dict[str, bytes] | None = None):
+        self._static = dict(static_files or {})
+        self._free: list[bytearray] = []
+        self._lock = threading.Lock()
+
+    def set_static_files(self, static_files: dict[str, bytes]) -> None:
+        self._static = dict(static_files)
+
+    def take(self, step: int, model, optimizer, scheduler, trainer_state: dict) -> Snapshot:
+        skeleton, optimizer_tensors = split_optimizer_state(optimizer.state_dict())
+        files: dict[str, bytes | memoryview] = dict(self._static)
+        buffers = []
+        for name, tensors, metadata in (
+            (WEIGHTS_FILE, weights_to_save(model), {"format": "pt"}),
+            (OPTIMIZER_TENSORS_FILE, optimizer_tensors, {}),
+        ):
+            layout = plan_layout(tensors, metadata)
+            buffer = self._borrow(layout.size)
+            files[name] = pack(tensors, layout, buffer)
+            buffers.append(buffer)
+        files[OPTIMIZER_FILE] = _torch_bytes(skeleton)
+        files[SCHEDULER_FILE] = _torch_bytes(scheduler.state_dict())
+        files[RNG_FILE] = _torch_bytes(capture_rng())
+        files[STATE_FILE] = json.dumps(trainer_state, indent=1).encode()
+        return Snapshot(step, files, buffers)
+
+    def release(self, snapshot: Snapshot) -> None:
+        """Give a published snapshot's buffers back for the next one."""
+        snapshot.files.clear()
+        with self._lock:
+            self._free.extend(snapshot.buffers)
+        snapshot.buffers.clear()
+
+    def _borrow(self, size: int) -> bytearray:
+        with self._lock:
+            fitting = [b for b in self._free if len(b) >= size]
+            if fitting:
+                buffer = min(fitting, key=len)
+                self._free.remove(buffer)
+                return buffer
+        return bytearray(size)
+
+
+def training_state_from_files(files: dict, optimizer, scheduler) -> dict:
+    """Restore optimizer and scheduler from a checkpoint's files (in memory); returns the trainer
+    state. RNG is returned (under "rng"), not applied: the caller restores it right before the
+    next step. The optimizer's tensors are views of the downloaded buffer (no copy)."""
+    skeleton = torch.load(io.BytesIO(files[OPTIMIZER_FILE]), weights_only=True)
+    tensors, _ = views(files[OPTIMIZER_TENSORS_FILE])
+    optimizer.load_state_dict(join_optimizer_state(skeleton, tensors))
+    scheduler.load_state_dict(torch.load(io.BytesIO(files[SCHEDULER_FILE]), weights_only=True))
+    state = json.loads(bytes(files[STATE_FILE]))
+    state["rng"] = torch.load(io.BytesIO(files[RNG_FILE]), weights_only=False)
     return state
 
 
 # -- upload, manifest, retention --------------------------------------------------------------
 
 
-def build_manifest(step: int, local_dir: Path, created_at: datetime, workers: int = 4) -> CheckpointManifest:
-    """Hash every file of a local checkpoint (in parallel) into a manifest keyed under step-<N>/."""
-    files = sorted(p for p in local_dir.rglob("*") if p.is_file() and p.name != MANIFEST)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        digests = list(pool.map(sha256_file, files))
-    prefix = checkpoint_prefix(step)
-    entries = [
-        ManifestFile(key=prefix + p.relative_to(local_dir).as_posix(), size=p.stat().st_size, sha256=d)
-        for p, d in zip(files, digests)
-    ]
-    return CheckpointManifest(step=step, files=entries, created_at=created_at)
-
-
-def publish_checkpoint(
-    store: ObjectStore, step: int, local_dir: Path, now: Callable[[], datetime], workers: int = 4
-) -> CheckpointManifest:
-    """Upload a local checkpoint, then step-<N>/manifest.json, then LATEST.json (last)."""
-    manifest = build_manifest(step, local_dir, now(), workers)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        uploads = [
-            pool.submit(store.upload_file, local_dir / f.key[len(checkpoint_prefix(step)):], f.key)
-            for f in manifest.files
-        ]
-        for upload in uploads:
-            upload.result()
-    save_json(store, checkpoint_prefix(step) + MANIFEST, manifest)
+def publish_snapshot(store: ObjectStore, snapshot: Snapshot, now: Callable[[], datetime],
+                     pool: ThreadPoolExecutor) -> CheckpointManifest:
+    """Hash and upload a snapshot's files (all at once, hashing alongside the uploads), then
+    step-<N>/manifest.json, then LATEST.json (last)."""
+    prefix = checkpoint_prefix(snapshot.step)
+    names = sorted(snapshot.files, key=lambda n: -len(snapshot.files[n]))  # biggest first
+    digests = {name: pool.submit(sha256_bytes, snapshot.files[name]) for name in names}
+    uploads = [pool.submit(store.put_bytes, prefix + name, snapshot.files[name]) for name in names]
+    for upload in uploads:
+        upload.result()
+    entries = [ManifestFile(key=prefix + name, size=len(snapshot.files[name]), sha256=digests[name].result())
+               for name in sorted(names)]
+    manifest = CheckpointManifest(step=snapshot.step, files=entries, created_at=now())
+    save_json(store, prefix + MANIFEST, manifest)
     save_json(store, LATEST, manifest)
     return manifest
 
@@ -147,20 +246,23 @@ def prune_checkpoints(store: ObjectStore, keep: int) -> list[int]:
 
 
 class BackgroundUploader:
-    """Publishes checkpoints on a worker thread so training continues while they upload.
+    """Publishes snapshots on a worker thread so training continues while they upload.
     Checkpoints go out in order; `wait()` blocks until all submitted ones are durable."""
 
     def __init__(self, store: ObjectStore, keep: int, now: Callable[[], datetime],
-                 on_published: Callable[[CheckpointManifest], None] = lambda m: None):
-        self._store, self._keep, self._now, self._on_published = store, keep, now, on_published
+                 on_published: Callable[[CheckpointManifest], None] = lambda m: None,
+                 on_released: Callable[[Snapshot], None] = lambda s: None, workers: int = 8):
+        self._store, self._keep, self._now = store, keep, now
+        self._on_published, self._on_released = on_published, on_released
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="checkpoint-io")
         self._queue: queue.Queue = queue.Queue()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="checkpoint-upload", daemon=True)
         self._thread.start()
 
-    def submit(self, step: int, local_dir: Path) -> None:
+    def submit(self, snapshot: Snapshot) -> None:
         self.raise_if_failed()
-        self._queue.put((step, local_dir))
+        self._queue.put(snapshot)
 
     def wait(self) -> None:
         self._queue.join()
@@ -169,23 +271,23 @@ class BackgroundUploader:
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join()
+        self._pool.shutdown()
 
     def raise_if_failed(self) -> None:
         if self._error is not None:
             raise RuntimeError(f"checkpoint upload failed: {self._error}") from self._error
 
     def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            step, local_dir = item
+        while (snapshot := self._queue.get()) is not None:
             try:
                 if self._error is None:
-                    manifest = publish_checkpoint(self._store, step, local_dir, self._now)
-                    prune_checkpoints(self._store, self._keep)
+                    manifest = publish_snapshot(self._store, snapshot, self._now, self._pool)
                     self._on_published(manifest)
+                    prune_checkpoints(self._store, self._keep)
             except BaseException as exc:  # surfaced to the training thread by raise_if_failed
                 self._error = exc
             finally:
-                shutil.rmtree(local_dir, ignore_errors=True)
+                self._on_released(snapshot)
                 self._queue.task_done()
         self._queue.task_done()
 
@@ -195,8 +297,12 @@ class BackgroundUploader:
 
 @dataclass(frozen=True)
 class Restored:
+    """A verified checkpoint: its files in memory, and on disk in save_pretrained layout
+    (config, tokenizer, weights) so that from_pretrained can open `directory`."""
+
     manifest: CheckpointManifest
     directory: Path
+    files: dict[str, memoryview]
 
 
 def candidate_manifests(store: ObjectStore) -> list[CheckpointManifest]:
@@ -214,36 +320,50 @@ def candidate_manifests(store: ObjectStore) -> list[CheckpointManifest]:
     return ordered
 
 
-def download_verified(store: ObjectStore, manifest: CheckpointManifest, target: Path, workers: int = 8) -> Path:
-    """Download a checkpoint's files into target and check sizes and sha256; raises CheckpointCorrupt."""
+def download_verified(store: ObjectStore, manifest: CheckpointManifest, workers: int = 8) -> dict[str, memoryview]:
+    """A checkpoint's files, downloaded into memory in parallel and checked against the manifest's
+    sizes and sha256 (each file as soon as it arrives); raises CheckpointCorrupt."""
     prefix = checkpoint_prefix(manifest.step)
 
-    def fetch(entry: ManifestFile) -> None:
-        path = target / entry.key[len(prefix):]
+    def fetch(entry: ManifestFile) -> memoryview:
         try:
-            store.download_file(entry.key, path)
+            data = store.get_buffer(entry.key)
         except FileNotFoundError as exc:
             raise CheckpointCorrupt(f"{entry.key}: missing") from exc
-        size = path.stat().st_size
-        if size != entry.size:
-            raise CheckpointCorrupt(f"{entry.key}: {size} bytes, manifest says {entry.size}")
-        if sha256_file(path) != entry.sha256:
+        if len(data) != entry.size:
+            raise CheckpointCorrupt(f"{entry.key}: {len(data)} bytes, manifest says {entry.size}")
+        if sha256_bytes(data) != entry.sha256:
             raise CheckpointCorrupt(f"{entry.key}: sha256 differs from the manifest")
+        return data
 
+    biggest_first = sorted(manifest.files, key=lambda e: -e.size)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for result in [pool.submit(fetch, e) for e in manifest.files]:
-            result.result()
-    return target
+        fetched = [(entry, pool.submit(fetch, entry)) for entry in biggest_first]
+        return {entry.key[len(prefix):]: result.result() for entry, result in fetched}
+
+
+_TRAINING_ONLY = {OPTIMIZER_FILE, OPTIMIZER_TENSORS_FILE, SCHEDULER_FILE, RNG_FILE, STATE_FILE}
+
+
+def write_model_files(files: dict, directory: Path) -> Path:
+    """The save_pretrained part of a checkpoint (config, tokenizer, weights) into `directory`."""
+    for name, data in files.items():
+        if name not in _TRAINING_ONLY:
+            path = directory / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+    return directory
 
 
 def fetch_latest_complete(store: ObjectStore, scratch: Path) -> Restored | None:
-    """The newest checkpoint whose files match its manifest, downloaded into scratch; None if none.
+    """The newest checkpoint whose files match its manifest; None if there is none.
     A corrupt or partial one is skipped with a warning."""
     for manifest in candidate_manifests(store):
-        target = scratch / f"restore-step-{manifest.step}"
         try:
-            return Restored(manifest, download_verified(store, manifest, target))
+            files = download_verified(store, manifest)
         except CheckpointCorrupt as exc:
             log.warning("checkpoint step-%d is unusable (%s); trying the previous one", manifest.step, exc)
-            shutil.rmtree(target, ignore_errors=True)
+            continue
+        directory = write_model_files(files, scratch / f"restore-step-{manifest.step}")
+        return Restored(manifest, directory, files)
     return None

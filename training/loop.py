@@ -19,7 +19,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from training.checkpoint import BackgroundUploader, fetch_latest_complete, load_training_state, restore_rng, save_local
+from training.checkpoint import (
+    BackgroundUploader, SnapshotTaker, fetch_latest_complete, model_static_files, restore_rng,
+    training_state_from_files,
+)
 from training.contract import FINAL, PROGRESS, Progress, TrainerState, load_json
 from training.data import BlockSampler, pack_blocks, parse_corpus
 from training.exitcodes import EXIT_CHECKPOINTED, EXIT_DONE, EXIT_FAILED
@@ -120,14 +123,16 @@ def run_training(spec: TrainingSpec, io: TrainerIO, stop: StopFlag) -> RunResult
     pollers = []
     with tempfile.TemporaryDirectory(prefix="spotshift-train-", dir=io.scratch) as scratch_dir:
         scratch = Path(scratch_dir)
+        snapshots = SnapshotTaker()
         uploader = BackgroundUploader(
             io.store, spec.keep_checkpoints, io.now,
             on_published=lambda m: heartbeat.update(last_checkpoint_step=m.step),
+            on_released=snapshots.release,
         )
         try:
             if spec.imds_endpoint:
                 pollers.append(watch_spot_notice(spec.imds_endpoint, stop, spec.control_poll_seconds))
-            return _train(spec, io, stop, heartbeat, uploader, scratch, started, pollers)
+            return _train(spec, io, stop, heartbeat, uploader, snapshots, scratch, started, pollers)
         except Exception as exc:
             message = f"{exc.__class__.__name__}: {exc}".splitlines()[0][:500]
             log.exception("training failed")
@@ -140,7 +145,7 @@ def run_training(spec: TrainingSpec, io: TrainerIO, stop: StopFlag) -> RunResult
             uploader.close()
 
 
-def _train(spec, io, stop, heartbeat, uploader, scratch, started, pollers) -> RunResult:
+def _train(spec, io, stop, heartbeat, uploader, snapshots, scratch, started, pollers) -> RunResult:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -150,6 +155,7 @@ def _train(spec, io, stop, heartbeat, uploader, scratch, started, pollers) -> Ru
     model_dir = str(restored.directory) if restored else resolve_model_dir(spec.model, scratch, io.s3)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device)
+    snapshots.set_static_files(model_static_files(model, tokenizer))
 
     texts = parse_corpus(read_dataset_bytes(spec.dataset, io.s3), spec.dataset)
     blocks = pack_blocks(tokenizer(texts)["input_ids"], spec.seq_len, tokenizer.eos_token_id)
@@ -159,8 +165,10 @@ def _train(spec, io, stop, heartbeat, uploader, scratch, started, pollers) -> Ru
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, spec.warmup_steps, spec.max_steps))
     start_step, honoured = 0, heartbeat.progress.honoured_request_id
-    if restored:
-        state = load_training_state(restored.directory, optimizer, scheduler)
+    resumed = restored is not None
+    if resumed:
+        state = training_state_from_files(restored.files, optimizer, scheduler)
+        del restored  # the optimizer keeps its part of the downloaded bytes; the rest can go
         start_step = state["step"]
         honoured = state.get("honoured_request_id") or honoured
         restore_rng(state["rng"])
@@ -169,8 +177,8 @@ def _train(spec, io, stop, heartbeat, uploader, scratch, started, pollers) -> Ru
         seed_everything(spec.seed)
     pollers.append(watch_control(io.store, stop, honoured, spec.control_poll_seconds))
     heartbeat.update(publish=True, state=TrainerState.training, step=start_step,
-                     resumed_from_step=start_step if restored else None,
-                     last_checkpoint_step=start_step if restored else None)
+                     resumed_from_step=start_step if resumed else None,
+                     last_checkpoint_step=start_step if resumed else None)
 
     def checkpoint(step: int) -> None:
         trainer_state = {
@@ -178,12 +186,10 @@ def _train(spec, io, stop, heartbeat, uploader, scratch, started, pollers) -> Ru
             "seed": spec.seed, "job_id": spec.job_id, "loss": heartbeat.progress.loss,
             "honoured_request_id": stop.request_id or honoured,
         }
-        local = scratch / f"save-step-{step}"
-        save_local(local, model, tokenizer, optimizer, scheduler, trainer_state)
-        uploader.submit(step, local)
+        uploader.submit(snapshots.take(step, model, optimizer, scheduler, trainer_state))
 
     result = RunResult(EXIT_DONE, start_step=start_step, final_step=start_step)
-    last_ckpt_step = start_step if restored else -1  # -1: no checkpoint yet
+    last_ckpt_step = start_step if resumed else -1  # -1: no checkpoint yet
     last_ckpt_time = io.clock()
     first_step_end = None
     model.train()

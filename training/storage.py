@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,8 +12,9 @@ from typing import Protocol
 class ObjectStore(Protocol):
     """Keys are relative to the store's root ("checkpoints/step-5/model.safetensors")."""
 
-    def put_bytes(self, key: str, data: bytes) -> None: ...
+    def put_bytes(self, key: str, data: bytes | memoryview) -> None: ...
     def get_bytes(self, key: str) -> bytes | None: ...
+    def get_buffer(self, key: str) -> memoryview: ...  # writable; FileNotFoundError if absent
     def upload_file(self, path: Path, key: str) -> None: ...
     def download_file(self, key: str, path: Path) -> None: ...
     def list_keys(self, prefix: str) -> list[str]: ...
@@ -28,6 +30,50 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
     if not bucket:
         raise ValueError(f"s3 URI {uri!r} has no bucket; expected s3://bucket/key")
     return bucket, key
+
+
+MULTIPART_THRESHOLD = 8 * 1024 * 1024
+
+
+def transfer_config():
+    """boto3's transfer settings for checkpoint-sized objects: 8 MiB parts, 10 in flight (its defaults)."""
+    from boto3.s3.transfer import TransferConfig
+
+    return TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=8 * 1024 * 1024,
+                          max_concurrency=10)
+
+
+class MemoryReader(io.RawIOBase):
+    """A seekable, read-only file over a bytes-like object, without copying it up front."""
+
+    def __init__(self, data: bytes | memoryview):
+        self._view = memoryview(data).cast("B")
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: len(self._view)}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def read(self, size: int = -1) -> bytes:
+        end = len(self._view) if size is None or size < 0 else min(len(self._view), self._position + size)
+        chunk = bytes(self._view[self._position:end])
+        self._position = max(self._position, end)
+        return chunk
+
+    def readinto(self, target) -> int:
+        chunk = self.read(len(target))
+        target[:len(chunk)] = chunk
+        return len(chunk)
 
 
 @dataclass(frozen=True)
@@ -46,8 +92,26 @@ class S3Store:
     def _key(self, key: str) -> str:
         return self.prefix + key
 
-    def put_bytes(self, key: str, data: bytes) -> None:
-        self.s3.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+    def put_bytes(self, key: str, data: bytes | memoryview) -> None:
+        """Small objects in one PUT; big ones as a parallel multipart upload read straight from
+        `data` (boto3's transfer manager: one copy per part, no temporary file)."""
+        if len(data) <= MULTIPART_THRESHOLD:
+            self.s3.put_object(Bucket=self.bucket, Key=self._key(key), Body=bytes(data))
+        else:
+            self.s3.upload_fileobj(MemoryReader(data), self.bucket, self._key(key), Config=transfer_config())
+
+    def get_buffer(self, key: str) -> memoryview:
+        """One object in memory (parallel ranged GETs when big), as a writable buffer."""
+        from botocore.exceptions import ClientError
+
+        sink = io.BytesIO()
+        try:
+            self.s3.download_fileobj(self.bucket, self._key(key), sink, Config=transfer_config())
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                raise FileNotFoundError(f"no object at {self.uri(key)}") from exc
+            raise
+        return sink.getbuffer()
 
     def get_bytes(self, key: str) -> bytes | None:
         try:
@@ -92,7 +156,7 @@ class LocalStore:
     def _path(self, key: str) -> Path:
         return self.root / key
 
-    def put_bytes(self, key: str, data: bytes) -> None:
+    def put_bytes(self, key: str, data: bytes | memoryview) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
@@ -102,6 +166,15 @@ class LocalStore:
     def get_bytes(self, key: str) -> bytes | None:
         path = self._path(key)
         return path.read_bytes() if path.is_file() else None
+
+    def get_buffer(self, key: str) -> memoryview:
+        path = self._path(key)
+        if not path.is_file():
+            raise FileNotFoundError(f"no file at {path}")
+        data = bytearray(path.stat().st_size)
+        with path.open("rb") as handle:
+            handle.readinto(data)
+        return memoryview(data)
 
     def upload_file(self, path: Path, key: str) -> None:
         target = self._path(key)

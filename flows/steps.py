@@ -90,10 +90,12 @@ def launch(rt: Runtime, run: JobRun, plan: Plan) -> Workload:
     from training.bootstrap import render_user_data
 
     workload_id = new_id("wl")
+    on_ec2 = rt.settings.compute_backend == "ec2"  # the local backend runs the same trainer as a process
+    user_data = render_user_data(run.spec_uri, python=rt.trainer_python, imds=rt.imds_endpoint if on_ec2 else None,
+                                 power_off=on_ec2)
     request = LaunchRequest(job_id=run.job.id, workload_id=workload_id, flow_run_id=run.flow_run_id,
                             offer=plan.offer, spec_uri=run.spec_uri, image_id=rt.image_id,
-                            instance_profile=rt.settings.instance_profile,
-                            user_data=render_user_data(run.spec_uri, python=rt.trainer_python))
+                            instance_profile=rt.settings.instance_profile, user_data=user_data)
     launched = start_instance(request, rt.backend)
     workload = open_workload(rt.ledger, run.job, plan, workload_id, launched.instance_id, rt.clock())
     run.plan = plan

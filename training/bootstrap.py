@@ -16,7 +16,7 @@ LOG_FILE={log_file}
 mkdir -p "$(dirname "$LOG_FILE")"
 exec >>"$LOG_FILE" 2>&1
 echo "spotshift bootstrap: start $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-{exports}PYTHON={python}
+{exports}{instance_id}PYTHON={python}
 "$PYTHON" -m pip install --upgrade {package_spec}
 echo "spotshift bootstrap: installed, starting trainer"
 set +e
@@ -24,8 +24,19 @@ set +e
 status=$?
 set -e
 echo "spotshift bootstrap: trainer exited with $status"
-exit "$status"
+{power_off}exit "$status"
 """
+
+# IMDSv2: a session token, then this instance's id, which the trainer reports in progress.json
+_INSTANCE_ID = """IMDS={imds}
+TOKEN=$(curl -sf -X PUT "$IMDS/latest/api/token" -H "X-aws-ec2-metadata-token-ttl-seconds: 300" || true)
+SPOTSHIFT_INSTANCE_ID=$(curl -sf -H "X-aws-ec2-metadata-token: $TOKEN" "$IMDS/latest/meta-data/instance-id" || true)
+export SPOTSHIFT_INSTANCE_ID
+"""
+# the trainer is done, stopped or failed: the machine powers off, which terminates it (the launch
+# sets InstanceInitiatedShutdownBehavior=terminate), so an idle instance never bills on
+_POWER_OFF = 'echo "spotshift bootstrap: powering off"\nshutdown -h now\n'
+
 
 
 def render_user_data(
@@ -35,9 +46,14 @@ def render_user_data(
     python: str = "python3",
     log_file: str = "/var/log/spotshift-train.log",
     extra_env: dict[str, str] | None = None,
+    imds: str | None = None,
+    power_off: bool = False,
 ) -> str:
     """The user-data bash script. Raises ValueError for an empty value, a bad env name, or an env
-    name that looks like a secret (credentials come from the instance profile, never user-data)."""
+    name that looks like a secret (credentials come from the instance profile, never user-data).
+    On EC2 pass `imds="http://169.254.169.254"` (the trainer learns its instance id) and
+    `power_off=True` (the instance ends itself when the trainer exits); both are off by default so
+    the script can run on any machine, as the tests do."""
     for field, value in (("spec_uri", spec_uri), ("package_spec", package_spec), ("python", python),
                          ("log_file", log_file)):
         if not value or "\0" in value:
@@ -55,4 +71,6 @@ def render_user_data(
     return _TEMPLATE.format(
         log_file=shlex.quote(log_file), exports=exports, python=shlex.quote(python),
         package_spec=shlex.quote(package_spec), spec_uri=shlex.quote(spec_uri),
+        instance_id=_INSTANCE_ID.format(imds=shlex.quote(imds)) if imds else "",
+        power_off=_POWER_OFF if power_off else "",
     )

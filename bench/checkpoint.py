@@ -25,6 +25,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # GPT-2 shapes (layers, hidden) giving about the named parameter count with a 512-token vocabulary
 SIZES = {"10M": (6, 384), "50M": (8, 704), "125M": (12, 928)}
 TARGETS = {"notice": 1.3, "resume": 1.3, "throughput": 0.95}
+CALIBRATION_STEPS = 6
 
 
 @contextmanager
@@ -67,7 +68,7 @@ def build_model(root: Path, size: str, dataset: Path) -> Path:
     return out
 
 
-def run(spec, s3, stop_at: int | None = None):
+def run(spec, s3, stop_at: int | None = None, step_ends: list[float] | None = None):
     from training.loop import TrainerIO, run_training
     from training.stopping import StopFlag
     from training.storage import S3Store
@@ -75,6 +76,8 @@ def run(spec, s3, stop_at: int | None = None):
     flag = StopFlag()
 
     def on_step(step, loss):
+        if step_ends is not None:
+            step_ends.append(time.perf_counter())
         if stop_at is not None and step == stop_at:
             flag.set("spot_notice")
 
@@ -82,6 +85,12 @@ def run(spec, s3, stop_at: int | None = None):
     if result.error:
         raise RuntimeError(result.error)
     return result
+
+
+def median_step_s(step_ends: list[float]) -> float:
+    """The median step time, the first step (warm-up) excluded."""
+    gaps = sorted(b - a for a, b in zip(step_ends[1:], step_ends[2:]))
+    return gaps[len(gaps) // 2]
 
 
 def raw_upload_s(s3, bucket: str, local: Path) -> float:
@@ -150,12 +159,18 @@ def bench_case(size: str, args, s3, work: Path, dataset: Path) -> dict:
     common = dict(model=str(model_dir), dataset=str(dataset), batch_size=args.batch_size, seq_len=args.seq_len,
                   keep_checkpoints=2, heartbeat_seconds=2.0, control_poll_seconds=2.0, device=args.device)
 
-    # (a) notice -> checkpoint durable in S3, vs a plain upload of the same bytes
+    # (a) notice -> checkpoint durable in S3, vs a plain upload of the same bytes; the first steps
+    # also time one training step, to turn --checkpoint-seconds into an interval N for (c)
     notice = TrainingSpec(job_id="notice", output=f"s3://{bucket}/notice/", max_steps=1000,
                           checkpoint_every_steps=None, **common)
-    result = run(notice, s3, stop_at=2)
+    step_ends: list[float] = []
+    result = run(notice, s3, stop_at=CALIBRATION_STEPS, step_ends=step_ends)
+    step_s = median_step_s(step_ends)
     manifest = read_latest(s3, notice.output)
-    local = download_verified(S3Store.from_uri(s3, notice.output), manifest, work / f"copy-{size}")
+    local = work / f"copy-{size}"
+    for name, data in download_verified(S3Store.from_uri(s3, notice.output), manifest).items():
+        (local / name).parent.mkdir(parents=True, exist_ok=True)
+        (local / name).write_bytes(data)
     raw_up = raw_upload_s(s3, bucket, local)
 
     # (b) start -> first training step after resume, vs plain download + from_pretrained
@@ -164,12 +179,16 @@ def bench_case(size: str, args, s3, work: Path, dataset: Path) -> dict:
     (work / f"raw-{size}").mkdir()
     raw_down = raw_download_load_s(s3, notice.output, manifest.step, work / f"raw-{size}")
 
-    # (c) steady throughput with a checkpoint every N steps vs none
-    plain = TrainingSpec(job_id="plain", output=f"s3://{bucket}/plain/", max_steps=args.steps,
+    # (c) steady throughput with a checkpoint every N steps vs none: (intervals + 1) * N steps, so
+    # each checkpoint is followed by N steps that its background upload overlaps
+    every = args.every or max(2, round(args.checkpoint_seconds / step_s))
+    plain = TrainingSpec(job_id="plain", output=f"s3://{bucket}/plain/", max_steps=(args.intervals + 1) * every,
                          checkpoint_every_steps=None, **common)
     with_ckpt = plain.model_copy(update={"job_id": "ckpt", "output": f"s3://{bucket}/ckpt/",
-                                         "checkpoint_every_steps": args.every})
-    base_rate, ckpt_rate = run(plain, s3).steps_per_s, run(with_ckpt, s3).steps_per_s
+                                         "checkpoint_every_steps": every})
+    base_rate = run(plain, s3).steps_per_s
+    checkpointed = run(with_ckpt, s3)
+    ckpt_rate = checkpointed.steps_per_s
 
     import torch
     from transformers import AutoConfig
@@ -180,7 +199,9 @@ def bench_case(size: str, args, s3, work: Path, dataset: Path) -> dict:
         "notice_to_durable_s": result.durable_s, "raw_upload_s": raw_up,
         "resume_to_first_step_s": resumed.first_step_s, "raw_download_load_s": raw_down,
         "throughput_ratio": ckpt_rate / base_rate, "steps_per_s_no_checkpoint": base_rate,
-        "steps_per_s_with_checkpoint": ckpt_rate, "checkpoint_every": args.every, "steps": args.steps,
+        "steps_per_s_with_checkpoint": ckpt_rate, "checkpoint_every": every, "steps": plain.max_steps,
+        "checkpoint_interval_s": every / base_rate, "snapshot_s": checkpointed.snapshot_s,
+        "publish_s": checkpointed.publish_s,
         "trainer_default_s": trainer_default_s(model_dir, s3, bucket, work),
     }
 
@@ -194,8 +215,12 @@ def report(case: dict) -> None:
         print(f"      Trainer save_model+save_state+optimizer, then sync upload {t:8.2f} s   (Trainer / ours = {t / a:5.2f}x)")
     b, raw = case["resume_to_first_step_s"], case["raw_download_load_s"]
     print(f"  (b) resume -> 1st step  {b:8.2f} s   download+from_pretrained {raw:8.2f} s   ratio {b / raw:5.2f}x (target <= {TARGETS['resume']}x)")
-    print(f"  (c) throughput, checkpoint every {case['checkpoint_every']} steps: {case['steps_per_s_with_checkpoint']:.3f} steps/s"
+    print(f"  (c) throughput, checkpoint every {case['checkpoint_every']} steps (= {case['checkpoint_interval_s']:.1f} s of training), "
+          f"{case['steps']} steps: {case['steps_per_s_with_checkpoint']:.3f} steps/s"
           f"   none: {case['steps_per_s_no_checkpoint']:.3f} steps/s   ratio {case['throughput_ratio']:.3f} (target >= {TARGETS['throughput']})")
+    snaps = ", ".join(f"{x:.2f}" for x in case["snapshot_s"])
+    pubs = ", ".join(f"{x:.1f}" for x in case["publish_s"])
+    print(f"      per checkpoint: snapshot on the training thread {snaps} s; background upload until durable {pubs} s")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,11 +229,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--json", type=Path, help="write the figures to this file")
     parser.add_argument("--endpoint", help="an existing S3 endpoint (default: start a moto server on 127.0.0.1)")
-    parser.add_argument("--steps", type=int, default=30, help="steps per throughput run (c)")
-    parser.add_argument("--every", type=int, default=10, help="checkpoint interval for (c)")
+    parser.add_argument("--checkpoint-seconds", type=float, default=20.0,
+                        help="(c): checkpoint every N steps, N chosen so that N steps take about this long")
+    parser.add_argument("--every", type=int, help="(c): a fixed checkpoint interval N in steps instead")
+    parser.add_argument("--intervals", type=int, default=1, help="(c): checkpoint intervals per run (steps = (this + 1) * N)")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--seq-len", type=int, default=64)
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: on a small CPU box this leaves a core to the uploader; 0 = torch's choice)")
     args = parser.parse_args(argv)
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     unknown = [s for s in sizes if s not in SIZES]

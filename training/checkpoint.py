@@ -14,6 +14,7 @@ import queue
 import random
 import tempfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -251,9 +252,11 @@ class BackgroundUploader:
 
     def __init__(self, store: ObjectStore, keep: int, now: Callable[[], datetime],
                  on_published: Callable[[CheckpointManifest], None] = lambda m: None,
-                 on_released: Callable[[Snapshot], None] = lambda s: None, workers: int = 8):
-        self._store, self._keep, self._now = store, keep, now
+                 on_released: Callable[[Snapshot], None] = lambda s: None, workers: int = 8,
+                 clock: Callable[[], float] = time.monotonic):
+        self._store, self._keep, self._now, self._clock = store, keep, now, clock
         self._on_published, self._on_released = on_published, on_released
+        self.publish_seconds: list[float] = []  # per checkpoint: submitted -> durable
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="checkpoint-io")
         self._queue: queue.Queue = queue.Queue()
         self._error: BaseException | None = None
@@ -262,7 +265,7 @@ class BackgroundUploader:
 
     def submit(self, snapshot: Snapshot) -> None:
         self.raise_if_failed()
-        self._queue.put(snapshot)
+        self._queue.put((snapshot, self._clock()))
 
     def wait(self) -> None:
         self._queue.join()
@@ -278,10 +281,12 @@ class BackgroundUploader:
             raise RuntimeError(f"checkpoint upload failed: {self._error}") from self._error
 
     def _run(self) -> None:
-        while (snapshot := self._queue.get()) is not None:
+        while (item := self._queue.get()) is not None:
+            snapshot, submitted = item
             try:
                 if self._error is None:
                     manifest = publish_snapshot(self._store, snapshot, self._now, self._pool)
+                    self.publish_seconds.append(self._clock() - submitted)
                     self._on_published(manifest)
                     prune_checkpoints(self._store, self._keep)
             except BaseException as exc:  # surfaced to the training thread by raise_if_failed

@@ -61,6 +61,8 @@ class RunResult:
     steps_per_s: float | None = None  # steady rate, first step excluded
     stop_reason: str | None = None
     durable_s: float | None = None  # stop noticed at a step boundary -> checkpoint durable
+    snapshot_s: list[float] = field(default_factory=list)  # training-thread time per checkpoint
+    publish_s: list[float] = field(default_factory=list)  # per checkpoint: snapshot -> durable in S3
     error: str | None = field(default=None, repr=False)
 
 
@@ -127,7 +129,7 @@ def run_training(spec: TrainingSpec, io: TrainerIO, stop: StopFlag) -> RunResult
         uploader = BackgroundUploader(
             io.store, spec.keep_checkpoints, io.now,
             on_published=lambda m: heartbeat.update(last_checkpoint_step=m.step),
-            on_released=snapshots.release,
+            on_released=snapshots.release, clock=io.clock,
         )
         try:
             if spec.imds_endpoint:
@@ -151,15 +153,18 @@ def _train(spec, io, stop, heartbeat, uploader, snapshots, scratch, started, pol
 
     make_deterministic()
     device = pick_device(spec.device)
+    # start-up overlaps: the dataset downloads while the checkpoint does, and is tokenized (the
+    # tokenizers library releases the GIL) while the model and optimizer load
+    background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dataset")
+    raw_dataset = background.submit(read_dataset_bytes, spec.dataset, io.s3)
     restored = fetch_latest_complete(io.store, scratch)
     model_dir = str(restored.directory) if restored else resolve_model_dir(spec.model, scratch, io.s3)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    blocks = background.submit(lambda: pack_blocks(
+        tokenizer(parse_corpus(raw_dataset.result(), spec.dataset))["input_ids"], spec.seq_len, tokenizer.eos_token_id))
+    background.shutdown(wait=False)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device)
     snapshots.set_static_files(model_static_files(model, tokenizer))
-
-    texts = parse_corpus(read_dataset_bytes(spec.dataset, io.s3), spec.dataset)
-    blocks = pack_blocks(tokenizer(texts)["input_ids"], spec.seq_len, tokenizer.eos_token_id)
-    sampler = BlockSampler(blocks, spec.batch_size, spec.seed)
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, weight_decay=spec.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -175,6 +180,7 @@ def _train(spec, io, stop, heartbeat, uploader, snapshots, scratch, started, pol
         log.info("resumed from checkpoint step-%d", start_step)
     else:
         seed_everything(spec.seed)
+    sampler = BlockSampler(blocks.result(), spec.batch_size, spec.seed)
     pollers.append(watch_control(io.store, stop, honoured, spec.control_poll_seconds))
     heartbeat.update(publish=True, state=TrainerState.training, step=start_step,
                      resumed_from_step=start_step if resumed else None,
@@ -186,9 +192,12 @@ def _train(spec, io, stop, heartbeat, uploader, snapshots, scratch, started, pol
             "seed": spec.seed, "job_id": spec.job_id, "loss": heartbeat.progress.loss,
             "honoured_request_id": stop.request_id or honoured,
         }
-        uploader.submit(snapshots.take(step, model, optimizer, scheduler, trainer_state))
+        taken = io.clock()
+        snapshot = snapshots.take(step, model, optimizer, scheduler, trainer_state)
+        result.snapshot_s.append(io.clock() - taken)
+        uploader.submit(snapshot)
 
-    result = RunResult(EXIT_DONE, start_step=start_step, final_step=start_step)
+    result = RunResult(EXIT_DONE, start_step=start_step, final_step=start_step, publish_s=uploader.publish_seconds)
     last_ckpt_step = start_step if resumed else -1  # -1: no checkpoint yet
     last_ckpt_time = io.clock()
     first_step_end = None

@@ -21,8 +21,8 @@ DEMO_ZONES = ("us-east-1a", "us-east-2a", "us-west-2a")
 
 @dataclass(frozen=True)
 class DemoTimeline:
-    lost_minute: int = 40  # us-east-1a capacity taken back
-    cheap_minute: int = 110  # us-west-2a becomes the cheapest zone
+    lost_minute: int = 30  # us-east-1a capacity taken back
+    cheap_minute: int = 60  # us-west-2a becomes the cheapest zone
     hours: int = 24
     base_prices: tuple[float, float, float] = (0.95, 1.30, 1.60)
     cheap_price: float = 0.55

@@ -38,10 +38,26 @@ def ask_human(request: ApprovalRequest, timeout_s: float, now: datetime | None =
         )
     except FlowPauseTimeout:
         logger.warning("No answer within %.0f s: the %s is not approved", timeout_s, request.subject)
+        _resume_running()
         return ApprovalDecision(approved=False, decided_by=Decider.TIMEOUT, decided_at=utcnow(),
                                 comment=f"no answer within {timeout_s:.0f} s")
     return ApprovalDecision(approved=answer.approved, decided_by=Decider.HUMAN, decided_at=utcnow(),
                             comment=answer.comment)
+
+
+def _resume_running() -> None:
+    """An unanswered pause leaves the flow run Paused on the server (or failed by its expiry); the
+    run goes on with the safe default, so it says it is Running again."""
+    from prefect.client.orchestration import get_client
+    from prefect.context import FlowRunContext
+    from prefect.states import Running
+
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(context.flow_run.id, Running(message="approval timed out: not approved"),
+                                  force=True)
 
 
 @task(name="user-proxy-policy", task_run_name="policy-{request.subject}-{request.job_id}")

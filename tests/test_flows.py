@@ -48,7 +48,7 @@ def runtime(tmp_path: Path, endpoint: str, timeline: DemoTimeline, **overrides) 
     start = datetime.now(UTC).replace(microsecond=0)
     clock = VirtualClock(start=start, speedup=SPEEDUP)
     market = ReplayMarket(demo_traces(start, timeline), start=start)
-    options = dict(poll_seconds=0.3, rescout_seconds=2.0, min_step_seconds=0.2,
+    options = dict(poll_seconds=0.3, rescout_seconds=2.0, min_step_seconds=0.15,  # 1 step = 9 market seconds
                    on_demand_prices={"p3.2xlarge": 3.06}, settings={"heartbeat_stall_seconds": 90 * SPEEDUP})
     options.update(overrides)
     return Runtime.local(endpoint, tmp_path, market=market, clock=clock, bucket="flow-jobs",
@@ -77,14 +77,16 @@ def running_instances(rt: Runtime, job_id: str | None = None) -> list:
 def test_train_job_survives_a_preemption_and_moves_once_to_cheaper_capacity(prefect_api, moto_endpoint, model_uri, tmp_path):
     from flows.train_job import train_job
 
-    rt = runtime(tmp_path, moto_endpoint, DemoTimeline(lost_minute=35, cheap_minute=90))
+    # the trainer starts ~8 market minutes in; 450 paced steps take 67 minutes: us-east-1a is lost at
+    # 15 (~50 steps done) and us-west-2a becomes cheapest at 35 with ~50 minutes of work left
+    rt = runtime(tmp_path, moto_endpoint, DemoTimeline(lost_minute=15, cheap_minute=35))
     try:
-        job = rt.jobs.create(request(rt, model_uri, max_steps=300, key="preempt-and-move"), now=rt.clock())
+        job = rt.jobs.create(request(rt, model_uri, max_steps=450, key="preempt-and-move"), now=rt.clock())
         summary = train_job(job.id, runtime=rt)
     finally:
         rt.backend.close()
 
-    assert summary["status"] == "succeeded" and summary["steps"] == 300
+    assert summary["status"] == "succeeded" and summary["steps"] == 450
     # the final model is in S3, in save_pretrained layout
     keys = {o["Key"] for o in rt.s3.list_objects_v2(Bucket="flow-jobs", Prefix=f"jobs/{job.id}/final/")["Contents"]}
     assert f"jobs/{job.id}/final/model.safetensors" in keys and f"jobs/{job.id}/final/config.json" in keys
@@ -186,11 +188,13 @@ def _paused(flow_run_id: str | None) -> bool:
 def test_an_unanswered_move_is_not_made(prefect_api, moto_endpoint, model_uri, tmp_path):
     from flows.train_job import train_job
 
-    rt = runtime(tmp_path, moto_endpoint, DemoTimeline(lost_minute=10_000, cheap_minute=20), rescout_seconds=3.0)
+    # us-west-2a drops to $0.20/h at minute 12, with ~40 minutes of work left: a move worth asking for
+    rt = runtime(tmp_path, moto_endpoint, DemoTimeline(lost_minute=10_000, cheap_minute=12, cheap_price=0.2),
+                 rescout_seconds=3.0)
     # plans are approved alone; a voluntary move needs a human, who does not answer in 3 s
     approval = ApprovalPolicy(max_auto_plan_usd=50, min_auto_saving_usd=1e6, timeout_s=3)
     try:
-        job = rt.jobs.create(request(rt, model_uri, max_steps=120, key="timeout", approval=approval), now=rt.clock())
+        job = rt.jobs.create(request(rt, model_uri, max_steps=300, key="timeout", approval=approval), now=rt.clock())
         summary = train_job(job.id, runtime=rt)
     finally:
         rt.backend.close()

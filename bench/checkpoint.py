@@ -23,7 +23,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # GPT-2 shapes (layers, hidden) giving about the named parameter count with a 512-token vocabulary
-SIZES = {"10M": (6, 384), "50M": (8, 704), "125M": (12, 928)}
+SIZES = {"10M": (6, 384), "50M": (8, 704), "125M": (13, 896)}
 TARGETS = {"notice": 1.3, "resume": 1.3, "throughput": 0.95}
 CALIBRATION_STEPS = 6
 

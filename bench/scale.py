@@ -26,7 +26,7 @@ DEFAULT_TRACES = REPO.parent / "shared/traces/skynomad-artifact/data/real/availa
 
 
 def seed(rt, n: int, now: datetime, zones: list[str]) -> None:
-    """n running jobs, each with an open spot workload and a heartbeat in S3."""
+    """n running jobs, each with an open spot workload (at its zone's trace price) and a heartbeat in S3."""
     from spotshift.models import JobCreate, JobStatus, JobUpdate, Market, Workload
     from training.contract import Progress, TrainerState, write_progress
 
@@ -38,7 +38,8 @@ def seed(rt, n: int, now: datetime, zones: list[str]) -> None:
         job = rt.jobs.create(request, now=now)
         zone = zones[i % len(zones)]
         w = Workload(job_id=job.id, instance_id=f"i-{i:017x}", instance_type="p3.2xlarge", region=zone[:-1],
-                     zone=zone, market=Market.SPOT, usd_per_hour=1.2, started_at=now - timedelta(hours=2))
+                     zone=zone, market=Market.SPOT, usd_per_hour=rt.market.spot_price(zone, now),
+                     started_at=now - timedelta(hours=2))
         rt.ledger.upsert_workload(w)
         for status in (JobStatus.PLANNING, JobStatus.PROVISIONING):
             rt.jobs.transition(job.id, status, now=now)
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
     traces = load_traces(args.traces)
     now = traces.start + timedelta(days=3)
+    zones = [z for z in traces.zones if ReplayMarket(traces, start=now).available(z, now)]
     with moto_server() as endpoint, tempfile.TemporaryDirectory() as home:
         apply_env(endpoint)
         settings = Settings(home=Path(home), bucket="spotshift-bench", aws_endpoint_url=endpoint)
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         rt = Runtime(settings=settings, jobs=open_job_store(settings), ledger=open_ledger(settings),
                      s3=client("s3", endpoint), market=market, backend=None, clock=lambda: now)
         t = time.perf_counter()
-        seed(rt, args.jobs, now, list(traces.zones))
+        seed(rt, args.jobs, now, zones)  # jobs run where spot capacity is up now
         seed_s = time.perf_counter() - t
 
         t = time.perf_counter()

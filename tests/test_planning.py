@@ -10,7 +10,7 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def test_pre_run_estimate_is_six_flops_per_parameter_and_token():
-    req = JobCreate.model_validate(dict(model="gpt2", dataset="s3://b/d.txt", max_steps=1_000, batch_size=8,
+    req = JobCreate.model_validate(dict(model="gpt2", dataset="s3://bucket/d.txt", max_steps=1_000, batch_size=8,
                                         grad_accum=2, seq_len=512, budget_usd=10, deadline=T0 + timedelta(days=2)),
                                    context={"now": T0})
     hours = estimate_work_v100_hours(124_000_000, req)

@@ -16,7 +16,7 @@ def test_pre_run_estimate_is_six_flops_per_parameter_and_token():
     hours = estimate_work_v100_hours(124_000_000, req)
     tokens = 1_000 * 8 * 2 * 512
     assert hours == pytest.approx(6 * 124e6 * tokens / V100_SUSTAINED_FLOPS / 3600)
-    assert 0.5 < hours < 2  # GPT-2 small, 8M tokens: about an hour on a V100
+    assert 0.02 < hours < 0.1  # GPT-2 small on 8M tokens: a few minutes of a V100
 
 
 def test_remaining_work_is_measured_once_a_rate_is_known():

@@ -267,3 +267,18 @@ def test_a_job_whose_local_model_folder_is_gone_still_reads_back(store, tmp_path
     model_dir.rmdir()
     assert store.get(job.id).request.model == str(model_dir)
     assert [j.id for j in store.list()] == [job.id]
+
+
+def test_a_fresh_embedded_store_has_every_collection_before_anyone_reads(tmp_path):
+    """montydb makes a collection's file before its table; a reader in another process must not
+    find the file without the table (it would fail with "no such table")."""
+    import sqlite3
+
+    from spotshift.stores.embedded import COLLECTIONS, open_embedded_database
+
+    open_embedded_database(tmp_path / "store")
+    for collection in COLLECTIONS:
+        files = list((tmp_path / "store").rglob(f"{collection}.collection"))
+        assert len(files) == 1, collection
+        with sqlite3.connect(files[0]) as conn:
+            assert conn.execute("select count(*) from sqlite_master where type='table'").fetchone()[0] >= 1

@@ -24,6 +24,7 @@ DUPLICATE_KEY_ERRORS: tuple[type[Exception], ...] = (
 )
 
 LOCK_TIMEOUT_S = 60.0
+COLLECTIONS = ("jobs", "plans", "workloads", "migrations")  # the job store's and the ledger's
 
 
 @dataclass(frozen=True)
@@ -44,4 +45,10 @@ def open_embedded_database(directory: Path, name: str = "spotshift") -> Embedded
     with lock:
         if not (directory / "monty.storage.cfg").exists():
             set_storage(str(directory), storage="sqlite")
-    return EmbeddedDatabase(database=MontyClient(str(directory))[name], write_lock=lock)
+        database = MontyClient(str(directory))[name]
+        # montydb creates a collection's SQLite file before its table: a reader in another process
+        # must never see that gap, so every collection exists (file and table) before anyone reads
+        for collection in COLLECTIONS:
+            if collection not in database.list_collection_names():
+                database.create_collection(collection)
+    return EmbeddedDatabase(database=database, write_lock=lock)

@@ -9,8 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,27 +26,12 @@ TARGETS = {"notice": 1.3, "resume": 1.3, "throughput": 0.95}
 CALIBRATION_STEPS = 6
 
 
-@contextmanager
 def moto_subprocess():
-    """A moto server in its own process (like a remote S3: it does not share this process's GIL)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        yield endpoint
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    """A moto server in its own process at a lower priority: like a remote S3, its CPU work does not
+    share this process's GIL, and it does not take the trainer's CPU while training runs."""
+    from deployments.local_aws import moto_server_process
+
+    return moto_server_process(nice=10)
 
 
 def build_model(root: Path, size: str, dataset: Path) -> Path:
@@ -229,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--json", type=Path, help="write the figures to this file")
     parser.add_argument("--endpoint", help="an existing S3 endpoint (default: start a moto server on 127.0.0.1)")
-    parser.add_argument("--checkpoint-seconds", type=float, default=20.0,
+    parser.add_argument("--checkpoint-seconds", type=float, default=45.0,
                         help="(c): checkpoint every N steps, N chosen so that N steps take about this long")
     parser.add_argument("--every", type=int, help="(c): a fixed checkpoint interval N in steps instead")
     parser.add_argument("--intervals", type=int, default=1, help="(c): checkpoint intervals per run (steps = (this + 1) * N)")

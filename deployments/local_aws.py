@@ -29,9 +29,11 @@ def moto_server(port: int = 0) -> Iterator[str]:
 
 
 @contextmanager
-def moto_server_process(timeout_s: float = 60.0) -> Iterator[str]:
+def moto_server_process(timeout_s: float = 60.0, nice: int = 0) -> Iterator[str]:
     """A moto server in its own process on 127.0.0.1 (its CPU work does not share this process's
-    GIL, as a remote endpoint would not); yield its endpoint URL."""
+    GIL, as a remote endpoint would not); yield its endpoint URL. `nice` > 0 lowers its priority,
+    so that on a small machine it takes CPU from the measured work only when that work is idle
+    (a remote S3's CPU is not the instance's)."""
     import socket
     import subprocess
     import sys
@@ -42,7 +44,8 @@ def moto_server_process(timeout_s: float = 60.0) -> Iterator[str]:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=(lambda: os.nice(nice)) if nice else None)
     endpoint = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout_s

@@ -4,7 +4,6 @@ compute backend running the real trainer on a tiny model, a replayed market on a
 from __future__ import annotations
 
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
@@ -16,6 +15,7 @@ from flows.runtime import Runtime
 from spotshift.clock import VirtualClock
 from spotshift.market.replay import ReplayMarket
 from spotshift.models import ApprovalMode, ApprovalPolicy, EndReason, JobCreate, JobStatus, MigrationReason
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("prefect"), pytest.mark.timeout(600)]
 
@@ -141,14 +141,6 @@ def _all_instances(rt: Runtime) -> list:
                           states=("pending", "running", "shutting-down", "terminated", "stopping", "stopped"))
 
 
-def _wait_for(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_a_plan_waits_for_a_human_and_the_cli_answer_lets_the_flow_go_on(prefect_api, moto_endpoint, model_uri, tmp_path,
@@ -164,9 +156,9 @@ def test_a_plan_waits_for_a_human_and_the_cli_answer_lets_the_flow_go_on(prefect
     runner = threading.Thread(target=lambda: result.update(train_job(job.id, runtime=rt)))
     runner.start()
     try:
-        _wait_for(lambda: rt.jobs.get(job.id).status is JobStatus.AWAITING_APPROVAL, 120, "the approval pause")
+        wait_for(lambda: rt.jobs.get(job.id).status is JobStatus.AWAITING_APPROVAL, 120, "the approval pause")
         assert running_instances(rt, job.id) == []  # nothing provisioned before the answer
-        _wait_for(lambda: _paused(rt.jobs.get(job.id).flow_run_id), 60, "the flow run to pause")
+        wait_for(lambda: _paused(rt.jobs.get(job.id).flow_run_id), 60, "the flow run to pause")
         assert cli(["approve", job.id, "--comment", "go"]) == 0
         runner.join(timeout=300)
     finally:
@@ -229,7 +221,7 @@ def test_a_killed_flow_leaves_nothing_running_once_the_reaper_ran(prefect_api, m
     proc = subprocess.Popen([sys.executable, str(script), moto_endpoint, str(tmp_path), job.id],
                             start_new_session=True, env={**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()})
     try:
-        _wait_for(lambda: [i for i in _all_instances(rt) if i.job_id == job.id and i.state == "running"],
+        wait_for(lambda: [i for i in _all_instances(rt) if i.job_id == job.id and i.state == "running"],
                   120, "the instance to start")
         os.killpg(proc.pid, signal.SIGKILL)  # the flow process and everything it started
         proc.wait(timeout=30)
@@ -241,7 +233,7 @@ def test_a_killed_flow_leaves_nothing_running_once_the_reaper_ran(prefect_api, m
     reaper(runtime=rt, lease_seconds=0)
     assert [i for i in _all_instances(rt) if i.job_id == job.id and i.state in ("pending", "running")] == []
     assert rt.jobs.get(job.id).status is JobStatus.FAILED
-    _wait_for(lambda: not Path(f"/proc/{trainer_pid}").exists() or _zombie(trainer_pid), 30, "the trainer to end")
+    wait_for(lambda: not Path(f"/proc/{trainer_pid}").exists() or _zombie(trainer_pid), 30, "the trainer to end")
 
 
 def _zombie(pid: int) -> bool:

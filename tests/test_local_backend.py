@@ -17,6 +17,7 @@ from deployments.local_backend import MOTO_IMAGE_ID, LocalBackend, trainer_comma
 from spotshift.aws.ec2 import LaunchRequest
 from spotshift.models import Market, Offer
 from training.spec import TrainingSpec
+from tests.waiting import wait_for
 
 FAKE_TRAINER = Path(__file__).with_name("fake_trainer.py")
 NOW = datetime(2026, 11, 1, 12, tzinfo=UTC)
@@ -40,14 +41,6 @@ def alive(pid: int) -> bool:
         return False
 
 
-def wait_for(predicate, timeout_s: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 def read_json(s3, bucket: str, key: str) -> dict | None:

@@ -245,10 +245,11 @@ def main(argv: list[str] | None = None) -> int:
             (nullcontext(args.endpoint) if args.endpoint else moto_subprocess()) as endpoint:
         work = Path(tmp)
         import boto3
-        from botocore.config import Config
 
-        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                          config=Config(max_pool_connections=64))
+        from training.storage import s3_client_config
+
+        # one client, the trainer's settings, for ours and for every baseline alike
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", config=s3_client_config())
         dataset = write_demo_dataset(work / "corpus.jsonl", lines=2000)
         for size in sizes:
             case = bench_case(size, args, s3, work, dataset)

@@ -212,13 +212,23 @@ def open_store(uri: str, s3=None) -> ObjectStore:
     return LocalStore(Path(uri))
 
 
-def default_s3_client():
-    """boto3's standard configuration: AWS_ENDPOINT_URL, the instance profile, AWS_DEFAULT_REGION."""
-    import boto3
+def s3_client_config():
+    """The trainer's S3 client settings: enough connections for parallel parts (boto3's default is
+    10), and no SHA-256 of every request body for SigV4 (boto3 already skips it for streaming
+    uploads over HTTPS; integrity comes from TLS and the CRC32 checksum each part carries, and the
+    manifest's sha256 is verified on resume). Over a plain-HTTP endpoint such as a local moto server
+    boto3 would otherwise hash every byte once more."""
     from botocore.config import Config
 
-    # parallel file uploads x boto3's own transfer threads need more than the default 10 connections
-    return boto3.client("s3", config=Config(max_pool_connections=64))
+    return Config(max_pool_connections=64, s3={"payload_signing_enabled": False})
+
+
+def default_s3_client():
+    """boto3's standard configuration (AWS_ENDPOINT_URL, the instance profile, AWS_DEFAULT_REGION)
+    with the trainer's client settings."""
+    import boto3
+
+    return boto3.client("s3", config=s3_client_config())
 
 
 def read_uri_bytes(uri: str, s3=None) -> bytes:

@@ -21,8 +21,8 @@ DEMO_BUCKET = "spotshift-demo"
 @dataclass(frozen=True)
 class DemoOptions:
     speedup: float = 60.0  # market minutes per wall second
-    max_steps: int = 400
-    min_step_seconds: float = 0.25  # paces the trainer: the job lasts as long on a fast CPU as on a slow one
+    max_steps: int = 300
+    min_step_seconds: float = 0.2  # paces the trainer: the job lasts as long on a fast CPU as on a slow one
     home: Path | None = None  # where the demo keeps its stores and logs (default: a temp dir)
 
 

@@ -4,7 +4,7 @@ ticks), written so that one run sees one spot interruption and one cheaper zone 
 Timeline in market (virtual) minutes from the start:
   0      us-east-1a spot $0.95 (cheapest, available), us-east-2a $1.30, us-west-2a $1.60
   T_lost us-east-1a loses its spot capacity for the rest of the trace   -> interruption
-  T_cheap us-west-2a drops to $0.55                                      -> voluntary move
+  T_cheap us-west-2a drops to $0.40                                      -> voluntary move
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ DEMO_ZONES = ("us-east-1a", "us-east-2a", "us-west-2a")
 
 @dataclass(frozen=True)
 class DemoTimeline:
-    lost_minute: int = 30  # us-east-1a capacity taken back
-    cheap_minute: int = 60  # us-west-2a becomes the cheapest zone
+    lost_minute: int = 20  # us-east-1a capacity taken back
+    cheap_minute: int = 40  # us-west-2a becomes the cheapest zone
     hours: int = 24
     base_prices: tuple[float, float, float] = (0.95, 1.30, 1.60)
-    cheap_price: float = 0.55
+    cheap_price: float = 0.40
 
 
 def demo_traces(start: datetime, timeline: DemoTimeline = DemoTimeline()) -> TraceSet:

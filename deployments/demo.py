@@ -104,9 +104,22 @@ def prefect_api(say):
     server.start(timeout=180)
     try:
         with temporary_settings({PREFECT_API_URL: server.api_url}):
-            yield
+            try:
+                yield
+            finally:
+                _send_pending_logs_and_events()
     finally:
         server.stop()
+
+
+def _send_pending_logs_and_events() -> None:
+    """Deliver the queued run logs and events while the server still listens (else they are
+    retried against a stopped server when the process exits)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()
+    EventsWorker.drain_all(timeout=30)
 
 
 def _print_summary(s: dict, say) -> None:

@@ -17,15 +17,13 @@ ACTIVE_RUNTIMES: dict[str, Runtime] = {}
 
 def terminate_job_instances(rt: Runtime, job_id: str, reason: str) -> list[str]:
     """Stop every instance of the job the backend still knows; close its open workloads."""
-    from spotshift.billing import billed_seconds
-
     from tasks.deployer import stop_job_instances
+    from tasks.workloads import close_workload
 
     stopped = stop_job_instances.fn(job_id, reason, rt.backend)
     now = rt.clock()
     for w in rt.ledger.open_workloads(job_id):
-        rt.ledger.upsert_workload(w.model_copy(update={
-            "ended_at": now, "end_reason": EndReason.FAILED, "billed_seconds": billed_seconds(w.started_at, now)}))
+        close_workload.fn(rt.ledger, w, EndReason.FAILED, now)
     return stopped
 
 

@@ -137,11 +137,15 @@ def place(rt: Runtime, run: JobRun) -> Workload | None:
 
 def end_workload(rt: Runtime, run: JobRun, reason: EndReason) -> Workload | None:
     """Stop the current instance (if still up) and close its workload."""
-    w = run.workload
-    if w is None:
+    if run.workload is None:
         return None
-    stop_instance(w.instance_id, reason.value, rt.backend)
-    closed = close_workload(rt.ledger, w, reason, rt.clock())
+    stop_instance(run.workload.instance_id, reason.value, rt.backend)
+    return _close_current(rt, run, reason)
+
+
+def _close_current(rt: Runtime, run: JobRun, reason: EndReason) -> Workload:
+    """Close the current workload in the ledger and count its cost; the run has none after."""
+    closed = close_workload(rt.ledger, run.workload, reason, rt.clock())
     run.spent_usd += closed.cost_usd
     run.watch = None
     return closed
@@ -225,9 +229,7 @@ def move(rt: Runtime, run: JobRun, target: Offer, reason: MigrationReason, expec
     # the old trainer exited after its checkpoint and its instance shuts itself down (the local
     # backend ends it with the process; on EC2 the user-data powers off, which terminates it): its
     # workload ends now, so one workload is open at a time
-    closed = close_workload(rt.ledger, old, EndReason.MIGRATED, rt.clock())
-    run.spent_usd += closed.cost_usd
-    run.watch = None
+    _close_current(rt, run, EndReason.MIGRATED)
     plan = Plan(job_id=run.job.id, offer=target, expected_hours=0.0, expected_cost_usd=0.0,
                 deadline_slack_hours=(run.job.request.deadline - started).total_seconds() / 3600,
                 reason=f"{reason} move, expected saving ${expected_saving_usd:.2f}", created_at=started)
@@ -259,10 +261,8 @@ def finalize(rt: Runtime, run: JobRun, status: JobStatus, message: str) -> Job:
     """Close what is open, stop every instance of the job, write the cost report, end the job."""
     end_workload(rt, run, EndReason.COMPLETED if status is JobStatus.SUCCEEDED else EndReason.CANCELLED)
     stop_job_instances(run.job.id, "job finished", rt.backend)
-    workloads = rt.ledger.workloads(run.job.id)
-    for w in workloads:
-        if w.open:
-            close_workload(rt.ledger, w, EndReason.CANCELLED, rt.clock())
+    for w in rt.ledger.open_workloads(run.job.id):
+        close_workload(rt.ledger, w, EndReason.CANCELLED, rt.clock())
     workloads = rt.ledger.workloads(run.job.id)
     od = on_demand_prices(rt, workloads)
     summary = summarize(workloads, od)

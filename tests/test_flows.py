@@ -223,13 +223,15 @@ def test_a_killed_flow_leaves_nothing_running_once_the_reaper_ran(prefect_api, m
     try:
         wait_for(lambda: [i for i in _all_instances(rt) if i.job_id == job.id and i.state == "running"],
                   120, "the instance to start")
+        pid_file = wait_for(lambda: next((tmp_path / "instances").glob("*.pid"), None), 60,
+                            "the instance's trainer process to start")
         os.killpg(proc.pid, signal.SIGKILL)  # the flow process and everything it started
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert [i for i in _all_instances(rt) if i.job_id == job.id and i.state == "running"]  # left behind
-    trainer_pid = int((tmp_path / "instances").glob("*.pid").__next__().read_text())
+    trainer_pid = int(pid_file.read_text())
     reaper(runtime=rt, lease_seconds=0)
     assert [i for i in _all_instances(rt) if i.job_id == job.id and i.state in ("pending", "running")] == []
     assert rt.jobs.get(job.id).status is JobStatus.FAILED

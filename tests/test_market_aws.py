@@ -3,6 +3,8 @@ what moto cannot do (placement scores, throttling, access denied)."""
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime
 
 import boto3
@@ -62,20 +64,57 @@ def test_moto_offers_are_shaped_and_filtered(moto_market):
     assert len({(o.instance_type, o.zone) for o in spot}) == len(spot)
 
 
-def test_types_are_cached_per_region(moto_endpoint):
-    calls: list[str] = []
+def _counting_clients(endpoint: str, latency_s: float = 0.0):
+    """moto clients that record each DescribeInstanceTypes region and the most AWS calls seen in flight at once."""
+    lock = threading.Lock()
+    seen = {"in_flight": 0, "most_in_flight": 0, "describe_regions": []}
+
+    def started(model, **kw):
+        with lock:
+            seen["in_flight"] += 1
+            seen["most_in_flight"] = max(seen["most_in_flight"], seen["in_flight"])
+            if model.name == "DescribeInstanceTypes":
+                seen["describe_regions"].append(kw["context"]["client_region"])
+        time.sleep(latency_s)
+
+    def finished(**kw):
+        with lock:
+            seen["in_flight"] -= 1
 
     def client_for(service, region):
-        c = client(service, moto_endpoint, region)
-        c.meta.events.register("before-call.ec2.DescribeInstanceTypes", lambda **kw: calls.append(region))
+        c = client(service, endpoint, region)
+        c.meta.events.register("before-call.ec2", started)
+        c.meta.events.register("after-call.ec2", finished)
+        c.meta.events.register("after-call-error.ec2", finished)
         return c
 
+    return client_for, seen
+
+
+def test_types_are_described_once_for_all_regions_and_snapshots(moto_endpoint):
+    client_for, seen = _counting_clients(moto_endpoint)
     market = AwsMarket(client_for, retry=NO_WAIT, placement_scores=False)
-    query = OfferQuery(regions=("us-west-2",), instance_types=("g4dn.xlarge",))
+    query = OfferQuery(regions=("us-west-2", "eu-west-1"), instance_types=("g4dn.xlarge",))
     first = market.snapshot(query, NOW)
     second = market.snapshot(query, NOW)
-    assert calls == ["us-west-2"]
-    assert first.offers == second.offers and first.offers
+    assert len(seen["describe_regions"]) == 1  # a type's description is the same in every region
+    assert first.offers == second.offers
+    assert {o.region for o in first.offers} == {"us-west-2", "eu-west-1"}
+    assert all(o.vcpus == 4 and o.memory_gib == 16 for o in first.offers)
+
+
+def test_one_call_at_a_time_with_one_worker_and_overlapping_calls_with_more(moto_endpoint):
+    query = OfferQuery(regions=("us-east-1", "us-west-2", "eu-west-1"), gpus=("T4",))
+    snapshots = {}
+    for workers in (1, 8):
+        client_for, seen = _counting_clients(moto_endpoint, latency_s=0.05)
+        snapshots[workers] = AwsMarket(client_for, retry=NO_WAIT, placement_scores=False,
+                                       max_workers=workers).snapshot(query, NOW)
+        if workers == 1:
+            assert seen["most_in_flight"] == 1
+        else:
+            assert 1 < seen["most_in_flight"] <= workers
+    assert snapshots[1].offers == snapshots[8].offers and snapshots[1].offers
 
 
 def _stubbed_ec2(region: str):
@@ -87,9 +126,11 @@ def test_a_failing_region_is_reported_and_the_others_still_answer(moto_endpoint)
     denied, stub = _stubbed_ec2("eu-west-1")
     stub.add_client_error("describe_instance_type_offerings", "UnauthorizedOperation",
                           "not authorized to DescribeInstanceTypeOfferings")
+    stub.add_client_error("describe_spot_price_history", "UnauthorizedOperation",
+                          "not authorized to DescribeSpotPriceHistory")
     stub.activate()
     market = AwsMarket(lambda s, r: denied if r == "eu-west-1" else client(s, moto_endpoint, r),
-                       retry=NO_WAIT, placement_scores=False)
+                       retry=NO_WAIT, placement_scores=False, max_workers=1)  # one call at a time: the Stubber's order
     snap = market.snapshot(OfferQuery(regions=("us-east-1", "eu-west-1"), instance_types=("g4dn.xlarge",)), NOW)
     assert list(snap.failed_regions) == ["eu-west-1"]
     assert "UnauthorizedOperation" in snap.failed_regions["eu-west-1"]
@@ -100,16 +141,10 @@ def test_placement_scores_risk_and_throttling_with_the_stubber():
     ec2, stub = _stubbed_ec2("us-west-2")
     described = {"InstanceTypes": [{"InstanceType": "g5.xlarge", "VCpuInfo": {"DefaultVCpus": 4},
                                     "MemoryInfo": {"SizeInMiB": 16384}}]}
+    # one call at a time, in this order: offerings, spot history, placement scores, then the types
     stub.add_response("describe_instance_type_offerings", {"InstanceTypeOfferings": [
         {"InstanceType": "g5.xlarge", "LocationType": "availability-zone", "Location": z}
         for z in ("us-west-2a", "us-west-2b")]})
-    stub.add_response("describe_instance_types", described, expected_params={"InstanceTypes": ["g5.xlarge"]})
-    stub.add_client_error("get_spot_placement_scores", "RequestLimitExceeded", "slow down")  # retried
-    stub.add_response("get_spot_placement_scores", {"SpotPlacementScores": [
-        {"Region": "us-west-2", "AvailabilityZoneId": "usw2-az1", "Score": 9},
-        {"Region": "us-west-2", "AvailabilityZoneId": "usw2-az2", "Score": 3}]})
-    stub.add_response("describe_availability_zones", {"AvailabilityZones": [
-        {"ZoneName": "us-west-2a", "ZoneId": "usw2-az1"}, {"ZoneName": "us-west-2b", "ZoneId": "usw2-az2"}]})
     stub.add_response("describe_spot_price_history", {"SpotPriceHistory": [
         {"InstanceType": "g5.xlarge", "AvailabilityZone": "us-west-2a", "SpotPrice": "0.40",
          "Timestamp": datetime(2025, 12, 31, 23, tzinfo=UTC)},
@@ -120,11 +155,19 @@ def test_placement_scores_risk_and_throttling_with_the_stubber():
     stub.add_response("describe_spot_price_history", {"SpotPriceHistory": [
         {"InstanceType": "g5.xlarge", "AvailabilityZone": "us-west-2c", "SpotPrice": "0.10",
          "Timestamp": datetime(2025, 12, 31, 22, tzinfo=UTC)}]})  # 2c does not offer g5.xlarge: dropped
+    stub.add_client_error("get_spot_placement_scores", "RequestLimitExceeded", "slow down")  # retried
+    stub.add_response("get_spot_placement_scores", {"SpotPlacementScores": [
+        {"Region": "us-west-2", "AvailabilityZoneId": "usw2-az1", "Score": 9},
+        {"Region": "us-west-2", "AvailabilityZoneId": "usw2-az2", "Score": 3}]})
+    stub.add_response("describe_availability_zones", {"AvailabilityZones": [
+        {"ZoneName": "us-west-2a", "ZoneId": "usw2-az1"}, {"ZoneName": "us-west-2b", "ZoneId": "usw2-az2"}]})
+    stub.add_response("describe_instance_types", described, expected_params={"InstanceTypes": ["g5.xlarge"]})
     stub.activate()
     from spotshift.models import InterruptionRisk
     risks = FixedRisks(RiskTable({("us-west-2", "g5.xlarge"): InterruptionRisk(bucket="5-10%", probability=0.075)}))
     slept: list[float] = []
-    market = AwsMarket(lambda s, r: ec2, risks=risks, retry=RetryPolicy(3, 0.25), sleep=slept.append)
+    market = AwsMarket(lambda s, r: ec2, risks=risks, retry=RetryPolicy(3, 0.25), sleep=slept.append,
+                       max_workers=1)
     snap = market.snapshot(OfferQuery(regions=("us-west-2",), instance_types=("g5.xlarge",), markets=(Market.SPOT,)), NOW)
     stub.assert_no_pending_responses()
     assert slept == [0.25]
@@ -137,13 +180,13 @@ def test_placement_scores_not_permitted_are_skipped():
     ec2, stub = _stubbed_ec2("us-east-2")
     stub.add_response("describe_instance_type_offerings", {"InstanceTypeOfferings": [
         {"InstanceType": "g4dn.xlarge", "LocationType": "availability-zone", "Location": "us-east-2a"}]})
-    stub.add_response("describe_instance_types", {"InstanceTypes": [{"InstanceType": "g4dn.xlarge"}]})
-    stub.add_client_error("get_spot_placement_scores", "UnauthorizedOperation", "no ec2:GetSpotPlacementScores")
     stub.add_response("describe_spot_price_history", {"SpotPriceHistory": [
         {"InstanceType": "g4dn.xlarge", "AvailabilityZone": "us-east-2a", "SpotPrice": "0.2",
          "Timestamp": datetime(2025, 12, 31, tzinfo=UTC)}]})
+    stub.add_client_error("get_spot_placement_scores", "UnauthorizedOperation", "no ec2:GetSpotPlacementScores")
+    stub.add_response("describe_instance_types", {"InstanceTypes": [{"InstanceType": "g4dn.xlarge"}]})
     stub.activate()
-    snap = AwsMarket(lambda s, r: ec2, retry=NO_WAIT).snapshot(
+    snap = AwsMarket(lambda s, r: ec2, retry=NO_WAIT, max_workers=1).snapshot(
         OfferQuery(regions=("us-east-2",), markets=(Market.SPOT,), instance_types=("g4dn.xlarge",)), NOW)
     assert [(o.zone, o.placement_score, o.interruption.known) for o in snap.offers] == [("us-east-2a", None, False)]
 
@@ -161,3 +204,28 @@ def test_call_aws_maps_errors_and_gives_up_after_max_attempts():
     with pytest.raises(PermissionDenied, match="AuthFailure"):
         call_aws(ec2.describe_regions, region="us-east-1", retry=RetryPolicy(3, 1.0), sleep=slept.append)
     assert slept == [1.0, 2.0]
+
+
+def test_a_type_whose_description_fails_in_one_region_is_described_in_the_next():
+    clients = {}
+    for region, describe_fails in (("us-east-1", True), ("us-east-2", False)):
+        ec2, stub = _stubbed_ec2(region)
+        stub.add_response("describe_instance_type_offerings", {"InstanceTypeOfferings": [
+            {"InstanceType": "g4dn.xlarge", "LocationType": "availability-zone", "Location": f"{region}a"}]})
+        stub.add_response("describe_spot_price_history", {"SpotPriceHistory": [
+            {"InstanceType": "g4dn.xlarge", "AvailabilityZone": f"{region}a", "SpotPrice": "0.2",
+             "Timestamp": datetime(2025, 12, 31, tzinfo=UTC)}]})
+        if describe_fails:
+            stub.add_client_error("describe_instance_types", "UnauthorizedOperation", "no ec2:DescribeInstanceTypes")
+        else:
+            stub.add_response("describe_instance_types", {"InstanceTypes": [
+                {"InstanceType": "g4dn.xlarge", "VCpuInfo": {"DefaultVCpus": 4}}]})
+        stub.activate()
+        clients[region] = (ec2, stub)
+    market = AwsMarket(lambda s, r: clients[r][0], retry=NO_WAIT, placement_scores=False, max_workers=1)
+    snap = market.snapshot(OfferQuery(regions=("us-east-1", "us-east-2"), instance_types=("g4dn.xlarge",),
+                                      markets=(Market.SPOT,)), NOW)
+    for _, stub in clients.values():
+        stub.assert_no_pending_responses()
+    assert list(snap.failed_regions) == ["us-east-1"] and "UnauthorizedOperation" in snap.failed_regions["us-east-1"]
+    assert [(o.zone, o.vcpus) for o in snap.offers] == [("us-east-2a", 4)]

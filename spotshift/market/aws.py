@@ -1,5 +1,5 @@
 """The live AWS market: GPU types, zone offerings, latest spot prices, on-demand prices and
-interruption risk, read region by region in parallel with boto3 clients passed in."""
+interruption risk, read with boto3 clients passed in; all regions' calls overlap in one bounded pool."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import datetime
 from typing import Any
 
@@ -24,13 +24,17 @@ from spotshift.models import Market, MarketSnapshot, Offer
 
 SPOT_SOURCE = "ec2:spot-price-history"
 SPOT_PRODUCTS = ["Linux/UNIX", "Linux/UNIX (Amazon VPC)"]
+AWS_ERRORS = (SpotshiftAwsError, BotoCoreError)
+MAX_TYPES_PER_DESCRIBE = 100  # describe_instance_types accepts at most 100 names
 ClientFor = Callable[[str, str], Any]  # (service, region) -> boto3 client
+ZonesOf = dict[str, set[str]]  # instance type -> zones of one region that offer it
 log = logging.getLogger(__name__)
 
 
 class AwsMarket:
     """MarketSource over EC2 (+ Pricing API + Spot Advisor). A region that fails is reported in
-    snapshot.failed_regions; the others still answer."""
+    snapshot.failed_regions; the others still answer. At most `max_workers` AWS calls run at once
+    (1 = one call at a time)."""
 
     def __init__(
         self,
@@ -48,77 +52,114 @@ class AwsMarket:
         self.on_demand = on_demand or OnDemandPrices(None, retry, sleep)
         self.risks = risks or SpotAdvisor(fetch=None)
         self.retry = retry
-        self.max_workers = max_workers
+        self.max_workers = max(1, max_workers)
         self.placement_scores = placement_scores
         self.sleep = sleep
         self._cache_token = cache_token
-        self._types: dict[str, dict[str, dict]] = {}
-        self._types_lock = threading.Lock()
+        self._specs: dict[str, dict] = {}  # instance type -> its describe_instance_types row (the same in every region)
+        self._specs_lock = threading.Lock()
 
     @property
     def cache_token(self) -> str:
         return self._cache_token
 
     def snapshot(self, query: OfferQuery, now: datetime) -> MarketSnapshot:
-        wanted = query.instance_types_wanted()
-        risks = self.risks.table(now) if Market.SPOT in query.markets else RiskTable()
-        offers: list[Offer] = []
+        wanted = [t.name for t in query.instance_types_wanted()]
+        spot = Market.SPOT in query.markets
+        risks = self.risks.table(now) if spot else RiskTable()
         failed: dict[str, str] = {}
-        workers = max(1, min(self.max_workers, len(query.regions)))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scout") as pool:
-            futures = {r: pool.submit(self.region_offers, r, wanted, query, now, risks) for r in query.regions}
-            for region, future in futures.items():
+        offers: list[Offer] = []
+        with ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="scout") as pool:
+            ec2 = self._clients(query.regions, failed)
+            offerings = {r: pool.submit(self._offerings, r, c, wanted) for r, c in ec2.items()}
+            spot_prices = {r: pool.submit(self._spot_prices, r, c, wanted, now) for r, c in ec2.items()} if spot else {}
+            on_demand = ({r: pool.submit(self.on_demand.prices, r, wanted) for r in ec2}
+                         if Market.ON_DEMAND in query.markets else {})
+            zones, scores = self._zones_and_specs(pool, ec2, offerings, wanted, failed, spot and self.placement_scores)
+            for region in ec2:
+                if region in failed:
+                    continue
                 try:
-                    offers.extend(future.result())
-                except (SpotshiftAwsError, BotoCoreError) as exc:
-                    log.warning("scout: region %s failed: %s", region, exc)
-                    failed[region] = str(exc)
+                    prices = spot_prices[region].result() if spot else {}
+                except AWS_ERRORS as exc:
+                    self._fail(failed, region, exc)
+                    continue
+                offers.extend(self._region_offers(
+                    region, zones[region], prices, on_demand[region].result() if region in on_demand else {},
+                    scores[region].result() if region in scores else {}, now, risks))
         return MarketSnapshot(taken_at=now, offers=rank_offers(offers), failed_regions=failed, source="aws")
 
-    def region_offers(self, region: str, wanted: list[InstanceType], query: OfferQuery, now: datetime,
-                      risks: RiskTable) -> list[Offer]:
-        """Every offer of one region that fits the query."""
-        ec2 = self.client_for("ec2", region)
-        zones_of = self._offerings(region, ec2, [t.name for t in wanted])
-        names = [t.name for t in wanted if t.name in zones_of]
-        if not names:
-            return []
-        described = self.instance_types(region, ec2, names)
-        names = [name for name in names if name in described]
+    def _clients(self, regions: tuple[str, ...], failed: dict[str, str]) -> dict[str, Any]:
+        clients = {}
+        for region in regions:
+            try:
+                clients[region] = self.client_for("ec2", region)
+            except BotoCoreError as exc:
+                self._fail(failed, region, exc)
+        return clients
+
+    def _zones_and_specs(self, pool: ThreadPoolExecutor, ec2: dict[str, Any], offerings: dict[str, Future],
+                         wanted: list[str], failed: dict[str, str], with_scores: bool,
+                         ) -> tuple[dict[str, ZonesOf], dict[str, Future]]:
+        """Each region's zones per type, as its offerings arrive; meanwhile every type not yet known is
+        described once, in the first region that offers it (another one if that call fails)."""
+        zones: dict[str, ZonesOf] = {}
+        scores: dict[str, Future] = {}
+        pending: dict[Future, tuple[str, list[str] | None]] = {f: (r, None) for r, f in offerings.items()}
+        asked: set[str] = set()
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                region, described = pending.pop(future)
+                try:
+                    result = future.result()
+                except AWS_ERRORS as exc:
+                    self._fail(failed, region, exc)
+                    asked.difference_update(described or ())
+                    continue
+                if described is None:
+                    zones[region] = result
+                    if with_scores and result:
+                        scores[region] = pool.submit(self._placement_scores, region, ec2[region], sorted(result))
+            for region in ec2:
+                if region in zones and region not in failed:
+                    todo = [n for n in wanted if n in zones[region] and n not in asked and n not in self._specs]
+                    asked.update(todo)
+                    for i in range(0, len(todo), MAX_TYPES_PER_DESCRIBE):
+                        names = todo[i:i + MAX_TYPES_PER_DESCRIBE]
+                        pending[pool.submit(self._describe, region, ec2[region], names)] = (region, names)
+        return zones, scores
+
+    def _region_offers(self, region: str, zones_of: ZonesOf, spot_prices: dict[tuple[str, str], float],
+                       on_demand: dict[str, tuple[float, str]], scores: dict[str, int], now: datetime,
+                       risks: RiskTable) -> list[Offer]:
+        """One region's offers: spot prices in zones that offer the type, on-demand in every such zone."""
         offers: list[Offer] = []
-        if Market.SPOT in query.markets:
-            scores = self._placement_scores(region, ec2, names) if self.placement_scores else {}
-            for (name, zone), usd in self._spot_prices(region, ec2, names, now).items():
-                if zone in zones_of.get(name, ()):
-                    offers.append(self._offer(INSTANCE_TYPES[name], described[name], region, zone, Market.SPOT, usd,
-                                              now, SPOT_SOURCE, risks, scores.get(zone)))
-        if Market.ON_DEMAND in query.markets:
-            for name, (usd, source) in self.on_demand.prices(region, names).items():
+        for (name, zone), usd in spot_prices.items():
+            if zone in zones_of.get(name, ()) and name in self._specs:
+                offers.append(self._offer(INSTANCE_TYPES[name], self._specs[name], region, zone, Market.SPOT, usd,
+                                          now, SPOT_SOURCE, risks, scores.get(zone)))
+        for name, (usd, source) in on_demand.items():
+            if name in self._specs:
                 for zone in sorted(zones_of.get(name, ())):
-                    offers.append(self._offer(INSTANCE_TYPES[name], described[name], region, zone, Market.ON_DEMAND,
-                                              usd, now, source, RiskTable(), None))
+                    offers.append(self._offer(INSTANCE_TYPES[name], self._specs[name], region, zone,
+                                              Market.ON_DEMAND, usd, now, source, RiskTable(), None))
         return offers
 
-    def instance_types(self, region: str, ec2: Any, names: list[str]) -> dict[str, dict]:
-        """describe_instance_types of `names` (types this region offers), cached per region. Named
-        types, not a filter: EC2 answers those directly instead of filtering every type it has."""
-        with self._types_lock:
-            cached = self._types.setdefault(region, {})
-            missing = [n for n in names if n not in cached]
-        for i in range(0, len(missing), 100):  # at most 100 names per call
-            pages = paginate_aws(ec2, "describe_instance_types", region=region, retry=self.retry, sleep=self.sleep,
-                                 InstanceTypes=missing[i:i + 100])
-            found = {row["InstanceType"]: row for page in pages for row in page.get("InstanceTypes", [])}
-            with self._types_lock:
-                cached.update(found)
-        with self._types_lock:
-            return {n: cached[n] for n in names if n in cached}
+    def _describe(self, region: str, ec2: Any, names: list[str]) -> None:
+        """describe_instance_types of `names` (named types: EC2 answers those directly), kept for
+        every region and every later snapshot."""
+        pages = paginate_aws(ec2, "describe_instance_types", region=region, retry=self.retry, sleep=self.sleep,
+                             InstanceTypes=names)
+        found = {row["InstanceType"]: row for page in pages for row in page.get("InstanceTypes", [])}
+        with self._specs_lock:
+            self._specs.update(found)
 
-    def _offerings(self, region: str, ec2: Any, names: list[str]) -> dict[str, set[str]]:
+    def _offerings(self, region: str, ec2: Any, names: list[str]) -> ZonesOf:
         pages = paginate_aws(ec2, "describe_instance_type_offerings", region=region, retry=self.retry,
-                             sleep=self.sleep, LocationType="availability-zone",
+                             sleep=self.sleep, LocationType="availability-zone", MaxResults=1000,
                              Filters=[{"Name": "instance-type", "Values": names}])
-        zones: dict[str, set[str]] = {}
+        zones: ZonesOf = {}
         for page in pages:
             for row in page.get("InstanceTypeOfferings", []):
                 zones.setdefault(row["InstanceType"], set()).add(row["Location"])
@@ -127,7 +168,7 @@ class AwsMarket:
     def _spot_prices(self, region: str, ec2: Any, names: list[str], now: datetime) -> dict[tuple[str, str], float]:
         """(type, zone) -> the latest spot price (StartTime=now returns the price in force now)."""
         pages = paginate_aws(ec2, "describe_spot_price_history", region=region, retry=self.retry, sleep=self.sleep,
-                             InstanceTypes=names, ProductDescriptions=SPOT_PRODUCTS, StartTime=now)
+                             InstanceTypes=names, ProductDescriptions=SPOT_PRODUCTS, StartTime=now, MaxResults=1000)
         latest: dict[tuple[str, str], tuple[Any, float]] = {}
         for page in pages:
             for row in page.get("SpotPriceHistory", []):
@@ -145,7 +186,7 @@ class AwsMarket:
             zone_ids = {row["ZoneId"]: row["ZoneName"] for row in paginate_aws(
                 ec2, "describe_availability_zones", region=region, retry=self.retry, sleep=self.sleep,
             )[0].get("AvailabilityZones", [])}
-        except (SpotshiftAwsError, BotoCoreError) as exc:
+        except AWS_ERRORS as exc:
             log.info("scout: no spot placement scores in %s: %s", region, exc)
             return {}
         return {zone_ids[row["AvailabilityZoneId"]]: int(row["Score"])
@@ -163,3 +204,8 @@ class AwsMarket:
             interruption=risks.risk(region, t.name), observed_at=now, source=source,
             **({"placement_score": placement_score} if placement_score is not None else {}),
         )
+
+    @staticmethod
+    def _fail(failed: dict[str, str], region: str, exc: Exception) -> None:
+        log.warning("scout: region %s failed: %s", region, exc)
+        failed.setdefault(region, str(exc))

@@ -30,24 +30,46 @@ def test_leaves_on_demand_for_a_long_spot_run_when_slack_allows():
 
 
 def test_stays_on_demand_when_the_slack_cannot_pay_a_changeover_pair_plus_margin():
-    # slack 0.5 h < (2 + 1) changeovers: one more spot attempt could miss the deadline
+    # slack 0.5 h: after the Safety Net's d and a changeover to spot, 0.1 h < the d back to on-demand
     d = decide(on_demand(hours_left=10.5, work=10.0, runs=50.0), snap(SPOT), NOW)
     assert isinstance(d, Stay) and "on-demand" in d.reason
 
 
-def test_stays_on_demand_for_a_short_run_while_below_the_reserve():
-    # reserve 0.5 * 0.7 downtime * 10 h = 3.5 h > slack 2 h: only a run of >= 15 d would pay
-    d = decide(on_demand(hours_left=12.0, work=10.0, runs=1.0, uptime=0.3), snap(SPOT), NOW)
+def test_stays_on_demand_for_a_short_run_when_the_slack_is_tight():
+    # 1.6 h of free slack against 10 h of work with 1 h runs: each changeover's slack is worth more
+    # than what a short spot run saves over on-demand; a long run repays its changeovers
+    d = decide(on_demand(hours_left=12.0, work=10.0, runs=1.0), snap(SPOT), NOW)
     assert isinstance(d, Stay)
-    assert isinstance(decide(on_demand(12.0, 10.0, runs=5.0, uptime=0.3), snap(SPOT), NOW), Move)
+    assert isinstance(decide(on_demand(12.0, 10.0, runs=20.0), snap(SPOT), NOW), Move)
+
+
+def test_does_not_change_zone_for_a_tiny_price_difference():
+    here = offer("us-east-1b", 1.00)
+    zones = SpotOutlook(uptime=0.9, run_hours={"us-east-1b": 50.0, "us-east-1c": 50.0})
+    running = state(80.0, work=40.0, current=here, placed_at=NOW - timedelta(hours=1),
+                    checkpoint_region="us-east-1", outlook=zones)
+    assert isinstance(decide(running, snap(here, offer("us-east-1c", 0.99)), NOW), Stay)
+    move = decide(running, snap(here, offer("us-east-1c", 0.70)), NOW)
+    assert isinstance(move, Move) and move.target.zone == "us-east-1c"
+
+
+@pytest.mark.parametrize(("hours_left", "zone"), [(40.0, "us-east-1b"), (10.8, "us-east-1c")])
+def test_a_tight_deadline_prefers_the_long_lived_zone_over_the_cheaper(hours_left, zone):
+    # loose: the cheaper zone wins despite its shorter run; tight (0.2 h of slack above the Safety
+    # Net and one launch): a preemption there would cost slack the job no longer has
+    zones = SpotOutlook(uptime=0.9, run_hours={"us-east-1b": 4.0, "us-east-1c": 20.0})
+    d = decide(state(hours_left, work=10.0, outlook=zones),
+               snap(offer("us-east-1b", 0.9), offer("us-east-1c", 1.0)), NOW)
+    assert isinstance(d, Move) and d.target.zone == zone
 
 
 def test_idles_while_slack_is_ample_and_goes_on_demand_below_the_reserve():
     ample = decide(state(30.0, work=10.0, outlook=SpotOutlook(uptime=0.8)), snap(), NOW)
     assert isinstance(ample, Stay) and "waiting" in ample.reason
     # it waits until the slack left after an on-demand start (30 - 10 - d) falls to the launch
-    # changeover, the Safety Net's d and the reserve of 0.5 x 0.2 downtime x 10 h
-    assert ample.until == NOW + timedelta(hours=30.0 - 10.0 - 3 * D - 1.0)
+    # changeover, the Safety Net's d and the reserve of reserve_per_work x 0.2 downtime x 10 h
+    reserve = get_policy("spotshift").reserve_per_work * 0.2 * 10.0
+    assert ample.until == NOW + timedelta(hours=30.0 - 10.0 - 3 * D - reserve)
     tight = decide(state(12.0, work=10.0, outlook=SpotOutlook(uptime=0.2)), snap(), NOW)
     assert isinstance(tight, Move) and tight.target.market is Market.ON_DEMAND
 

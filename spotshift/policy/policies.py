@@ -189,21 +189,24 @@ class EagerNextRegion:
 
 @dataclass(frozen=True)
 class SpotShift:
-    """spotshift (default): spot where its changeover pays back, on-demand only while the slack falls
-    below a reserve for the spot downtime ahead, back to spot for a long run, Safety Net at d.
-    `idle -> z1 (cheapest per work hour, changeover spread over its expected run) -> z2 cheaper by more
-    than the move -> z2 preempted -> no spot, slack below the reserve -> od -> z3 up, expected to
-    stay up >= 15d, slack >= (2 + r)d -> z3 spot -> ... -> slack <= d -> od to the end`.
-    The reserve is `reserve_per_work` x (share of recent time without spot) x hours of work left."""
+    """spotshift (default): spot where it pays, each changeover priced with the slack it eats;
+    on-demand only while the slack is below a reserve for the spot downtime ahead; Safety Net at d.
+    `idle -> z1 (least $ per work hour, changeover and slack spread over its expected run) -> z2
+    cheaper by more than the move -> z2 preempted -> no spot, slack below the reserve -> od -> z3
+    up, its run expected to repay the changeovers there and back -> z3 spot -> ... -> slack <= d ->
+    od to the end`.
+    A slack hour is worth nothing while the slack easily covers the changeovers the remaining work is
+    expected to need, and up to the on-demand premium of a typical spot run per changeover when it
+    does not: tight deadlines prefer long-lived zones and make no voluntary move that eats slack."""
 
     name: str = "spotshift"
-    safety_margin_d: float = 1.0
-    return_margin_d: float = 1.0  # extra slack (in changeovers) to leave on-demand for spot
-    return_run_d: float = 15.0  # leave on-demand (while below the reserve) only for a run this long
-    reserve_per_work: float = 0.5
+    safety_margin_d: float = 1.0  # Safety Net: on-demand to the end when the slack falls to this many d
+    reserve_per_work: float = 0.75  # slack kept per work hour left, per unit of recent spot downtime
     move_margin_d: float = 3.0  # a voluntary move must save this many changeovers' worth beyond its cost
     min_run_d: float = 1.0  # launch spot only where it is expected to stay up this many changeovers
     default_run_hours: float = 8.0  # a spot run's length when neither outlook nor risk says anything
+    tightness_power: float = 4.0  # tightness = (slack needed / slack left) ** this, at most 1: near 0
+    # until the slack is nearly used up, so loose jobs choose by price alone
 
     def _run_hours(self, state: JobState, offer: Offer) -> float:
         """Expected hours `offer`'s capacity stays up: the outlook's estimate, else its interruption
@@ -215,20 +218,36 @@ class SpotShift:
             return self.default_run_hours
         return MONTH_HOURS / -math.log1p(-min(p, 0.999999)) if p > 0 else float("inf")
 
-    def _amortized(self, state: JobState, offer: Offer, run_hours: float) -> float:
-        """Dollars per work hour on `offer`, its relaunch changeover spread over its expected run."""
-        return rate(offer) * (run_hours + state.changeover_hours) / max(run_hours, 1e-9)
+    def _slack_usd(self, state: JobState, view: View, free: float, work: float) -> float:
+        """Dollars one hour of slack is worth now: the on-demand premium over a typical spot run per
+        changeover (the spot work a changeover's slack buys before the Safety Net would end it on
+        on-demand), times how tight the slack `free` is for the changeovers `work` hours need."""
+        if view.best_od is None or not view.spot:
+            return 0.0
+        d = state.changeover_hours
+        runs = sorted(self._run_hours(state, o) for o in view.spot)
+        typical = runs[len(runs) // 2]
+        need = work * d / max(typical, 1e-9)
+        tight = 1.0 if free <= 0 else min(1.0, need / free) ** self.tightness_power
+        premium = rate(view.best_od) - min(rate(o) for o in view.spot)
+        return tight * max(premium, 0.0) * min(typical, work) / max(d, 1e-9)
 
-    def _best_spot(self, state: JobState, view: View) -> tuple[Offer, float, float] | None:
-        """(offer, expected run hours, amortized rate) of the spot offer with the least amortized
-        rate among those expected to outlast `min_run_d` changeovers."""
+    def _score(self, state: JobState, offer: Offer, run: float, slack_usd: float) -> float:
+        """Dollars per work hour on `offer`: its rate plus its relaunch changeover and the slack that
+        changeover eats, spread over its expected run."""
+        d = state.changeover_hours
+        return rate(offer) + (rate(offer) + slack_usd) * d / max(run, 1e-9)
+
+    def _best_spot(self, state: JobState, view: View, slack_usd: float) -> tuple[Offer, float, float] | None:
+        """(offer, expected run hours, score) of the spot offer with the least score among those
+        expected to outlast `min_run_d` changeovers."""
         floor = self.min_run_d * state.changeover_hours
         best = None
         for o in view.spot:
             run = self._run_hours(state, o)
             if run <= floor:
                 continue
-            cost = self._amortized(state, o, run)
+            cost = self._score(state, o, run, slack_usd)
             if best is None or cost < best[2]:
                 best = (o, run, cost)
         return best
@@ -237,6 +256,12 @@ class SpotShift:
         """Hours of slack kept per hour of work left: more where spot was often down lately."""
         downtime = 1.0 - state.outlook.uptime if state.outlook is not None else 1.0
         return self.reserve_per_work * downtime
+
+    def _return_pays(self, state: JobState, od: Offer, best: tuple[Offer, float, float], work: float) -> bool:
+        """Whether leaving on-demand for `best` saves, over its expected run, more than the changeover
+        there and the one back to on-demand after its preemption."""
+        offer, run, score = best
+        return (rate(od) - score) * min(work, run) > (offer.usd_per_hour + od.usd_per_hour) * state.changeover_hours
 
     def decide(self, state: JobState, snapshot: MarketSnapshot, now: datetime) -> Decision:
         if state.remaining_work <= 0:
@@ -249,28 +274,27 @@ class SpotShift:
             return net
         if state.current is not None and changeover_left(state, now) > 0:
             return Stay("changeover in progress", until=state.ready_at)
-        best = self._best_spot(state, view)
         work = view.hours_left - view.od_slack - d  # hours to finish on the best on-demand offer
+        free = view.od_slack - d - margin  # slack above the Safety Net after one more launch
         per_work = self._reserve_rate(state)
-        # slack above the reserve (negative: waiting for spot would likely end on on-demand)
-        spare = view.od_slack - d - margin - per_work * work
+        spare = free - per_work * work  # slack above the reserve (< 0: waiting would likely end on on-demand)
+        slack_usd = self._slack_usd(state, view, free, work)
+        best = self._best_spot(state, view, slack_usd)
         if _on_od(state):
-            leave = view.od_slack - d >= margin + d + self.return_margin_d * d
-            if best is not None and leave and (spare >= 0 or best[1] >= self.return_run_d * d):
+            # leaving needs slack for the changeover there and, after a preemption, the one back
+            if best is not None and free >= d and self._return_pays(state, view.best_od, best, work):
                 return Move(best[0], MigrationReason.CHEAPER)
-            # on on-demand the work falls by 1 per hour, the spare grows by `per_work` per hour
-            until = _later(now, -spare / per_work) if spare < 0 and per_work > 0 else state.deadline
-            return Stay("on-demand while the slack is below the reserve", until=until)
+            return Stay("on-demand until a spot run repays its changeovers", until=state.deadline)
         if state.current is not None:
             if best is None or best[0].key == state.current.key:
                 return Stay("already on the best capacity", until=state.deadline)
-            here = self._amortized(state, state.current, self._run_hours(state, state.current))
+            here = self._score(state, state.current, self._run_hours(state, state.current), slack_usd)
             target = best[0]
-            saving = (here - best[2]) * min(work, best[1]) - move_cost_usd(state, target)
-            if view.od_slack - d >= margin and saving > self.move_margin_d * d * target.usd_per_hour:
+            saving = (here - best[2]) * min(work, best[1]) - move_cost_usd(state, target) - slack_usd * d
+            if free >= 0 and saving > self.move_margin_d * d * target.usd_per_hour:
                 return Move(target, MigrationReason.CHEAPER, expected_saving_usd=saving)
             return Stay("no move pays back its changeover", until=state.deadline)
-        if best is not None and view.od_slack - d >= margin:
+        if best is not None and free >= 0:
             return Move(best[0], _launch_reason(state))
         if view.best_od is not None and spare < 0:
             return Move(view.best_od, MigrationReason.DEADLINE)

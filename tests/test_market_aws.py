@@ -227,5 +227,6 @@ def test_a_type_whose_description_fails_in_one_region_is_described_in_the_next()
                                       markets=(Market.SPOT,)), NOW)
     for _, stub in clients.values():
         stub.assert_no_pending_responses()
-    assert list(snap.failed_regions) == ["us-east-1"] and "UnauthorizedOperation" in snap.failed_regions["us-east-1"]
+    assert list(snap.failed_regions) == ["us-east-1"]
+    assert "UnauthorizedOperation" in snap.failed_regions["us-east-1"]
     assert [(o.zone, o.vcpus) for o in snap.offers] == [("us-east-2a", 4)]

@@ -64,18 +64,20 @@ class AwsMarket:
         return self._cache_token
 
     def snapshot(self, query: OfferQuery, now: datetime) -> MarketSnapshot:
+        """Every offer that fits `query`, ranked; regions whose calls fail are in failed_regions."""
         wanted = [t.name for t in query.instance_types_wanted()]
         spot = Market.SPOT in query.markets
-        risks = self.risks.table(now) if spot else RiskTable()
         failed: dict[str, str] = {}
         offers: list[Offer] = []
         with ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="scout") as pool:
+            risk_table = pool.submit(self.risks.table, now) if spot else None  # a download: overlaps the AWS calls
             ec2 = self._clients(query.regions, failed)
             offerings = {r: pool.submit(self._offerings, r, c, wanted) for r, c in ec2.items()}
             spot_prices = {r: pool.submit(self._spot_prices, r, c, wanted, now) for r, c in ec2.items()} if spot else {}
             on_demand = ({r: pool.submit(self.on_demand.prices, r, wanted) for r in ec2}
                          if Market.ON_DEMAND in query.markets else {})
             zones, scores = self._zones_and_specs(pool, ec2, offerings, wanted, failed, spot and self.placement_scores)
+            risks = risk_table.result() if risk_table is not None else RiskTable()
             for region in ec2:
                 if region in failed:
                     continue

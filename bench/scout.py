@@ -220,8 +220,9 @@ def main() -> None:
     with moto_server_process() as endpoint:  # its own process, like a remote endpoint
         server = moto_pid()
         clients = latency_clients(endpoint, latency_s, counter)
+        recording = recorded.attach(latency_clients(endpoint, 0.0, counter), "record")
         for workers in (len(REGIONS), 1):  # moto builds each region's data once; the answers are recorded: not timed
-            cold_scout(recorded.attach(latency_clients(endpoint, 0.0, counter), "record"), query, workers, counter, None)
+            cold_scout(recording, query, workers, counter, None)
         sequential, parallel = sequential_vs_parallel(clients, query, args.repeats, counter, server)
         warm_s = None if args.no_warm else warm_scout(clients, query)
     replayed = recorded.attach(latency_clients("http://127.0.0.1:9", latency_s, counter), "replay")  # no server
@@ -253,7 +254,8 @@ def main() -> None:
           f"median of {args.repeats}")
     print("moto server (one process):")
     print(f"  baseline, one call at a time: {sequential_s:.3f} s")
-    print(f"  parallel:                     {parallel_s:.3f} s  ({sequential_s / parallel_s:.1f}x faster; target >= 5x)")
+    print(f"  parallel:                     {parallel_s:.3f} s  "
+          f"({sequential_s / parallel_s:.1f}x faster; target >= 5x)")
     print(f"  CPU per parallel scout: moto server {server_cpu_s:.3f} s, client {client_cpu_s:.3f} s, {cores} cores "
           f"-> parallel cannot beat {floor_s:.3f} s here ({sequential_s / floor_s:.1f}x at best)")
     print("moto's answers replayed, no server CPU (latency-bound, like AWS):")

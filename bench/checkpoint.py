@@ -1,7 +1,7 @@
 """Checkpoint benchmark: notice -> durable, resume -> first step, and throughput with checkpoints,
 each printed next to a baseline measured in the same run (moto S3 on 127.0.0.1 by default).
 
-    python bench/checkpoint.py --sizes 10M,50M [--device cpu|cuda|auto] [--json OUT]
+    python bench/checkpoint.py --sizes 10M,50M [--repeats R] [--device cpu|cuda|auto] [--json OUT]
 """
 
 from __future__ import annotations
@@ -130,77 +130,109 @@ def trainer_default_s(model_dir: Path, s3, bucket: str, work: Path) -> float | N
     return time.perf_counter() - start
 
 
-def bench_case(size: str, args, s3, work: Path, dataset: Path) -> dict:
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def measure_once(tag: str, args, s3, bucket: str, work: Path, common: dict, plain_first: bool) -> dict:
+    """One repeat of (a), (b) and (c), each next to its baseline, under fresh S3 prefixes."""
     from training.checkpoint import download_verified
     from training.contract import read_latest
     from training.spec import TrainingSpec
     from training.storage import S3Store
 
-    model_dir = build_model(work, size, dataset)
-    bucket = f"bench-{size.lower()}-{os.getpid()}"
-    s3.create_bucket(Bucket=bucket)
-    common = dict(model=str(model_dir), dataset=str(dataset), batch_size=args.batch_size, seq_len=args.seq_len,
-                  keep_checkpoints=2, heartbeat_seconds=2.0, control_poll_seconds=2.0, device=args.device)
-
     # (a) notice -> checkpoint durable in S3, vs a plain upload of the same bytes; the first steps
     # also time one training step, to turn --checkpoint-seconds into an interval N for (c)
-    notice = TrainingSpec(job_id="notice", output=f"s3://{bucket}/notice/", max_steps=1000,
+    notice = TrainingSpec(job_id="notice", output=f"s3://{bucket}/notice-{tag}/", max_steps=100_000,
                           checkpoint_every_steps=None, **common)
     step_ends: list[float] = []
     result = run(notice, s3, stop_at=CALIBRATION_STEPS, step_ends=step_ends)
     step_s = median_step_s(step_ends)
     manifest = read_latest(s3, notice.output)
-    local = work / f"copy-{size}"
+    local = work / f"copy-{bucket}-{tag}"
     for name, data in download_verified(S3Store.from_uri(s3, notice.output), manifest).items():
         (local / name).parent.mkdir(parents=True, exist_ok=True)
         (local / name).write_bytes(data)
     raw_up = raw_upload_s(s3, bucket, local)
 
     # (b) start -> first training step after resume, vs plain download + from_pretrained
-    resume = notice.model_copy(update={"max_steps": manifest.step + 1})
-    resumed = run(resume, s3)
-    (work / f"raw-{size}").mkdir()
-    raw_down = raw_download_load_s(s3, notice.output, manifest.step, work / f"raw-{size}")
+    resumed = run(notice.model_copy(update={"max_steps": manifest.step + 1}), s3)
+    (work / f"raw-{bucket}-{tag}").mkdir()
+    raw_down = raw_download_load_s(s3, notice.output, manifest.step, work / f"raw-{bucket}-{tag}")
 
     # (c) steady throughput with a checkpoint every N steps vs none: (intervals + 1) * N steps, so
-    # each checkpoint is followed by N steps that its background upload overlaps
+    # each checkpoint is followed by N steps that its background upload overlaps; the two runs
+    # alternate which goes first from one repeat to the next
     every = args.every or max(2, round(args.checkpoint_seconds / step_s))
-    plain = TrainingSpec(job_id="plain", output=f"s3://{bucket}/plain/", max_steps=(args.intervals + 1) * every,
+    plain = TrainingSpec(job_id="plain", output=f"s3://{bucket}/plain-{tag}/", max_steps=(args.intervals + 1) * every,
                          checkpoint_every_steps=None, **common)
-    with_ckpt = plain.model_copy(update={"job_id": "ckpt", "output": f"s3://{bucket}/ckpt/",
+    with_ckpt = plain.model_copy(update={"job_id": "ckpt", "output": f"s3://{bucket}/ckpt-{tag}/",
                                          "checkpoint_every_steps": every})
-    base_rate = run(plain, s3).steps_per_s
-    checkpointed = run(with_ckpt, s3)
-    ckpt_rate = checkpointed.steps_per_s
+    if plain_first:
+        base_rate = run(plain, s3).steps_per_s
+        checkpointed = run(with_ckpt, s3)
+    else:
+        checkpointed = run(with_ckpt, s3)
+        base_rate = run(plain, s3).steps_per_s
+    return {
+        "checkpoint_bytes": manifest.total_bytes, "notice_to_durable_s": result.durable_s, "raw_upload_s": raw_up,
+        "resume_to_first_step_s": resumed.first_step_s, "raw_download_load_s": raw_down,
+        "steps_per_s_no_checkpoint": base_rate, "steps_per_s_with_checkpoint": checkpointed.steps_per_s,
+        "throughput_ratio": checkpointed.steps_per_s / base_rate, "checkpoint_every": every,
+        "steps": plain.max_steps, "snapshot_s": checkpointed.snapshot_s, "publish_s": checkpointed.publish_s,
+    }
 
-    import torch
+
+def bench_case(size: str, args, s3, work: Path, dataset: Path) -> dict:
+    """Every figure of one model size: the median over --repeats of each figure and of each ratio."""
+    model_dir = build_model(work, size, dataset)
+    bucket = f"bench-{size.lower()}-{os.getpid()}"
+    s3.create_bucket(Bucket=bucket)
+    common = dict(model=str(model_dir), dataset=str(dataset), batch_size=args.batch_size, seq_len=args.seq_len,
+                  keep_checkpoints=2, heartbeat_seconds=2.0, control_poll_seconds=2.0, device=args.device)
+    repeats = [measure_once(str(r), args, s3, bucket, work, common, plain_first=r % 2 == 0) for r in range(args.repeats)]
+
     from transformers import AutoConfig
     config = AutoConfig.from_pretrained(model_dir)
     params = 12 * config.n_layer * config.n_embd ** 2 + (config.vocab_size + config.n_positions) * config.n_embd
-    return {
-        "size": size, "params": params, "checkpoint_bytes": manifest.total_bytes,
-        "notice_to_durable_s": result.durable_s, "raw_upload_s": raw_up,
-        "resume_to_first_step_s": resumed.first_step_s, "raw_download_load_s": raw_down,
-        "throughput_ratio": ckpt_rate / base_rate, "steps_per_s_no_checkpoint": base_rate,
-        "steps_per_s_with_checkpoint": ckpt_rate, "checkpoint_every": every, "steps": plain.max_steps,
-        "checkpoint_interval_s": every / base_rate, "snapshot_s": checkpointed.snapshot_s,
-        "publish_s": checkpointed.publish_s,
-        "trainer_default_s": trainer_default_s(model_dir, s3, bucket, work),
-    }
+    figures = ("notice_to_durable_s", "raw_upload_s", "resume_to_first_step_s", "raw_download_load_s",
+               "steps_per_s_no_checkpoint", "steps_per_s_with_checkpoint", "throughput_ratio")
+    case = {"size": size, "params": params, "checkpoint_bytes": repeats[0]["checkpoint_bytes"], "repeats": len(repeats)}
+    case.update({name: median([r[name] for r in repeats]) for name in figures})
+    case["notice_ratio"] = median([r["notice_to_durable_s"] / r["raw_upload_s"] for r in repeats])
+    case["resume_ratio"] = median([r["resume_to_first_step_s"] / r["raw_download_load_s"] for r in repeats])
+    case["throughput_ratios"] = [r["throughput_ratio"] for r in repeats]
+    last = repeats[-1]
+    case.update({"checkpoint_every": last["checkpoint_every"], "steps": last["steps"],
+                 "checkpoint_interval_s": last["checkpoint_every"] / case["steps_per_s_no_checkpoint"],
+                 "snapshot_s": [x for r in repeats for x in r["snapshot_s"]],
+                 "publish_s": [x for r in repeats for x in r["publish_s"]]})
+    try:
+        case["trainer_default_s"] = trainer_default_s(model_dir, s3, bucket, work)
+    except Exception as exc:  # an informative extra: it must not lose the figures above
+        print(f"  trainer_default_s: failed ({type(exc).__name__}: {exc})")
+        case["trainer_default_s"] = None
+    return case
 
 
 def report(case: dict) -> None:
     print(f"{case['size']}: {case['params'] / 1e6:.1f}M params, checkpoint {case['checkpoint_bytes'] / 1e6:.1f} MB")
+    if case["repeats"] > 1:
+        print(f"  medians of {case['repeats']} repeats (each ratio: the median of the per-repeat ratios)")
     a, raw = case["notice_to_durable_s"], case["raw_upload_s"]
-    print(f"  (a) notice -> durable   {a:8.2f} s   plain boto3 upload {raw:8.2f} s   ratio {a / raw:5.2f}x (target <= {TARGETS['notice']}x)")
+    print(f"  (a) notice -> durable   {a:8.2f} s   plain boto3 upload {raw:8.2f} s   ratio {case['notice_ratio']:5.2f}x (target <= {TARGETS['notice']}x)")
     if case["trainer_default_s"] is not None:
         t = case["trainer_default_s"]
         print(f"      Trainer save_model+save_state+optimizer, then sync upload {t:8.2f} s   (Trainer / ours = {t / a:5.2f}x)")
     b, raw = case["resume_to_first_step_s"], case["raw_download_load_s"]
-    print(f"  (b) resume -> 1st step  {b:8.2f} s   download+from_pretrained {raw:8.2f} s   ratio {b / raw:5.2f}x (target <= {TARGETS['resume']}x)")
+    print(f"  (b) resume -> 1st step  {b:8.2f} s   download+from_pretrained {raw:8.2f} s   ratio {case['resume_ratio']:5.2f}x (target <= {TARGETS['resume']}x)")
     print(f"  (c) throughput, checkpoint every {case['checkpoint_every']} steps (= {case['checkpoint_interval_s']:.1f} s of training), "
           f"{case['steps']} steps: {case['steps_per_s_with_checkpoint']:.3f} steps/s"
           f"   none: {case['steps_per_s_no_checkpoint']:.3f} steps/s   ratio {case['throughput_ratio']:.3f} (target >= {TARGETS['throughput']})")
+    if case["repeats"] > 1:
+        print("      throughput ratio per repeat: " + ", ".join(f"{x:.3f}" for x in case["throughput_ratios"]))
     snaps = ", ".join(f"{x:.2f}" for x in case["snapshot_s"])
     pubs = ", ".join(f"{x:.1f}" for x in case["publish_s"])
     print(f"      per checkpoint: snapshot on the training thread {snaps} s; background upload until durable {pubs} s")
@@ -216,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="(c): checkpoint every N steps, N chosen so that N steps take about this long")
     parser.add_argument("--every", type=int, help="(c): a fixed checkpoint interval N in steps instead")
     parser.add_argument("--intervals", type=int, default=1, help="(c): checkpoint intervals per run (steps = (this + 1) * N)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="repeat (a), (b), (c) this many times per size and report medians (the (c) runs alternate order)")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--seq-len", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1,
@@ -255,8 +289,8 @@ def main(argv: list[str] | None = None) -> int:
             case = bench_case(size, args, s3, work, dataset)
             report(case)
             cases.append(case)
-    if args.json:
-        args.json.write_text(json.dumps({"device": device, "cases": cases}, indent=1))
+            if args.json:  # after every size, so a run cut short keeps what it measured
+                args.json.write_text(json.dumps({"device": device, "cases": cases}, indent=1))
     return 0
 
 

@@ -13,7 +13,7 @@ from training.checkpoint import (
     OPTIMIZER_FILE, OPTIMIZER_TENSORS_FILE, WEIGHTS_FILE, SnapshotTaker, join_optimizer_state,
     split_optimizer_state, training_state_from_files, weights_to_save,
 )
-from training.tensor_pack import pack, plan_layout, views
+from training.tensor_pack import host_buffer, pack, plan_layout, views
 
 
 def mixed_tensors() -> dict[str, torch.Tensor]:
@@ -37,6 +37,23 @@ def test_packed_buffer_is_a_safetensors_file_that_the_library_reads_back():
     assert loaded.keys() == tensors.keys()
     for name, tensor in tensors.items():
         assert loaded[name].dtype == tensor.dtype and torch.equal(loaded[name], tensor), name
+
+
+def test_tensor_backed_host_buffer_holds_the_same_file_as_a_bytearray():
+    # the layout of a pinned host buffer (a numpy view of a uint8 tensor), made here without CUDA
+    tensors = mixed_tensors()
+    layout = plan_layout(tensors, {"format": "pt"})
+    tensor_backed = torch.full((layout.size + 64,), 7, dtype=torch.uint8).numpy()
+    packed = pack(tensors, layout, tensor_backed)
+    assert bytes(packed) == bytes(pack(tensors, layout, bytearray(layout.size)))
+    restored, _ = views(tensor_backed)
+    assert all(torch.equal(restored[name], tensor) for name, tensor in tensors.items())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fallback on a machine without CUDA")
+def test_pinned_host_buffer_falls_back_to_a_bytearray_without_cuda():
+    buffer = host_buffer(1000, pinned=True)
+    assert isinstance(buffer, bytearray) and len(buffer) == 1000
 
 
 def test_views_read_tensors_in_place_and_writes_go_to_the_buffer():

@@ -28,7 +28,7 @@ from training.contract import (
     LATEST, CheckpointManifest, ManifestFile, checkpoint_prefix, load_json, save_json, step_of_key,
 )
 from training.storage import ObjectStore
-from training.tensor_pack import pack, plan_layout, views
+from training.tensor_pack import host_buffer, pack, plan_layout, views
 
 log = logging.getLogger("training.checkpoint")
 
@@ -134,7 +134,7 @@ class Snapshot:
 
     step: int
     files: dict[str, bytes | memoryview]
-    buffers: list[bytearray] = field(default_factory=list)
+    buffers: list = field(default_factory=list)  # bytearrays or pinned host buffers
 
     @property
     def total_bytes(self) -> int:
@@ -148,7 +148,7 @@ class SnapshotTaker:
 
     def __init__(self, static_files: dict[str, bytes] | None = None):
         self._static = dict(static_files or {})
-        self._free: list[bytearray] = []
+        self._free: list = []
         self._lock = threading.Lock()
 
     def set_static_files(self, static_files: dict[str, bytes]) -> None:
@@ -163,7 +163,7 @@ class SnapshotTaker:
             (OPTIMIZER_TENSORS_FILE, optimizer_tensors, {}),
         ):
             layout = plan_layout(tensors, metadata)
-            buffer = self._borrow(layout.size)
+            buffer = self._borrow(layout.size, pinned=any(t.is_cuda for t in tensors.values()))
             files[name] = pack(tensors, layout, buffer)
             buffers.append(buffer)
         files[OPTIMIZER_FILE] = _torch_bytes(skeleton)
@@ -179,14 +179,14 @@ class SnapshotTaker:
             self._free.extend(snapshot.buffers)
         snapshot.buffers.clear()
 
-    def _borrow(self, size: int) -> bytearray:
+    def _borrow(self, size: int, pinned: bool = False):
         with self._lock:
             fitting = [b for b in self._free if len(b) >= size]
             if fitting:
                 buffer = min(fitting, key=len)
-                self._free.remove(buffer)
+                self._free = [b for b in self._free if b is not buffer]
                 return buffer
-        return bytearray(size)
+        return host_buffer(size, pinned)
 
 
 def training_state_from_files(files: dict, optimizer, scheduler) -> dict:

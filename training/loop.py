@@ -92,11 +92,13 @@ def pick_device(requested: str) -> str:
     return requested
 
 
-def make_deterministic() -> None:
+def make_deterministic(device: str = "cpu") -> None:
+    """Deterministic kernels, so that a resumed run repeats the uninterrupted one. On a GPU an op
+    without a deterministic kernel warns instead of failing the (paid) run."""
     import torch
 
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True)
+    torch.use_deterministic_algorithms(True, warn_only=device.startswith("cuda"))
     torch.backends.cudnn.benchmark = False
 
 
@@ -151,8 +153,8 @@ def _train(spec, io, stop, heartbeat, uploader, snapshots, scratch, started, pol
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    make_deterministic()
     device = pick_device(spec.device)
+    make_deterministic(device)
     # start-up overlaps: the dataset downloads while the checkpoint does, and is tokenized (the
     # tokenizers library releases the GIL) while the model and optimizer load
     background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dataset")

@@ -54,16 +54,33 @@ def plan_layout(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | Non
     return PackLayout(struct.pack("<Q", len(header)) + header, offsets, start + position)
 
 
-def pack(tensors: dict[str, torch.Tensor], layout: PackLayout, buffer: bytearray) -> memoryview:
-    """Copy `tensors` (any device) into `buffer` as a safetensors file; returns the file's bytes."""
+def host_buffer(size: int, pinned: bool = False):
+    """A writable host buffer of `size` bytes: page-locked when `pinned` (GPU -> host copies into it
+    run asynchronously at full PCIe/NVLink speed), a plain bytearray otherwise or when pinning fails."""
+    if pinned:
+        try:
+            return torch.empty(size, dtype=torch.uint8, pin_memory=True).numpy()
+        except RuntimeError:  # no CUDA driver, or page-locked memory exhausted
+            pass
+    return bytearray(size)
+
+
+def pack(tensors: dict[str, torch.Tensor], layout: PackLayout, buffer) -> memoryview:
+    """Copy `tensors` (any device) into `buffer` (a bytearray or host_buffer) as a safetensors file;
+    returns the file's bytes. GPU tensors are copied asynchronously and waited for once at the end."""
     if len(buffer) < layout.size:
         raise ValueError(f"buffer of {len(buffer)} bytes is smaller than the layout ({layout.size} bytes)")
-    view = memoryview(buffer)[:layout.size]
+    view = memoryview(buffer).cast("B")[:layout.size]
     view[:len(layout.header)] = layout.header
+    on_gpu = False
     for name, (start, end) in layout.offsets.items():
         if end > start:
+            source = tensors[name].detach()
+            on_gpu = on_gpu or source.is_cuda
             target = torch.frombuffer(buffer, dtype=torch.uint8, count=end - start, offset=start)
-            target.copy_(tensors[name].detach().contiguous().reshape(-1).view(torch.uint8))
+            target.copy_(source.contiguous().reshape(-1).view(torch.uint8), non_blocking=source.is_cuda)
+    if on_gpu:
+        torch.cuda.synchronize()
     return view
 
 

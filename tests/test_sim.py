@@ -109,3 +109,22 @@ def test_charges_per_second_and_the_changeover():
     # 0.2 h changeover (2 ticks of 600 s = 1/3 h) + 1.05 h of work, all at $1.2/h
     assert r.cost_usd == pytest.approx(1.2 * (2 * TICK_S / 3600 + 1.05))
     assert r.changeovers == 1 and r.on_time
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_billed_ticks_by_kind_add_up_to_the_cost(seed):
+    # every billed tick is training on on-demand, training on spot or a changeover; idle is free
+    m = random_market(seed)
+    j = job(0.8)
+    for name, policy in POLICIES.items():
+        r = simulate(policy, m, 5, j, home_zone=ZONES[seed % 3])
+        if not r.finished:
+            continue
+        assert r.ticks_on_demand + r.ticks_on_spot == j.work_steps, name
+        assert r.ticks_changeover == r.changeovers * j.changeover_ticks or r.preemptions > 0, name
+        assert r.ticks_on_demand + r.ticks_on_spot + r.ticks_changeover <= r.end_tick, name
+        od_usd = r.ticks_on_demand * m.od_usd_per_tick
+        assert r.cost_usd >= od_usd - m.od_usd_per_tick, name  # the last work tick may be partly billed
+    od = simulate(get_policy("on_demand"), m, 5, j)
+    assert (od.ticks_on_demand, od.ticks_on_spot, od.ticks_changeover) == (j.work_steps, 0, j.changeover_ticks)
+    assert od.cost_usd == pytest.approx((j.work_ticks + j.changeover_ticks) * m.od_usd_per_tick)

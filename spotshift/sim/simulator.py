@@ -23,6 +23,9 @@ class RunResult:
     changeovers: int
     preemptions: int
     end_tick: int  # ticks from the start
+    ticks_on_demand: int = 0  # training ticks on on-demand
+    ticks_on_spot: int = 0  # training ticks on spot
+    ticks_changeover: int = 0  # paid changeover ticks (any market)
 
 
 def simulate(
@@ -53,6 +56,7 @@ def simulate(
     co_left = 0
     placed = ready = None
     changeovers = preemptions = 0
+    kinds = {"od": 0, "spot": 0, "changeover": 0}  # ticks billed, by what they bought
     preempted = False
     last_region = None
     next_ask = start
@@ -94,13 +98,16 @@ def simulate(
         if co_left:
             cost += price
             co_left -= 1
+            kinds["changeover"] += 1
             t += 1
             continue
         if done == steps - 1:
             cost += frac * price
             done += 1
+            kinds["od" if inst == OD else "spot"] += 1
             k = t - start
-            return RunResult(cost, True, job.finishes_in_time(k), changeovers, preemptions, k + 1)
+            return RunResult(cost, True, job.finishes_in_time(k), changeovers, preemptions, k + 1,
+                             kinds["od"], kinds["spot"], kinds["changeover"])
         # train until the next event in one stride
         stride = 1 if every_tick else max(1, min(next_ask, limit, t + steps - 1 - done) - t)
         if inst == OD:
@@ -108,5 +115,7 @@ def simulate(
         else:
             cost += float(usd[inst, t:t + stride].sum())
         done += stride
+        kinds["od" if inst == OD else "spot"] += stride
         t += stride
-    return RunResult(cost, False, False, changeovers, preemptions, t - start)
+    return RunResult(cost, False, False, changeovers, preemptions, t - start,
+                     kinds["od"], kinds["spot"], kinds["changeover"])

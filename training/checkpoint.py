@@ -135,6 +135,7 @@ class Snapshot:
     step: int
     files: dict[str, bytes | memoryview]
     buffers: list = field(default_factory=list)  # bytearrays or pinned host buffers
+    urgent: bool = False  # taken on a stop: upload at full speed, and a failure fails the run
 
     @property
     def total_bytes(self) -> int:
@@ -212,7 +213,8 @@ def publish_snapshot(store: ObjectStore, snapshot: Snapshot, now: Callable[[], d
     prefix = checkpoint_prefix(snapshot.step)
     names = sorted(snapshot.files, key=lambda n: -len(snapshot.files[n]))  # biggest first
     digests = {name: pool.submit(sha256_bytes, snapshot.files[name]) for name in names}
-    uploads = [pool.submit(store.put_bytes, prefix + name, snapshot.files[name]) for name in names]
+    uploads = [pool.submit(store.put_bytes, prefix + name, snapshot.files[name], background=not snapshot.urgent)
+               for name in names]
     for upload in uploads:
         upload.result()
     entries = [ManifestFile(key=prefix + name, size=len(snapshot.files[name]), sha256=digests[name].result())
@@ -248,7 +250,10 @@ def prune_checkpoints(store: ObjectStore, keep: int) -> list[int]:
 
 class BackgroundUploader:
     """Publishes snapshots on a worker thread so training continues while they upload.
-    Checkpoints go out in order; `wait()` blocks until all submitted ones are durable."""
+    Checkpoints go out in order; `wait()` blocks until all submitted ones are durable. A failed
+    publish is tried once more; if a periodic checkpoint still fails, training goes on (LATEST
+    still names the previous complete checkpoint, and the next one tries again) with a warning;
+    if an urgent (stop) checkpoint fails, the error reaches the training thread."""
 
     def __init__(self, store: ObjectStore, keep: int, now: Callable[[], datetime],
                  on_published: Callable[[CheckpointManifest], None] = lambda m: None,
@@ -257,6 +262,7 @@ class BackgroundUploader:
         self._store, self._keep, self._now, self._clock = store, keep, now, clock
         self._on_published, self._on_released = on_published, on_released
         self.publish_seconds: list[float] = []  # per checkpoint: submitted -> durable
+        self.failed_steps: list[int] = []  # periodic checkpoints that could not be published
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="checkpoint-io")
         self._queue: queue.Queue = queue.Queue()
         self._error: BaseException | None = None
@@ -285,16 +291,32 @@ class BackgroundUploader:
             snapshot, submitted = item
             try:
                 if self._error is None:
-                    manifest = publish_snapshot(self._store, snapshot, self._now, self._pool)
-                    self.publish_seconds.append(self._clock() - submitted)
-                    self._on_published(manifest)
-                    prune_checkpoints(self._store, self._keep)
+                    manifest = self._publish_with_retry(snapshot)
+                    if manifest is not None:
+                        self.publish_seconds.append(self._clock() - submitted)
+                        self._on_published(manifest)
+                        prune_checkpoints(self._store, self._keep)
             except BaseException as exc:  # surfaced to the training thread by raise_if_failed
                 self._error = exc
             finally:
                 self._on_released(snapshot)
                 self._queue.task_done()
         self._queue.task_done()
+
+    def _publish_with_retry(self, snapshot: Snapshot, attempts: int = 2) -> CheckpointManifest | None:
+        for attempt in range(1, attempts + 1):
+            try:
+                return publish_snapshot(self._store, snapshot, self._now, self._pool)
+            except Exception as exc:
+                if attempt < attempts:
+                    log.warning("checkpoint step-%d upload failed (%s); trying again", snapshot.step, exc)
+                elif snapshot.urgent:
+                    raise
+                else:
+                    log.warning("checkpoint step-%d could not be uploaded (%s); training goes on, the next "
+                                "checkpoint tries again", snapshot.step, exc)
+                    self.failed_steps.append(snapshot.step)
+        return None
 
 
 # -- restore -----------------------------------------------------------------------------------

@@ -188,7 +188,7 @@ def _train(spec, io, stop, heartbeat, uploader, snapshots, scratch, started, pol
                      resumed_from_step=start_step if resumed else None,
                      last_checkpoint_step=start_step if resumed else None)
 
-    def checkpoint(step: int) -> None:
+    def checkpoint(step: int, urgent: bool = False) -> None:
         trainer_state = {
             "step": step, "data_position": step * spec.grad_accum, "micro_batch_size": spec.batch_size,
             "seed": spec.seed, "job_id": spec.job_id, "loss": heartbeat.progress.loss,
@@ -196,6 +196,7 @@ def _train(spec, io, stop, heartbeat, uploader, snapshots, scratch, started, pol
         }
         taken = io.clock()
         snapshot = snapshots.take(step, model, optimizer, scheduler, trainer_state)
+        snapshot.urgent = urgent
         result.snapshot_s.append(io.clock() - taken)
         uploader.submit(snapshot)
 
@@ -253,7 +254,7 @@ def _stop(spec, io, stop, heartbeat, uploader, checkpoint, step, last_ckpt_step,
     log.warning("stopping at step %d (%s): checkpointing", step, stop.reason)
     heartbeat.update(publish=True, state=TrainerState.checkpointing, stop_reason=stop.reason)
     if step != last_ckpt_step:
-        checkpoint(step)
+        checkpoint(step, urgent=True)
     uploader.wait()
     changes = {"state": TrainerState.checkpointed, "last_checkpoint_step": step}
     if stop.request_id:

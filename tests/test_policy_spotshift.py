@@ -30,9 +30,11 @@ def test_leaves_on_demand_for_a_long_spot_run_when_slack_allows():
 
 
 def test_stays_on_demand_when_the_slack_cannot_pay_a_changeover_pair_plus_margin():
-    # slack 0.5 h: after the Safety Net's d and a changeover to spot, 0.1 h < the d back to on-demand
-    d = decide(on_demand(hours_left=10.5, work=10.0, runs=50.0), snap(SPOT), NOW)
+    # slack 0.4 h: a changeover to spot and the one back to on-demand leave 0 h < the Safety Net's margin
+    d = decide(on_demand(hours_left=10.4, work=10.0, runs=50.0), snap(SPOT), NOW)
     assert isinstance(d, Stay) and "on-demand" in d.reason
+    # slack 0.5 h: both changeovers fit with 0.1 h to spare, and a long run repays them
+    assert isinstance(decide(on_demand(hours_left=10.5, work=10.0, runs=50.0), snap(SPOT), NOW), Move)
 
 
 def test_stays_on_demand_for_a_short_run_when_the_slack_is_tight():
@@ -53,7 +55,7 @@ def test_does_not_change_zone_for_a_tiny_price_difference():
     assert isinstance(move, Move) and move.target.zone == "us-east-1c"
 
 
-@pytest.mark.parametrize(("hours_left", "zone"), [(40.0, "us-east-1b"), (10.8, "us-east-1c")])
+@pytest.mark.parametrize(("hours_left", "zone"), [(40.0, "us-east-1b"), (10.62, "us-east-1c")])
 def test_a_tight_deadline_prefers_the_long_lived_zone_over_the_cheaper(hours_left, zone):
     # loose: the cheaper zone wins despite its shorter run; tight (0.2 h of slack above the Safety
     # Net and one launch): a preemption there would cost slack the job no longer has
@@ -67,9 +69,10 @@ def test_idles_while_slack_is_ample_and_goes_on_demand_below_the_reserve():
     ample = decide(state(30.0, work=10.0, outlook=SpotOutlook(uptime=0.8)), snap(), NOW)
     assert isinstance(ample, Stay) and "waiting" in ample.reason
     # it waits until the slack left after an on-demand start (30 - 10 - d) falls to the launch
-    # changeover, the Safety Net's d and the reserve of reserve_per_work x 0.2 downtime x 10 h
-    reserve = get_policy("spotshift").reserve_per_work * 0.2 * 10.0
-    assert ample.until == NOW + timedelta(hours=30.0 - 10.0 - 3 * D - reserve)
+    # changeover, the Safety Net's margin and the reserve of reserve_per_work x 0.2 downtime x 10 h
+    policy = get_policy("spotshift")
+    reserve = policy.reserve_per_work * 0.2 * 10.0
+    assert ample.until == NOW + timedelta(hours=30.0 - 10.0 - (2 + policy.safety_margin_d) * D - reserve)
     tight = decide(state(12.0, work=10.0, outlook=SpotOutlook(uptime=0.2)), snap(), NOW)
     assert isinstance(tight, Move) and tight.target.market is Market.ON_DEMAND
 

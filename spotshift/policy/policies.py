@@ -190,17 +190,20 @@ class EagerNextRegion:
 @dataclass(frozen=True)
 class SpotShift:
     """spotshift (default): spot where it pays, each changeover priced with the slack it eats;
-    on-demand only while the slack is below a reserve for the spot downtime ahead; Safety Net at d.
+    on-demand only while the slack is below a reserve for the spot downtime ahead; Safety Net when
+    the slack left after the changeover to on-demand falls below `safety_margin_d` changeovers.
     `idle -> z1 (least $ per work hour, changeover and slack spread over its expected run) -> z2
     cheaper by more than the move -> z2 preempted -> no spot, slack below the reserve -> od -> z3
     up, its run expected to repay the changeovers there and back -> z3 spot -> ... -> slack <= d ->
-    od to the end`.
+    od, back to spot while the slack still pays one more changeover there and back -> od to the end`.
     A slack hour is worth nothing while the slack easily covers the changeovers the remaining work is
     expected to need, and up to the on-demand premium of a typical spot run per changeover when it
     does not: tight deadlines prefer long-lived zones and make no voluntary move that eats slack."""
 
     name: str = "spotshift"
-    safety_margin_d: float = 1.0  # Safety Net: on-demand to the end when the slack falls to this many d
+    safety_margin_d: float = 0.1  # Safety Net: on-demand when the slack beyond its changeover falls to
+    # this many d. The deadline only needs remaining work + d <= time left, so the margin is small; a
+    # larger one (the paper's 2d in all) ends jobs on on-demand early at tight deadlines
     reserve_per_work: float = 0.75  # slack kept per work hour left, per unit of recent spot downtime
     move_margin_d: float = 3.0  # a voluntary move must save this many changeovers' worth beyond its cost
     min_run_d: float = 1.0  # launch spot only where it is expected to stay up this many changeovers

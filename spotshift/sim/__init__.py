@@ -2,7 +2,7 @@
 
 from spotshift.sim.grid import TickJob
 from spotshift.sim.market import TraceMarket
-from spotshift.sim.optimum import optimal_costs
+from spotshift.sim.optimum import OptimalSchedule, optimal_costs, optimal_schedule
 from spotshift.sim.simulator import RunResult, simulate
 
-__all__ = ["RunResult", "TickJob", "TraceMarket", "optimal_costs", "simulate"]
+__all__ = ["OptimalSchedule", "RunResult", "TickJob", "TraceMarket", "optimal_costs", "optimal_schedule", "simulate"]

@@ -152,7 +152,10 @@ def _close_current(rt: Runtime, run: JobRun, reason: EndReason) -> Workload:
 
 
 def _measure_changeover(run: JobRun, started: datetime, first_heartbeat: datetime) -> None:
-    run.changeover_hours = max(0.0, (first_heartbeat - started).total_seconds() / 3600)
+    """The slowest changeover seen so far: the policy's safety net keeps only a small margin
+    above it, so a single fast start must not make it plan for faster ones."""
+    measured = max(0.0, (first_heartbeat - started).total_seconds() / 3600)
+    run.changeover_hours = max(run.changeover_hours or 0.0, measured)
 
 
 def _first_heartbeat(rt: Runtime, run: JobRun, workload: Workload, after_step: int) -> datetime:

@@ -7,9 +7,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import os
+import sys
+import threading
+
 import pytest
 
-from training.checkpoint import BackgroundUploader, Snapshot
+from training.checkpoint import BackgroundUploader, Snapshot, lower_thread_priority
 from training.contract import LATEST, CheckpointManifest, load_json
 from training.storage import LocalStore
 
@@ -82,3 +86,29 @@ def test_periodic_uploads_are_background_transfers_and_urgent_ones_are_not(tmp_p
     flags = dict(store.state["background"])
     assert flags["checkpoints/step-5/model.safetensors"] is True
     assert flags["checkpoints/step-6/model.safetensors"] is False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
+def test_lowered_priority_applies_to_the_thread_and_the_threads_it_starts_not_the_process():
+    seen = {}
+
+    def child():
+        seen["child"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    def uploader():
+        me = threading.get_native_id()
+        before = os.getpriority(os.PRIO_PROCESS, me)
+        seen["lowered"] = lower_thread_priority(5)
+        seen["after"] = os.getpriority(os.PRIO_PROCESS, me) - before
+        started = threading.Thread(target=child)
+        started.start()
+        started.join()
+        seen["child"] -= before
+
+    main_before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    thread = threading.Thread(target=uploader)
+    thread.start()
+    thread.join()
+    assert seen["lowered"] is True
+    assert seen["after"] == min(5, 19 - main_before) and seen["child"] == seen["after"]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main_before

@@ -10,8 +10,10 @@ import hashlib
 import io
 import json
 import logging
+import os
 import queue
 import random
+import sys
 import tempfile
 import threading
 import time
@@ -248,6 +250,25 @@ def prune_checkpoints(store: ObjectStore, keep: int) -> list[int]:
     return doomed
 
 
+UPLOAD_NICENESS = 10
+
+
+def lower_thread_priority(increment: int) -> bool:
+    """Run the calling thread, and the threads it goes on to start (they inherit it), at a lower
+    CPU priority, so that on a small instance a background upload takes CPU only when the training
+    thread does not need it. Linux only, where each thread has its own nice value; elsewhere (and
+    where it is refused) nothing changes. Returns whether it was lowered."""
+    if increment <= 0 or not sys.platform.startswith("linux"):
+        return False
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + increment))
+        return True
+    except OSError as exc:
+        log.debug("could not lower the upload threads' priority: %s", exc)
+        return False
+
+
 class BackgroundUploader:
     """Publishes snapshots on a worker thread so training continues while they upload.
     Checkpoints go out in order; `wait()` blocks until all submitted ones are durable. A failed
@@ -287,6 +308,7 @@ class BackgroundUploader:
             raise RuntimeError(f"checkpoint upload failed: {self._error}") from self._error
 
     def _run(self) -> None:
+        lower_thread_priority(UPLOAD_NICENESS)  # the pool threads it starts inherit this
         while (item := self._queue.get()) is not None:
             snapshot, submitted = item
             try:

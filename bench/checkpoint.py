@@ -137,7 +137,8 @@ def median(values: list[float]) -> float:
 
 
 def measure_once(tag: str, args, s3, bucket: str, work: Path, common: dict, plain_first: bool) -> dict:
-    """One repeat of (a), (b) and (c), each next to its baseline, under fresh S3 prefixes."""
+    """One repeat of (a), (b) and (c) (those in --parts), each next to its baseline, under fresh S3 prefixes."""
+    parts = args.parts
     from training.checkpoint import download_verified
     from training.contract import read_latest
     from training.spec import TrainingSpec
@@ -148,19 +149,26 @@ def measure_once(tag: str, args, s3, bucket: str, work: Path, common: dict, plai
     notice = TrainingSpec(job_id="notice", output=f"s3://{bucket}/notice-{tag}/", max_steps=100_000,
                           checkpoint_every_steps=None, **common)
     step_ends: list[float] = []
-    result = run(notice, s3, stop_at=CALIBRATION_STEPS, step_ends=step_ends)
+    figures: dict = {}
+    if "a" in parts:
+        result = run(notice, s3, stop_at=CALIBRATION_STEPS, step_ends=step_ends)
+        manifest = read_latest(s3, notice.output)
+        local = work / f"copy-{bucket}-{tag}"
+        for name, data in download_verified(S3Store.from_uri(s3, notice.output), manifest).items():
+            (local / name).parent.mkdir(parents=True, exist_ok=True)
+            (local / name).write_bytes(data)
+        figures.update(checkpoint_bytes=manifest.total_bytes, notice_to_durable_s=result.durable_s,
+                       raw_upload_s=raw_upload_s(s3, bucket, local))
+    else:  # only the step time
+        run(notice.model_copy(update={"max_steps": CALIBRATION_STEPS + 1}), s3, step_ends=step_ends)
     step_s = median_step_s(step_ends)
-    manifest = read_latest(s3, notice.output)
-    local = work / f"copy-{bucket}-{tag}"
-    for name, data in download_verified(S3Store.from_uri(s3, notice.output), manifest).items():
-        (local / name).parent.mkdir(parents=True, exist_ok=True)
-        (local / name).write_bytes(data)
-    raw_up = raw_upload_s(s3, bucket, local)
 
     # (b) start -> first training step after resume, vs plain download + from_pretrained
-    resumed = run(notice.model_copy(update={"max_steps": manifest.step + 1}), s3)
-    (work / f"raw-{bucket}-{tag}").mkdir()
-    raw_down = raw_download_load_s(s3, notice.output, manifest.step, work / f"raw-{bucket}-{tag}")
+    if "b" in parts:
+        resumed = run(notice.model_copy(update={"max_steps": manifest.step + 1}), s3)
+        (work / f"raw-{bucket}-{tag}").mkdir()
+        figures.update(resume_to_first_step_s=resumed.first_step_s, raw_download_load_s=raw_download_load_s(
+            s3, notice.output, manifest.step, work / f"raw-{bucket}-{tag}"))
 
     # (c) steady throughput with a checkpoint every N steps vs none: (intervals + 1) * N steps, so
     # each checkpoint is followed by N steps that its background upload overlaps; the two runs
@@ -176,9 +184,7 @@ def measure_once(tag: str, args, s3, bucket: str, work: Path, common: dict, plai
     else:
         checkpointed = run(with_ckpt, s3)
         base_rate = run(plain, s3).steps_per_s
-    return {
-        "checkpoint_bytes": manifest.total_bytes, "notice_to_durable_s": result.durable_s, "raw_upload_s": raw_up,
-        "resume_to_first_step_s": resumed.first_step_s, "raw_download_load_s": raw_down,
+    return figures | {
         "steps_per_s_no_checkpoint": base_rate, "steps_per_s_with_checkpoint": checkpointed.steps_per_s,
         "throughput_ratio": checkpointed.steps_per_s / base_rate, "checkpoint_every": every,
         "steps": plain.max_steps, "snapshot_s": checkpointed.snapshot_s, "publish_s": checkpointed.publish_s,
@@ -199,10 +205,12 @@ def bench_case(size: str, args, s3, work: Path, dataset: Path) -> dict:
     params = 12 * config.n_layer * config.n_embd ** 2 + (config.vocab_size + config.n_positions) * config.n_embd
     figures = ("notice_to_durable_s", "raw_upload_s", "resume_to_first_step_s", "raw_download_load_s",
                "steps_per_s_no_checkpoint", "steps_per_s_with_checkpoint", "throughput_ratio")
-    case = {"size": size, "params": params, "checkpoint_bytes": repeats[0]["checkpoint_bytes"], "repeats": len(repeats)}
-    case.update({name: median([r[name] for r in repeats]) for name in figures})
-    case["notice_ratio"] = median([r["notice_to_durable_s"] / r["raw_upload_s"] for r in repeats])
-    case["resume_ratio"] = median([r["resume_to_first_step_s"] / r["raw_download_load_s"] for r in repeats])
+    case = {"size": size, "params": params, "checkpoint_bytes": repeats[0].get("checkpoint_bytes"), "repeats": len(repeats)}
+    case.update({name: median([r[name] for r in repeats]) if name in repeats[0] else None for name in figures})
+    case["notice_ratio"] = (median([r["notice_to_durable_s"] / r["raw_upload_s"] for r in repeats])
+                            if "a" in args.parts else None)
+    case["resume_ratio"] = (median([r["resume_to_first_step_s"] / r["raw_download_load_s"] for r in repeats])
+                            if "b" in args.parts else None)
     case["throughput_ratios"] = [r["throughput_ratio"] for r in repeats]
     last = repeats[-1]
     case.update({"checkpoint_every": last["checkpoint_every"], "steps": last["steps"],
@@ -210,7 +218,7 @@ def bench_case(size: str, args, s3, work: Path, dataset: Path) -> dict:
                  "snapshot_s": [x for r in repeats for x in r["snapshot_s"]],
                  "publish_s": [x for r in repeats for x in r["publish_s"]]})
     try:
-        case["trainer_default_s"] = trainer_default_s(model_dir, s3, bucket, work)
+        case["trainer_default_s"] = trainer_default_s(model_dir, s3, bucket, work) if "a" in args.parts else None
     except Exception as exc:  # an informative extra: it must not lose the figures above
         print(f"  trainer_default_s: failed ({type(exc).__name__}: {exc})")
         case["trainer_default_s"] = None
@@ -218,16 +226,19 @@ def bench_case(size: str, args, s3, work: Path, dataset: Path) -> dict:
 
 
 def report(case: dict) -> None:
-    print(f"{case['size']}: {case['params'] / 1e6:.1f}M params, checkpoint {case['checkpoint_bytes'] / 1e6:.1f} MB")
+    size_mb = f", checkpoint {case['checkpoint_bytes'] / 1e6:.1f} MB" if case["checkpoint_bytes"] else ""
+    print(f"{case['size']}: {case['params'] / 1e6:.1f}M params{size_mb}")
     if case["repeats"] > 1:
         print(f"  medians of {case['repeats']} repeats (each ratio: the median of the per-repeat ratios)")
-    a, raw = case["notice_to_durable_s"], case["raw_upload_s"]
-    print(f"  (a) notice -> durable   {a:8.2f} s   plain boto3 upload {raw:8.2f} s   ratio {case['notice_ratio']:5.2f}x (target <= {TARGETS['notice']}x)")
+    if case["notice_ratio"] is not None:
+        a, raw = case["notice_to_durable_s"], case["raw_upload_s"]
+        print(f"  (a) notice -> durable   {a:8.2f} s   plain boto3 upload {raw:8.2f} s   ratio {case['notice_ratio']:5.2f}x (target <= {TARGETS['notice']}x)")
     if case["trainer_default_s"] is not None:
         t = case["trainer_default_s"]
         print(f"      Trainer save_model+save_state+optimizer, then sync upload {t:8.2f} s   (Trainer / ours = {t / a:5.2f}x)")
-    b, raw = case["resume_to_first_step_s"], case["raw_download_load_s"]
-    print(f"  (b) resume -> 1st step  {b:8.2f} s   download+from_pretrained {raw:8.2f} s   ratio {case['resume_ratio']:5.2f}x (target <= {TARGETS['resume']}x)")
+    if case["resume_ratio"] is not None:
+        b, raw = case["resume_to_first_step_s"], case["raw_download_load_s"]
+        print(f"  (b) resume -> 1st step  {b:8.2f} s   download+from_pretrained {raw:8.2f} s   ratio {case['resume_ratio']:5.2f}x (target <= {TARGETS['resume']}x)")
     print(f"  (c) throughput, checkpoint every {case['checkpoint_every']} steps (= {case['checkpoint_interval_s']:.1f} s of training), "
           f"{case['steps']} steps: {case['steps_per_s_with_checkpoint']:.3f} steps/s"
           f"   none: {case['steps_per_s_no_checkpoint']:.3f} steps/s   ratio {case['throughput_ratio']:.3f} (target >= {TARGETS['throughput']})")
@@ -248,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="(c): checkpoint every N steps, N chosen so that N steps take about this long")
     parser.add_argument("--every", type=int, help="(c): a fixed checkpoint interval N in steps instead")
     parser.add_argument("--intervals", type=int, default=1, help="(c): checkpoint intervals per run (steps = (this + 1) * N)")
+    parser.add_argument("--parts", default="a,b,c", help="which of (a), (b), (c) to measure: a,b,c / a,c / c")
     parser.add_argument("--repeats", type=int, default=1,
                         help="repeat (a), (b), (c) this many times per size and report medians (the (c) runs alternate order)")
     parser.add_argument("--batch-size", type=int, default=2)
@@ -255,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: on a small CPU box this leaves a core to the uploader; 0 = torch's choice)")
     args = parser.parse_args(argv)
+    args.parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    if args.parts - {"a", "b", "c"} or "c" not in args.parts or ("b" in args.parts and "a" not in args.parts):
+        parser.error(f"--parts: {sorted(args.parts)}; choose from a,b,c / a,c / c (c always runs; b needs a's checkpoint)")
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     unknown = [s for s in sizes if s not in SIZES]
     if unknown:

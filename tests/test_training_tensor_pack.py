@@ -150,3 +150,21 @@ def test_tied_weights_are_stored_once_under_the_name_save_pretrained_uses(tiny_l
     names = set(weights_to_save(model))
     assert "lm_head.weight" not in names and "transformer.wte.weight" in names
     assert names == set(load((tiny_lm[0] / "model.safetensors").read_bytes()))
+
+
+def test_reserved_buffers_serve_the_first_snapshot_of_an_adamw_run():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=100, n_positions=16))
+    taker = SnapshotTaker({"config.json": b"{}"})
+    taker.reserve(model)  # before the optimizer has any state, as at start-up
+    reserved = {id(b) for b in taker._free}
+    optimizer = torch.optim.AdamW(model.parameters())
+    ids = torch.ones(1, 8, dtype=torch.long)
+    model(input_ids=ids, labels=ids).loss.backward()
+    optimizer.step()
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    first = taker.take(1, model, optimizer, scheduler, {"step": 1})
+    assert {id(b) for b in first.buffers} == reserved  # no allocation on the training thread
+    assert torch.equal(load(bytes(first.files[WEIGHTS_FILE]))["transformer.wte.weight"], model.transformer.wte.weight)

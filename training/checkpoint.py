@@ -144,6 +144,10 @@ class Snapshot:
         return sum(len(data) for data in self.files.values())
 
 
+_HEADER_ALLOWANCE = 256  # bytes of safetensors header per tensor, for reserved buffers
+_PAGE = 4096
+
+
 class SnapshotTaker:
     """Takes snapshots on the training thread: one copy of the weights and optimizer tensors into
     safetensors-laid-out buffers that are reused once their upload is done (no allocation, no
@@ -174,6 +178,21 @@ class SnapshotTaker:
         files[RNG_FILE] = _torch_bytes(capture_rng())
         files[STATE_FILE] = json.dumps(trainer_state, indent=1).encode()
         return Snapshot(step, files, buffers)
+
+    def reserve(self, model) -> None:
+        """Allocate and touch the buffers of the first snapshot now (weights, and AdamW's two
+        moments per parameter), at start-up, so that the first checkpoint does not pay for fresh
+        memory's page faults on the training thread."""
+        weights = weights_to_save(model)
+        weight_bytes = sum(t.numel() * t.element_size() for t in weights.values())
+        moment_bytes = 2 * sum(p.numel() * p.element_size() for p in model.parameters())
+        pinned = any(t.is_cuda for t in weights.values())
+        for size, tensors in ((weight_bytes, len(weights)), (moment_bytes, 3 * len(weights))):
+            buffer = host_buffer(size + _HEADER_ALLOWANCE * (1 + tensors), pinned)
+            if isinstance(buffer, bytearray):  # calloc'ed: its pages are mapped on first write
+                memoryview(buffer)[::_PAGE] = bytes(len(range(0, len(buffer), _PAGE)))
+            with self._lock:
+                self._free.append(buffer)
 
     def release(self, snapshot: Snapshot) -> None:
         """Give a published snapshot's buffers back for the next one."""

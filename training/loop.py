@@ -167,6 +167,7 @@ def _train(spec, io, stop, heartbeat, uploader, snapshots, scratch, started, pol
     background.shutdown(wait=False)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device)
     snapshots.set_static_files(model_static_files(model, tokenizer))
+    snapshots.reserve(model)
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, weight_decay=spec.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(

@@ -55,10 +55,11 @@ def test_does_not_change_zone_for_a_tiny_price_difference():
     assert isinstance(move, Move) and move.target.zone == "us-east-1c"
 
 
-@pytest.mark.parametrize(("hours_left", "zone"), [(40.0, "us-east-1b"), (10.62, "us-east-1c")])
+@pytest.mark.parametrize(("hours_left", "zone"), [(14.0, "us-east-1b"), (10.62, "us-east-1c")])
 def test_a_tight_deadline_prefers_the_long_lived_zone_over_the_cheaper(hours_left, zone):
-    # loose: the cheaper zone wins despite its shorter run; tight (0.2 h of slack above the Safety
-    # Net and one launch): a preemption there would cost slack the job no longer has
+    # loose (3.6 h of slack for 10 h of work): the cheaper zone wins despite its shorter run; tight
+    # (0.2 h of slack above the Safety Net and one launch): a preemption there would cost slack the
+    # job no longer has
     zones = SpotOutlook(uptime=0.9, run_hours={"us-east-1b": 4.0, "us-east-1c": 20.0})
     d = decide(state(hours_left, work=10.0, outlook=zones),
                snap(offer("us-east-1b", 0.9), offer("us-east-1c", 1.0)), NOW)
@@ -69,12 +70,36 @@ def test_idles_while_slack_is_ample_and_goes_on_demand_below_the_reserve():
     ample = decide(state(30.0, work=10.0, outlook=SpotOutlook(uptime=0.8)), snap(), NOW)
     assert isinstance(ample, Stay) and "waiting" in ample.reason
     # it waits until the slack left after an on-demand start (30 - 10 - d) falls to the launch
-    # changeover, the Safety Net's margin and the reserve of reserve_per_work x 0.2 downtime x 10 h
+    # changeover, the Safety Net's margin and the reserve for 10 h of work at 0.2 downtime: the
+    # larger of reserve_per_work x 0.2 and the outage reserve (0.2 downtime is outage-prone)
     policy = get_policy("spotshift")
-    reserve = policy.reserve_per_work * 0.2 * 10.0
+    assert 0.2 >= policy.outage_downtime
+    reserve = max(policy.reserve_per_work * 0.2, policy.outage_reserve) * 10.0
     assert ample.until == NOW + timedelta(hours=30.0 - 10.0 - (2 + policy.safety_margin_d) * D - reserve)
     tight = decide(state(12.0, work=10.0, outlook=SpotOutlook(uptime=0.2)), snap(), NOW)
     assert isinstance(tight, Move) and tight.target.market is Market.ON_DEMAND
+
+
+def test_a_tight_job_makes_no_voluntary_move_that_eats_its_slack():
+    # the same cheaper zone test_does_not_change_zone_for_a_tiny_price_difference moves to with
+    # 40 h of slack; with 5.8 h for 40 h of work the changeover's slack is kept for preemptions
+    here = offer("us-east-1b", 1.00)
+    zones = SpotOutlook(uptime=0.9, run_hours={"us-east-1b": 50.0, "us-east-1c": 50.0})
+    running = state(46.0, work=40.0, current=here, placed_at=NOW - timedelta(hours=1),
+                    checkpoint_region="us-east-1", outlook=zones)
+    assert isinstance(decide(running, snap(here, offer("us-east-1c", 0.70)), NOW), Stay)
+
+
+def test_an_idle_job_with_ample_slack_waits_for_a_longer_lived_zone():
+    # a zone expected up 2 h: with 30 h of slack for 10 h of work the job waits for a longer-lived
+    # one (fewer changeovers); with 3.6 h it launches there, since waiting would eat its slack
+    flapping = SpotOutlook(uptime=0.9, run_hours={"us-east-1b": 2.0})
+    ample = decide(state(40.0, work=10.0, outlook=flapping), snap(offer("us-east-1b", 0.9)), NOW)
+    assert isinstance(ample, Stay) and "waiting" in ample.reason
+    launch = decide(state(14.0, work=10.0, outlook=flapping), snap(offer("us-east-1b", 0.9)), NOW)
+    assert isinstance(launch, Move) and launch.target.zone == "us-east-1b"
+    long_lived = SpotOutlook(uptime=0.9, run_hours={"us-east-1b": 20.0})
+    assert isinstance(decide(state(40.0, work=10.0, outlook=long_lived), snap(offer("us-east-1b", 0.9)), NOW), Move)
 
 
 def test_prefers_the_zone_expected_to_stay_up_at_equal_price():
@@ -100,10 +125,14 @@ def test_outlook_is_estimated_from_past_ticks_only():
     later = available.copy()
     later[0, 120:] = False  # a different future must not change what tick 100 sees
     later[1, 101:] = True
-    seen, other = market(available).outlook(100), market(later).outlook(100)
+    replay = market(available)
+    seen, other = replay.outlook(100), market(later).outlook(100)
     assert seen == other
-    # as of the last change (tick 60, zone 0 back up, age 0): up in 31 of the 61 ticks seen
-    assert seen.uptime == pytest.approx(31 / 61)
+    # as of the last change (tick 60, zone 0 back up, age 0): up in 31 of the 61 ticks seen; the rest
+    # of the 24 h window lies before the trace, where no outage was seen (it counts as up)
+    window = replay.uptime_window
+    assert window == 24 * 3600 / TICK_S
+    assert seen.uptime == pytest.approx((31 + window - 61) / window)
     # at age 0: the mean of the one past run (5 h) and the 1 h prior
     assert seen.run_hours == {"us-east-1a": pytest.approx((5.0 + 1.0) / 2)}
 

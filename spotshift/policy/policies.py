@@ -198,15 +198,25 @@ class SpotShift:
     od, back to spot while the slack still pays one more changeover there and back -> od to the end`.
     A slack hour is worth nothing while the slack easily covers the changeovers the remaining work is
     expected to need, and up to the on-demand premium of a typical spot run per changeover when it
-    does not: tight deadlines prefer long-lived zones and make no voluntary move that eats slack."""
+    does not: tight deadlines prefer long-lived zones. Slack well above the reserve buys patience: an
+    idle loose job waits for a zone expected to stay up longer, and only such a job moves voluntarily;
+    where spot was often down lately, a tight job goes on-demand through an outage instead of idling."""
 
     name: str = "spotshift"
     safety_margin_d: float = 0.1  # Safety Net: on-demand when the slack beyond its changeover falls to
     # this many d. The deadline only needs remaining work + d <= time left, so the margin is small; a
     # larger one (the paper's 2d in all) ends jobs on on-demand early at tight deadlines
-    reserve_per_work: float = 0.75  # slack kept per work hour left, per unit of recent spot downtime
+    reserve_per_work: float = 0.4  # slack kept per work hour left, per unit of recent spot downtime
+    outage_reserve: float = 0.12  # ... and at least this much where spot was down `outage_downtime` of
+    # the recent past (less where it was down less): tight jobs in outage-prone markets do not idle
+    # through outages they cannot afford, loose ones still do
+    outage_downtime: float = 0.1
     move_margin_d: float = 3.0  # a voluntary move must save this many changeovers' worth beyond its cost
+    move_spare_d: float = 25.0  # ... and is made only while the slack above the reserve exceeds this
+    # many changeovers: a move's changeover eats slack, which tight jobs need for preemptions
     min_run_d: float = 1.0  # launch spot only where it is expected to stay up this many changeovers
+    patience_d: float = 10.0  # ... and, when idle, this many more per hour of slack above the reserve
+    # per work hour left: loose jobs wait for a long-lived zone instead of launching into flapping ones
     default_run_hours: float = 8.0  # a spot run's length when neither outlook nor risk says anything
     tightness_power: float = 4.0  # tightness = (slack needed / slack left) ** this, at most 1: near 0
     # until the slack is nearly used up, so loose jobs choose by price alone
@@ -241,10 +251,12 @@ class SpotShift:
         d = state.changeover_hours
         return rate(offer) + (rate(offer) + slack_usd) * d / max(run, 1e-9)
 
-    def _best_spot(self, state: JobState, view: View, slack_usd: float) -> tuple[Offer, float, float] | None:
+    def _best_spot(
+        self, state: JobState, view: View, slack_usd: float, spare_per_work: float = 0.0
+    ) -> tuple[Offer, float, float] | None:
         """(offer, expected run hours, score) of the spot offer with the least score among those
-        expected to outlast `min_run_d` changeovers."""
-        floor = self.min_run_d * state.changeover_hours
+        expected to outlast `min_run_d` changeovers, plus `patience_d` per hour of `spare_per_work`."""
+        floor = state.changeover_hours * max(self.min_run_d, self.patience_d * spare_per_work)
         best = None
         for o in view.spot:
             run = self._run_hours(state, o)
@@ -258,7 +270,8 @@ class SpotShift:
     def _reserve_rate(self, state: JobState) -> float:
         """Hours of slack kept per hour of work left: more where spot was often down lately."""
         downtime = 1.0 - state.outlook.uptime if state.outlook is not None else 1.0
-        return self.reserve_per_work * downtime
+        outage_prone = min(1.0, downtime / self.outage_downtime) if self.outage_downtime > 0 else 1.0
+        return max(self.reserve_per_work * downtime, self.outage_reserve * outage_prone)
 
     def _return_pays(self, state: JobState, od: Offer, best: tuple[Offer, float, float], work: float) -> bool:
         """Whether leaving on-demand for `best` saves, over its expected run, more than the changeover
@@ -282,7 +295,8 @@ class SpotShift:
         per_work = self._reserve_rate(state)
         spare = free - per_work * work  # slack above the reserve (< 0: waiting would likely end on on-demand)
         slack_usd = self._slack_usd(state, view, free, work)
-        best = self._best_spot(state, view, slack_usd)
+        idle = state.current is None
+        best = self._best_spot(state, view, slack_usd, max(spare, 0.0) / max(work, 1e-9) if idle else 0.0)
         if _on_od(state):
             # leaving needs slack for the changeover there and, after a preemption, the one back
             if best is not None and free >= d and self._return_pays(state, view.best_od, best, work):
@@ -294,7 +308,7 @@ class SpotShift:
             here = self._score(state, state.current, self._run_hours(state, state.current), slack_usd)
             target = best[0]
             saving = (here - best[2]) * min(work, best[1]) - move_cost_usd(state, target) - slack_usd * d
-            if free >= 0 and saving > self.move_margin_d * d * target.usd_per_hour:
+            if spare >= self.move_spare_d * d and saving > self.move_margin_d * d * target.usd_per_hour:
                 return Move(target, MigrationReason.CHEAPER, expected_saving_usd=saving)
             return Stay("no move pays back its changeover", until=state.deadline)
         if best is not None and free >= 0:

@@ -72,15 +72,16 @@ class TraceMarket:
 
     def outlook(self, tick: int) -> SpotOutlook:
         """The spot statistics as of the last market change at or before `tick`, from that tick and
-        earlier ones only: the trailing share of time some zone was up, and per available zone the
-        expected rest of its current run (the mean excess over its age of the zone's past runs that
+        earlier ones only: the trailing share of time some zone was up (window ticks before the trace
+        count as up: no outage was seen there), and per available zone the expected rest of its current run (the mean excess over its age of the zone's past runs that
         outlived that age, with one prior run of `prior_run_hours`, or of its age if longer)."""
         c = self.last_change(tick)
         cached = self._outlooks.get(c)
         if cached is not None:
             return cached
         lo = max(0, c + 1 - self.uptime_window)
-        uptime = float(self._up_sum[c + 1] - self._up_sum[lo]) / (c + 1 - lo)
+        unseen = self.uptime_window - (c + 1 - lo)  # window ticks before the trace: no outage seen there
+        uptime = (float(self._up_sum[c + 1] - self._up_sum[lo]) + unseen) / self.uptime_window
         run_hours = {}
         for z in np.flatnonzero(self.available[:, c]):
             starts, lengths = self._runs[z]

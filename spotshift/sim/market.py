@@ -73,8 +73,9 @@ class TraceMarket:
     def outlook(self, tick: int) -> SpotOutlook:
         """The spot statistics as of the last market change at or before `tick`, from that tick and
         earlier ones only: the trailing share of time some zone was up (window ticks before the trace
-        count as up: no outage was seen there), and per available zone the expected rest of its current run (the mean excess over its age of the zone's past runs that
-        outlived that age, with one prior run of `prior_run_hours`, or of its age if longer)."""
+        count as up: no outage was seen there), and per available zone the expected rest of its
+        current run (the mean excess over its age of the zone's past runs that outlived that age,
+        with one prior run of `prior_run_hours`, or of its age if longer)."""
         c = self.last_change(tick)
         cached = self._outlooks.get(c)
         if cached is not None:

@@ -192,6 +192,35 @@ def test_store_accepts_a_database_and_no_lock(tmp_path):
     assert store.get(store.create(request(), now=T0).id).status is JobStatus.PENDING
 
 
+def test_threads_of_one_process_share_an_embedded_store(tmp_path):
+    """A flow's tasks and its caller use one store from several threads; montydb keeps its current
+    SQLite connection in one shared attribute, so without a client per thread a thread can get
+    another's connection and sqlite3 refuses it."""
+    import threading
+
+    from spotshift.stores import open_job_store
+
+    store = open_job_store(Settings(home=tmp_path))
+    job = store.create(request(idempotency_key="threads"), now=T0)
+    errors: list[BaseException] = []
+    start = threading.Barrier(6)
+
+    def reader():
+        start.wait()
+        try:
+            for _ in range(60):
+                assert store.get(job.id).id == job.id
+        except BaseException as exc:  # reported below, with the thread's error
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+
+
 WORKER = textwrap.dedent("""
     import json, sys, time
     from datetime import UTC, datetime

@@ -9,6 +9,7 @@ the data, which makes each write atomic across processes. Reads need no lock (SQ
 
 from __future__ import annotations
 
+import threading
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,42 @@ LOCK_TIMEOUT_S = 60.0
 COLLECTIONS = ("jobs", "plans", "workloads", "migrations")  # the job store's and the ledger's
 
 
+class PerThreadDatabase:
+    """A montydb database whose every use goes to the calling thread's own client. montydb's SQLite
+    storage keeps its current connection in one attribute shared by all threads, so two threads
+    using one client can get each other's connection (which sqlite3 refuses); a flow's tasks and
+    its callers do use a store from several threads."""
+
+    def __init__(self, directory: Path, name: str):
+        self._directory, self._name = str(directory), name
+        self._local = threading.local()
+
+    def current(self):
+        """The calling thread's montydb Database."""
+        database = getattr(self._local, "database", None)
+        if database is None:
+            from montydb import MontyClient
+
+            database = self._local.database = MontyClient(self._directory)[self._name]
+        return database
+
+    def __getitem__(self, collection: str) -> "PerThreadCollection":
+        return PerThreadCollection(self, collection)
+
+    def __getattr__(self, attribute: str):
+        return getattr(self.current(), attribute)
+
+
+class PerThreadCollection:
+    """A collection of a PerThreadDatabase: each call runs on the calling thread's client."""
+
+    def __init__(self, database: PerThreadDatabase, name: str):
+        self._database, self._name = database, name
+
+    def __getattr__(self, attribute: str):
+        return getattr(self._database.current()[self._name], attribute)
+
+
 @dataclass(frozen=True)
 class EmbeddedDatabase:
     """A montydb database and the lock every writer of it must hold."""
@@ -37,7 +74,7 @@ class EmbeddedDatabase:
 
 def open_embedded_database(directory: Path, name: str = "spotshift") -> EmbeddedDatabase:
     """Open (creating if needed) the SQLite-backed montydb database `name` under `directory`."""
-    from montydb import MontyClient, set_storage
+    from montydb import set_storage
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -45,7 +82,7 @@ def open_embedded_database(directory: Path, name: str = "spotshift") -> Embedded
     with lock:
         if not (directory / "monty.storage.cfg").exists():
             set_storage(str(directory), storage="sqlite")
-        database = MontyClient(str(directory))[name]
+        database = PerThreadDatabase(directory, name)
         # montydb creates a collection's SQLite file before its table: a reader in another process
         # must never see that gap, so every collection exists (file and table) before anyone reads
         for collection in COLLECTIONS:

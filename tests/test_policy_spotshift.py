@@ -45,13 +45,20 @@ def test_stays_on_demand_for_a_short_run_when_the_slack_is_tight():
     assert isinstance(decide(on_demand(12.0, 10.0, runs=20.0), snap(SPOT), NOW), Move)
 
 
-def test_does_not_change_zone_for_a_tiny_price_difference():
-    here = offer("us-east-1b", 1.00)
+HERE = offer("us-east-1b", 1.00)
+
+
+def running_beside_a_twin_zone(hours_left: float):
+    """40 h of work left on spot in us-east-1b for an hour; us-east-1c is expected up as long."""
     zones = SpotOutlook(uptime=0.9, run_hours={"us-east-1b": 50.0, "us-east-1c": 50.0})
-    running = state(80.0, work=40.0, current=here, placed_at=NOW - timedelta(hours=1),
-                    checkpoint_region="us-east-1", outlook=zones)
-    assert isinstance(decide(running, snap(here, offer("us-east-1c", 0.99)), NOW), Stay)
-    move = decide(running, snap(here, offer("us-east-1c", 0.70)), NOW)
+    return state(hours_left, work=40.0, current=HERE, placed_at=NOW - timedelta(hours=1),
+                 checkpoint_region="us-east-1", outlook=zones)
+
+
+def test_does_not_change_zone_for_a_tiny_price_difference():
+    running = running_beside_a_twin_zone(80.0)
+    assert isinstance(decide(running, snap(HERE, offer("us-east-1c", 0.99)), NOW), Stay)
+    move = decide(running, snap(HERE, offer("us-east-1c", 0.70)), NOW)
     assert isinstance(move, Move) and move.target.zone == "us-east-1c"
 
 
@@ -83,11 +90,8 @@ def test_idles_while_slack_is_ample_and_goes_on_demand_below_the_reserve():
 def test_a_tight_job_makes_no_voluntary_move_that_eats_its_slack():
     # the same cheaper zone test_does_not_change_zone_for_a_tiny_price_difference moves to with
     # 40 h of slack; with 5.8 h for 40 h of work the changeover's slack is kept for preemptions
-    here = offer("us-east-1b", 1.00)
-    zones = SpotOutlook(uptime=0.9, run_hours={"us-east-1b": 50.0, "us-east-1c": 50.0})
-    running = state(46.0, work=40.0, current=here, placed_at=NOW - timedelta(hours=1),
-                    checkpoint_region="us-east-1", outlook=zones)
-    assert isinstance(decide(running, snap(here, offer("us-east-1c", 0.70)), NOW), Stay)
+    running = running_beside_a_twin_zone(46.0)
+    assert isinstance(decide(running, snap(HERE, offer("us-east-1c", 0.70)), NOW), Stay)
 
 
 def test_an_idle_job_with_ample_slack_waits_for_a_longer_lived_zone():

@@ -161,7 +161,7 @@ class SnapshotTaker:
     def set_static_files(self, static_files: dict[str, bytes]) -> None:
         self._static = dict(static_files)
 
-    def take(self, step: int, model, optimizer, scheduler, trainer_state: dict) -> Snapshot:
+    def take(self, step: int, model, optimizer, scheduler, trainer_state: dict, urgent: bool = False) -> Snapshot:
         skeleton, optimizer_tensors = split_optimizer_state(optimizer.state_dict())
         files: dict[str, bytes | memoryview] = dict(self._static)
         buffers = []
@@ -177,7 +177,7 @@ class SnapshotTaker:
         files[SCHEDULER_FILE] = _torch_bytes(scheduler.state_dict())
         files[RNG_FILE] = _torch_bytes(capture_rng())
         files[STATE_FILE] = json.dumps(trainer_state, indent=1).encode()
-        return Snapshot(step, files, buffers)
+        return Snapshot(step, files, buffers, urgent)
 
     def reserve(self, model) -> None:
         """Allocate and touch the buffers of the first snapshot now (weights, and AdamW's two

@@ -196,8 +196,7 @@ def _train(spec, io, stop, heartbeat, uploader, snapshots, scratch, started, pol
             "honoured_request_id": stop.request_id or honoured,
         }
         taken = io.clock()
-        snapshot = snapshots.take(step, model, optimizer, scheduler, trainer_state)
-        snapshot.urgent = urgent
+        snapshot = snapshots.take(step, model, optimizer, scheduler, trainer_state, urgent)
         result.snapshot_s.append(io.clock() - taken)
         uploader.submit(snapshot)
 

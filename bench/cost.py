@@ -1,7 +1,11 @@
 """Cost benchmark: every registered policy vs the offline optimum on spot availability traces.
 
 python bench/cost.py --traces DIR [--prices FILE] [--zones SUBSTR] [--jf 0.6 0.7 ...] [--d HOURS]
-                     [--starts N] [--seed S] [--json OUT] [--od-price USD] [--workers N]
+                     [--starts N] [--seed S] [--json OUT] [--od-price USD] [--workers N] [--checkpoint-gb GB]
+
+--checkpoint-gb: the simulator charges carrying a checkpoint of that size on every launch in another
+region (spotshift's egress table) and tells the policies its size; the optimum ignores the transfers
+(still a lower bound). Default 0: no transfer costs.
 """
 
 from __future__ import annotations
@@ -25,11 +29,13 @@ from spotshift.sim import TickJob, TraceMarket, optimal_costs, simulate  # noqa:
 WORK_HOURS = 48.0
 OD_PRICES = {"v100": 3.06}
 _market: TraceMarket | None = None
+_checkpoint_gb = 0.0
 
 
-def _init(traces: str, prices: str | None, zones: str | None, od_price: float) -> None:
-    global _market
+def _init(traces: str, prices: str | None, zones: str | None, od_price: float, checkpoint_gb: float = 0.0) -> None:
+    global _market, _checkpoint_gb
     _market = TraceMarket(load_traces(traces, prices, zones), od_price)
+    _checkpoint_gb = checkpoint_gb
 
 
 def _one_start(args: tuple[int, str, list[float], float]) -> list[tuple]:
@@ -44,7 +50,7 @@ def _one_start(args: tuple[int, str, list[float], float]) -> list[tuple]:
     for jf, job, best in zip(jfs, jobs, opt):
         rows.append(("optimal", jf, best, best, od, True, 0))
         for name, policy in POLICIES.items():
-            r = simulate(policy, m, start, job, home_zone=home)
+            r = simulate(policy, m, start, job, home_zone=home, checkpoint_gb=_checkpoint_gb)
             rows.append((name, jf, r.cost_usd, best, od, r.on_time, r.changeovers))
     return rows
 
@@ -78,7 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--od-price", type=float, help="on-demand $/h (default: 3.06 for v100)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--checkpoint-gb", type=float, default=0.0,
+                    help="checkpoint size: launches in another region pay its transfer (default 0)")
     a = ap.parse_args(argv)
+    if a.checkpoint_gb < 0:
+        ap.error(f"--checkpoint-gb must be >= 0, got {a.checkpoint_gb}")
     if any(not 0 < jf <= 1 for jf in a.jf):
         ap.error(f"--jf values must be in (0, 1], got {a.jf}")
     t0 = time.perf_counter()
@@ -94,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(a.seed)
     tasks = [(int(s), zone, a.jf, a.d) for zone in traces.zones
              for s in rng.integers(0, traces.n_ticks - longest, a.starts)]
-    init = (a.traces, a.prices, a.zones, od_price)
+    init = (a.traces, a.prices, a.zones, od_price, a.checkpoint_gb)
     if a.workers > 1:
         with ProcessPoolExecutor(a.workers, initializer=_init, initargs=init) as pool:
             rows = [r for chunk in pool.map(_one_start, tasks, chunksize=8) for r in chunk]
@@ -103,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = [r for t in tasks for r in _one_start(t)]
     results = summarize(rows, a.d)
     print(f"traces {a.traces} zones {', '.join(traces.zones)}; tick {traces.tick_seconds:.0f} s; "
-          f"C0 {WORK_HOURS} h, d {a.d} h, on-demand ${od_price}/h; {a.starts} starts x {len(traces.zones)} home zones")
+          f"C0 {WORK_HOURS} h, d {a.d} h, on-demand ${od_price}/h; {a.starts} starts x {len(traces.zones)} home zones"
+          + (f"; checkpoint {a.checkpoint_gb:g} GB (transfers charged, the optimum ignores them)" if a.checkpoint_gb else ""))
     print(f"{'policy':28s} {'jf':>5s} {'runs':>5s} {'mean/opt':>9s} {'p90/opt':>8s} {'mean/od':>8s} {'miss':>6s} {'moves':>6s}")
     for r in results:
         print(f"{r['policy']:28s} {r['jf']:5.2f} {r['runs']:5d} {r['mean_cost_over_opt']:9.4f} "

@@ -16,6 +16,7 @@ class SpotOutlook:
 
     uptime: float  # share of the recent past in which some spot offer of the job's market was up
     run_hours: Mapping[str, float] = field(default_factory=dict)  # zone -> expected hours its capacity stays up
+    gap_hours: Mapping[str, float] = field(default_factory=dict)  # zone -> expected hours until its capacity is back
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.uptime <= 1.0:

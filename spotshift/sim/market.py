@@ -50,6 +50,7 @@ class TraceMarket:
         self.run_window = None if run_window_h is None else run_window_h / self.tick_hours
         self._up_sum = np.concatenate([[0], np.cumsum(self.available.any(axis=0))])
         self._runs = [_runs(row) for row in self.available]
+        self._gaps = [_runs(~row) for row in self.available]
         self._outlooks: dict[int, SpotOutlook] = {}
         self._offers: dict[tuple[int, float], Offer] = {}
         self._snapshots: dict[int, MarketSnapshot] = {}
@@ -73,9 +74,10 @@ class TraceMarket:
     def outlook(self, tick: int) -> SpotOutlook:
         """The spot statistics as of the last market change at or before `tick`, from that tick and
         earlier ones only: the trailing share of time some zone was up (window ticks before the trace
-        count as up: no outage was seen there), and per available zone the expected rest of its
-        current run (the mean excess over its age of the zone's past runs that outlived that age,
-        with one prior run of `prior_run_hours`, or of its age if longer)."""
+        count as up: no outage was seen there), per available zone the expected rest of its current
+        run (the mean excess over its age of the zone's past runs that outlived that age, with one
+        prior run of `prior_run_hours`, or of its age if longer), and per unavailable zone the
+        expected rest of its current outage (the same estimate over its past outages)."""
         c = self.last_change(tick)
         cached = self._outlooks.get(c)
         if cached is not None:
@@ -83,20 +85,25 @@ class TraceMarket:
         lo = max(0, c + 1 - self.uptime_window)
         unseen = self.uptime_window - (c + 1 - lo)  # window ticks before the trace: no outage seen there
         uptime = (float(self._up_sum[c + 1] - self._up_sum[lo]) + unseen) / self.uptime_window
-        run_hours = {}
-        for z in np.flatnonzero(self.available[:, c]):
-            starts, lengths = self._runs[z]
-            i = int(np.searchsorted(starts, c, side="right")) - 1
-            age = c - starts[i]
-            first = 0 if self.run_window is None else int(np.searchsorted(starts, c - self.run_window))
-            past = lengths[first:i]
-            longer = past[past > age]
-            prior = max(float(age), self.prior_run_ticks)
-            expected = (float((longer - age).sum()) + prior) / (len(longer) + 1)
-            run_hours[self.traces.zones[z]] = expected * self.tick_hours
-        out = SpotOutlook(uptime=uptime, run_hours=run_hours)
+        run_hours, gap_hours = {}, {}
+        for z, up in enumerate(self.available[:, c]):
+            rest = self._expected_rest(self._runs[z] if up else self._gaps[z], c)
+            (run_hours if up else gap_hours)[self.traces.zones[z]] = rest * self.tick_hours
+        out = SpotOutlook(uptime=uptime, run_hours=run_hours, gap_hours=gap_hours)
         self._outlooks[c] = out
         return out
+
+    def _expected_rest(self, spells: tuple[np.ndarray, np.ndarray], tick: int) -> float:
+        """Expected ticks left of the spell (run or outage) in progress at `tick`: the mean excess
+        over its age of the past spells that outlived that age, plus one prior spell."""
+        starts, lengths = spells
+        i = int(np.searchsorted(starts, tick, side="right")) - 1
+        age = tick - starts[i]
+        first = 0 if self.run_window is None else int(np.searchsorted(starts, tick - self.run_window))
+        past = lengths[first:i]
+        longer = past[past > age]
+        prior = max(float(age), self.prior_run_ticks)
+        return (float((longer - age).sum()) + prior) / (len(longer) + 1)
 
     def _offer(self, region: str, zone: str, market: Market, price: float, at) -> Offer:
         t = self.instance

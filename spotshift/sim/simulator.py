@@ -1,5 +1,6 @@
 """Replay a job through a registered policy tick by tick: per-second billing, a changeover on
-every new instance (paid, no progress), spot lost when its zone's capacity goes."""
+every new instance (paid, no progress), spot lost when its zone's capacity goes, and the checkpoint's
+transfer paid on every launch in another region."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from spotshift.models import Market
+from spotshift.policy.egress import transfer_cost_usd
 from spotshift.policy.policies import Policy
 from spotshift.policy.state import JobState, Move, Stop
 from spotshift.sim.grid import TickJob
@@ -26,6 +28,7 @@ class RunResult:
     ticks_on_demand: int = 0  # training ticks on on-demand
     ticks_on_spot: int = 0  # training ticks on spot
     ticks_changeover: int = 0  # paid changeover ticks (any market)
+    egress_usd: float = 0.0  # checkpoint transfers between regions (included in cost_usd)
 
 
 def simulate(
@@ -35,9 +38,11 @@ def simulate(
     job: TickJob,
     home_zone: str | None = None,
     every_tick: bool = False,
+    checkpoint_gb: float = 0.0,
 ) -> RunResult:
     """Run one job from trace tick `start`. The policy is asked at every tick where its last Stay
-    stops holding, the market changes, a changeover ends or capacity is lost (`every_tick`: always)."""
+    stops holding, the market changes, a changeover ends or capacity is lost (`every_tick`: always).
+    A launch in another region than the last one pays for carrying `checkpoint_gb` there."""
     tick_h = market.tick_hours
     avail, usd = market.available, market.usd_per_tick
     n_ticks = avail.shape[1]
@@ -49,7 +54,7 @@ def simulate(
         started_at=market.time_of(start), home_zone=home_zone,
     )
     zone_index = {z: i for i, z in enumerate(market.traces.zones)}
-    cost = 0.0
+    cost = egress = 0.0
     done = 0  # whole work ticks done
     inst: int | None = None
     offer = None
@@ -71,7 +76,7 @@ def simulate(
             state = JobState(
                 job_id="sim", remaining_work=(job.work_ticks - done) * tick_h, deadline=deadline_at,
                 current=offer, placed_at=placed, ready_at=ready if co_left else None,
-                changeover_hours=base.changeover_hours, checkpoint_region=last_region,
+                changeover_hours=base.changeover_hours, checkpoint_gb=checkpoint_gb, checkpoint_region=last_region,
                 total_work=base.total_work, started_at=base.started_at, moves=changeovers,
                 was_preempted=preempted, home_zone=home_zone, outlook=market.outlook(t),
             )
@@ -85,6 +90,8 @@ def simulate(
                 if idx is not None and (idx == OD or avail[idx, t]):
                     inst, offer, co_left, preempted = idx, target, job.changeover_ticks, False
                     placed, ready = now, market.time_of(t + co_left)
+                    carry = transfer_cost_usd(last_region, target.region, checkpoint_gb)
+                    cost, egress = cost + carry, egress + carry
                     last_region = target.region
                     changeovers += 1
             elif decision.until is not None:
@@ -107,7 +114,7 @@ def simulate(
             kinds["od" if inst == OD else "spot"] += 1
             k = t - start
             return RunResult(cost, True, job.finishes_in_time(k), changeovers, preemptions, k + 1,
-                             kinds["od"], kinds["spot"], kinds["changeover"])
+                             kinds["od"], kinds["spot"], kinds["changeover"], egress)
         # train until the next event in one stride
         stride = 1 if every_tick else max(1, min(next_ask, limit, t + steps - 1 - done) - t)
         if inst == OD:
@@ -118,4 +125,4 @@ def simulate(
         kinds["od" if inst == OD else "spot"] += stride
         t += stride
     return RunResult(cost, False, False, changeovers, preemptions, t - start,
-                     kinds["od"], kinds["spot"], kinds["changeover"])
+                     kinds["od"], kinds["spot"], kinds["changeover"], egress)

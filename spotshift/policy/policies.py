@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from spotshift.models import Market, MarketSnapshot, MigrationReason, Offer
+from spotshift.policy.egress import transfer_cost_usd
 from spotshift.policy.state import Decision, JobState, Move, Stay, Stop
 from spotshift.policy.view import HOUR, View, changeover_left, make_view, move_cost_usd, rate
 
@@ -200,7 +201,9 @@ class SpotShift:
     expected to need, and up to the on-demand premium of a typical spot run per changeover when it
     does not: tight deadlines prefer long-lived zones. Slack well above the reserve buys patience: an
     idle loose job waits for a zone expected to stay up longer, and only such a job moves voluntarily;
-    where spot was often down lately, a tight job goes on-demand through an outage instead of idling."""
+    where spot was often down lately, a tight job goes on-demand through an outage instead of idling.
+    Carrying the checkpoint to another region is priced into every launch there; an idle loose job
+    whose checkpoint's region is expected back soon waits for it instead of paying the transfer."""
 
     name: str = "spotshift"
     safety_margin_d: float = 0.1  # Safety Net: on-demand when the slack beyond its changeover falls to
@@ -217,6 +220,9 @@ class SpotShift:
     min_run_d: float = 1.0  # launch spot only where it is expected to stay up this many changeovers
     patience_d: float = 10.0  # ... and, when idle, this many more per hour of slack above the reserve
     # per work hour left: loose jobs wait for a long-lived zone instead of launching into flapping ones
+    region_wait_share: float = 0.5  # idle, a job waits for spot capacity in its checkpoint's region
+    # rather than carry the checkpoint elsewhere when a zone there is expected back within this share of
+    # the slack above the reserve, times that slack per work hour left (loose jobs wait, tight ones move)
     default_run_hours: float = 8.0  # a spot run's length when neither outlook nor risk says anything
     tightness_power: float = 4.0  # tightness = (slack needed / slack left) ** this, at most 1: near 0
     # until the slack is nearly used up, so loose jobs choose by price alone
@@ -245,11 +251,13 @@ class SpotShift:
         premium = rate(view.best_od) - min(rate(o) for o in view.spot)
         return tight * max(premium, 0.0) * min(typical, work) / max(d, 1e-9)
 
-    def _score(self, state: JobState, offer: Offer, run: float, slack_usd: float) -> float:
-        """Dollars per work hour on `offer`: its rate plus its relaunch changeover and the slack that
-        changeover eats, spread over its expected run."""
+    def _score(self, state: JobState, offer: Offer, run: float, slack_usd: float, transfer: bool = True) -> float:
+        """Dollars per work hour on `offer`: its rate plus its relaunch changeover, the slack that
+        changeover eats and (`transfer`) carrying the checkpoint to its region, spread over its
+        expected run."""
         d = state.changeover_hours
-        return rate(offer) + (rate(offer) + slack_usd) * d / max(run, 1e-9)
+        carry = transfer_cost_usd(state.checkpoint_region, offer.region, state.checkpoint_gb) if transfer else 0.0
+        return rate(offer) + ((rate(offer) + slack_usd) * d + carry) / max(run, 1e-9)
 
     def _best_spot(
         self, state: JobState, view: View, slack_usd: float, spare_per_work: float = 0.0
@@ -266,6 +274,21 @@ class SpotShift:
             if best is None or cost < best[2]:
                 best = (o, run, cost)
         return best
+
+    def _checkpoint_region_back(
+        self, state: JobState, target: Offer, slack_usd: float, spare: float, work: float
+    ) -> float | None:
+        """Hours to wait for spot capacity in the checkpoint's region instead of carrying the
+        checkpoint to `target`'s: when a zone there is expected back within the slack above the
+        reserve, and the slack that wait eats is worth less than the transfer. None: don't wait."""
+        carry = transfer_cost_usd(state.checkpoint_region, target.region, state.checkpoint_gb)
+        if carry <= 0 or state.outlook is None:
+            return None
+        gaps = [h for z, h in state.outlook.gap_hours.items() if z[:-1] == state.checkpoint_region]
+        longest = self.region_wait_share * spare * min(1.0, spare / max(work, 1e-9))
+        if not gaps or min(gaps) > longest or slack_usd * min(gaps) >= carry:
+            return None
+        return min(gaps)
 
     def _reserve_rate(self, state: JobState) -> float:
         """Hours of slack kept per hour of work left: more where spot was often down lately."""
@@ -307,11 +330,15 @@ class SpotShift:
                 return Stay("already on the best capacity", until=state.deadline)
             here = self._score(state, state.current, self._run_hours(state, state.current), slack_usd)
             target = best[0]
-            saving = (here - best[2]) * min(work, best[1]) - move_cost_usd(state, target) - slack_usd * d
+            there = self._score(state, target, best[1], slack_usd, transfer=False)  # move_cost_usd has it
+            saving = (here - there) * min(work, best[1]) - move_cost_usd(state, target) - slack_usd * d
             if spare >= self.move_spare_d * d and saving > self.move_margin_d * d * target.usd_per_hour:
                 return Move(target, MigrationReason.CHEAPER, expected_saving_usd=saving)
             return Stay("no move pays back its changeover", until=state.deadline)
         if best is not None and free >= 0:
+            back = self._checkpoint_region_back(state, best[0], slack_usd, spare, work)
+            if back is not None:
+                return Stay("waiting for capacity where the checkpoint is", until=_later(now, back))
             return Move(best[0], _launch_reason(state))
         if view.best_od is not None and spare < 0:
             return Move(view.best_od, MigrationReason.DEADLINE)

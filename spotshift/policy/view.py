@@ -64,6 +64,7 @@ def make_view(
             region = zone[:-1]
             offers = [o for o in offers if (o.zone == zone if o.market is Market.SPOT else o.region == region)]
         spot, on_demand = _split(rank_offers(offers))
+    on_demand = _checkpoint_region_first(state, on_demand)
     hours_left = (state.deadline - now) / HOUR
     if on_demand:
         od = on_demand[0]
@@ -73,6 +74,20 @@ def make_view(
     else:
         od_slack = float("-inf")
     return View(spot, on_demand, hours_left, od_slack)
+
+
+def _checkpoint_region_first(state: JobState, on_demand: list[Offer]) -> list[Offer]:
+    """On-demand offers with the checkpoint's region first among those of the cheapest work unit:
+    on-demand is never interrupted, so the only difference between equal prices is the transfer."""
+    if len(on_demand) < 2 or state.checkpoint_region is None or on_demand[0].region == state.checkpoint_region:
+        return on_demand
+    cheapest = usd_per_work_unit(on_demand[0])
+    for i, o in enumerate(on_demand):
+        if usd_per_work_unit(o) > cheapest:
+            break
+        if o.region == state.checkpoint_region:
+            return [o, *on_demand[:i], *on_demand[i + 1:]]
+    return on_demand
 
 
 _RANKED: dict[int, tuple[list[Offer], list[Offer], list[Offer]]] = {}

@@ -14,23 +14,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.tracebench import WORK_HOURS, Task, add_trace_options, read_traces, run_all  # noqa: E402
 from spotshift.market.traces import TraceSet, load_traces  # noqa: E402
 from spotshift.policy import get_policy  # noqa: E402
 from spotshift.policy.state import SpotOutlook  # noqa: E402
 from spotshift.sim import TickJob, TraceMarket, optimal_costs, simulate  # noqa: E402
 
-WORK_HOURS = 48.0  # as bench/cost.py
-OD_PRICES = {"v100": 3.06}
 POLICY = "spotshift"
 _markets: tuple[TraceMarket, TraceMarket] | None = None
 
@@ -93,7 +90,7 @@ def _init(traces: str, prices: str | None, zones: str | None, od_price: float) -
     _markets = (TraceMarket(ts, od_price), ClairvoyantRunMarket(ts, od_price))
 
 
-def _one_start(args: tuple[int, str, list[float], float]) -> list[JobRow]:
+def _one_start(args: Task) -> list[JobRow]:
     start, home, jfs, d = args
     return run_start(*_markets, start, home, jfs, d)
 
@@ -121,48 +118,13 @@ def summarize(rows: list[JobRow], d: float) -> list[dict]:
     return out
 
 
-def start_tasks(traces: TraceSet, jfs: list[float], d: float, starts: int, seed: int) -> list[tuple]:
-    """bench/cost.py's jobs: `starts` seeded start ticks per home zone, drawn in the same order."""
-    longest = TickJob.from_hours(WORK_HOURS, WORK_HOURS / min(jfs), d, traces.tick_seconds).horizon
-    if traces.n_ticks <= longest:
-        raise ValueError(f"the traces hold {traces.n_ticks} ticks, fewer than the {longest} a job at jf {min(jfs)} spans")
-    rng = np.random.default_rng(seed)
-    return [(int(s), zone, jfs, d) for zone in traces.zones for s in rng.integers(0, traces.n_ticks - longest, starts)]
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--traces", required=True, help="folder of <zone>_<gpu>_1.csv availability traces")
-    ap.add_argument("--prices", help="<gpu>_spot_prices.json (default: in the folder or its nearest parent)")
-    ap.add_argument("--zones", help="keep zones whose name contains this, e.g. us-east-1")
-    ap.add_argument("--jf", type=float, nargs="+", default=[0.6, 0.7, 0.8, 0.9, 0.95], help="job fractions C0/R0")
-    ap.add_argument("--d", type=float, default=0.2, help="changeover delay in hours")
-    ap.add_argument("--starts", type=int, default=100, help="random start ticks per home zone")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", help="write the results here")
-    ap.add_argument("--od-price", type=float, help="on-demand $/h (default: 3.06 for v100)")
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    add_trace_options(ap)
     a = ap.parse_args(argv)
-    if any(not 0 < jf <= 1 for jf in a.jf):
-        ap.error(f"--jf values must be in (0, 1], got {a.jf}")
     t0 = time.perf_counter()
-    traces = load_traces(a.traces, a.prices, a.zones)
-    if np.isnan(traces.spot_price).all():
-        ap.error(f"no spot prices for {a.traces}: pass --prices FILE")
-    od_price = a.od_price or OD_PRICES.get(traces.gpu.lower())
-    if od_price is None:
-        ap.error(f"no default on-demand price for GPU {traces.gpu!r}: pass --od-price")
-    try:
-        tasks = start_tasks(traces, a.jf, a.d, a.starts, a.seed)
-    except ValueError as e:
-        ap.error(str(e))
-    init = (a.traces, a.prices, a.zones, od_price)
-    if a.workers > 1:
-        with ProcessPoolExecutor(a.workers, initializer=_init, initargs=init) as pool:
-            rows = [r for chunk in pool.map(_one_start, tasks, chunksize=8) for r in chunk]
-    else:
-        _init(*init)
-        rows = [r for t in tasks for r in _one_start(t)]
+    traces, od_price, tasks = read_traces(ap, a)
+    rows = run_all(a.workers, _init, (a.traces, a.prices, a.zones, od_price), _one_start, tasks)
     results = summarize(rows, a.d)
     print(f"traces {a.traces} zones {', '.join(traces.zones)}; tick {traces.tick_seconds:.0f} s; "
           f"C0 {WORK_HOURS} h, d {a.d} h, on-demand ${od_price}/h; {a.starts} starts x {len(traces.zones)} home zones")

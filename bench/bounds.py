@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.tracebench import WORK_HOURS, Task, add_trace_options, read_traces, run_all  # noqa: E402
+from bench.tracebench import WORK_HOURS, Task, add_trace_options, finish, header, read_traces, run_all  # noqa: E402
 from spotshift.market.traces import TraceSet, load_traces  # noqa: E402
 from spotshift.policy import get_policy  # noqa: E402
 from spotshift.policy.state import SpotOutlook  # noqa: E402
@@ -126,8 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     traces, od_price, tasks = read_traces(ap, a)
     rows = run_all(a.workers, _init, (a.traces, a.prices, a.zones, od_price), _one_start, tasks)
     results = summarize(rows, a.d)
-    print(f"traces {a.traces} zones {', '.join(traces.zones)}; tick {traces.tick_seconds:.0f} s; "
-          f"C0 {WORK_HOURS} h, d {a.d} h, on-demand ${od_price}/h; {a.starts} starts x {len(traces.zones)} home zones")
+    print(header(a, traces, od_price))
     print(f"policy {POLICY}: online outlook (baseline) vs clairvoyant run_hours (true rest of each zone's run)")
     print(f"{'jf':>5s} {'runs':>5s} | {'online mean/opt':>15s} {'p90':>7s} {'miss':>6s} {'moves':>6s} | "
           f"{'clairv mean/opt':>15s} {'p90':>7s} {'miss':>6s} {'moves':>6s} | {'clairv/online':>13s} {'gap closed':>10s}")
@@ -137,9 +135,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['clairvoyant_mean_cost_over_opt']:15.4f} {r['clairvoyant_p90_cost_over_opt']:7.4f} "
               f"{r['clairvoyant_miss_rate']:6.3f} {r['clairvoyant_mean_changeovers']:6.2f} | "
               f"{r['mean_clairvoyant_over_online']:13.4f} {r['gap_closed']:10.1%}")
-    print(f"wall {time.perf_counter() - t0:.1f} s")
-    if a.json:
-        Path(a.json).write_text(json.dumps({"results": results}, indent=1))
+    finish(a, results, t0)
     return 0
 
 

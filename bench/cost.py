@@ -11,7 +11,6 @@ region (spotshift's egress table) and tells the policies its size; the optimum i
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.tracebench import WORK_HOURS, Task, add_trace_options, read_traces, run_all  # noqa: E402
+from bench.tracebench import WORK_HOURS, Task, add_trace_options, finish, header, read_traces, run_all  # noqa: E402
 from spotshift.market.traces import load_traces  # noqa: E402
 from spotshift.policy import POLICIES  # noqa: E402
 from spotshift.sim import TickJob, TraceMarket, optimal_costs, simulate  # noqa: E402
@@ -80,16 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     traces, od_price, tasks = read_traces(ap, a)
     rows = run_all(a.workers, _init, (a.traces, a.prices, a.zones, od_price, a.checkpoint_gb), _one_start, tasks)
     results = summarize(rows, a.d)
-    print(f"traces {a.traces} zones {', '.join(traces.zones)}; tick {traces.tick_seconds:.0f} s; "
-          f"C0 {WORK_HOURS} h, d {a.d} h, on-demand ${od_price}/h; {a.starts} starts x {len(traces.zones)} home zones"
+    print(header(a, traces, od_price)
           + (f"; checkpoint {a.checkpoint_gb:g} GB (transfers charged, the optimum ignores them)" if a.checkpoint_gb else ""))
     print(f"{'policy':28s} {'jf':>5s} {'runs':>5s} {'mean/opt':>9s} {'p90/opt':>8s} {'mean/od':>8s} {'miss':>6s} {'moves':>6s}")
     for r in results:
         print(f"{r['policy']:28s} {r['jf']:5.2f} {r['runs']:5d} {r['mean_cost_over_opt']:9.4f} "
               f"{r['p90_cost_over_opt']:8.4f} {r['mean_cost_over_od']:8.4f} {r['miss_rate']:6.3f} {r['mean_changeovers']:6.2f}")
-    print(f"wall {time.perf_counter() - t0:.1f} s")
-    if a.json:
-        Path(a.json).write_text(json.dumps({"results": results}, indent=1))
+    finish(a, results, t0)
     return 0
 
 

@@ -4,9 +4,12 @@ on-demand price they read, their jobs (seeded start ticks per home zone) and the
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import numpy as np
 
@@ -65,3 +68,16 @@ def run_all(workers: int, init: Callable[..., None], initargs: tuple, one_start:
             return [r for chunk in pool.map(one_start, tasks, chunksize=8) for r in chunk]
     init(*initargs)
     return [r for t in tasks for r in one_start(t)]
+
+
+def header(a: argparse.Namespace, traces: TraceSet, od_price: float) -> str:
+    """The first line of a trace benchmark's report: what was replayed."""
+    return (f"traces {a.traces} zones {', '.join(traces.zones)}; tick {traces.tick_seconds:.0f} s; "
+            f"C0 {WORK_HOURS} h, d {a.d} h, on-demand ${od_price}/h; {a.starts} starts x {len(traces.zones)} home zones")
+
+
+def finish(a: argparse.Namespace, results: list[dict], started: float) -> None:
+    """Print the wall time since `started` and write the results where --json says."""
+    print(f"wall {time.perf_counter() - started:.1f} s")
+    if a.json:
+        Path(a.json).write_text(json.dumps({"results": results}, indent=1))

@@ -224,7 +224,8 @@ def move(rt: Runtime, run: JobRun, target: Offer, reason: MigrationReason, expec
     rid = request_checkpoint(rt.s3, run.output, f"{reason}: move to {target.zone}")
     try:
         step = wait_for_checkpoint(rt.s3, run.output, rid, timeout_s=rt.settings.heartbeat_stall_seconds,
-                                   poll_s=rt.poll_seconds, sleep=rt.sleep, clock=rt.clock)
+                                   poll_s=rt.poll_seconds, sleep=rt.sleep, clock=rt.clock,
+                                   is_alive=lambda: rt.backend.state(old.instance_id) not in LOST_STATES)
     except MigrationTimeout as exc:
         logger.warning("Move abandoned, the job stays where it is: %s", exc)
         transition(rt, run, JobStatus.RUNNING, f"move abandoned: {exc}")

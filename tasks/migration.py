@@ -35,9 +35,12 @@ def clear_control(s3: Any, output: str) -> None:
 
 @task(name="wait-for-checkpoint", cache_policy=NO_CACHE)
 def wait_for_checkpoint(s3: Any, output: str, request_id: str, *, timeout_s: float, poll_s: float,
-                        sleep: Callable[[float], None], clock: Callable[[], datetime]) -> int:
+                        sleep: Callable[[float], None], clock: Callable[[], datetime],
+                        is_alive: Callable[[], bool] = lambda: True) -> int:
     """Wait until the trainer honoured the request and its checkpoint is in LATEST; its step.
-    `timeout_s` is measured on `clock` (the runtime's clock, virtual in demos)."""
+    `timeout_s` is measured on `clock` (the runtime's clock, virtual in demos). Gives up as soon as
+    the instance is gone without the checkpoint (taken back meanwhile: the job recovers from the
+    last checkpoint instead of waiting out the timeout)."""
     deadline = clock() + timedelta(seconds=timeout_s)
     while clock() <= deadline:
         p = read_progress(s3, output)
@@ -45,6 +48,9 @@ def wait_for_checkpoint(s3: Any, output: str, request_id: str, *, timeout_s: flo
             latest = read_latest(s3, output)
             clear_control(s3, output)
             return latest.step if latest else p.step
+        if not is_alive():
+            clear_control(s3, output)
+            raise MigrationTimeout(f"the instance went away before the checkpoint for request {request_id}")
         sleep(poll_s)
     clear_control(s3, output)
     raise MigrationTimeout(f"no checkpoint for request {request_id} within {timeout_s:.0f} s")

@@ -17,7 +17,6 @@ import dataclasses
 import sys
 import time
 from collections import defaultdict
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from spotshift.market.traces import TraceSet, load_traces  # noqa: E402
-from spotshift.models import Market, MarketSnapshot, Offer  # noqa: E402
-from spotshift.policy import POLICIES, Policy, transfer_cost_usd  # noqa: E402
-from spotshift.policy.state import Decision, JobState, Move  # noqa: E402
+from spotshift.policy import POLICIES, transfer_cost_usd  # noqa: E402
 from spotshift.sim import OptimalSchedule, TickJob, TraceMarket, optimal_schedule, simulate  # noqa: E402
 
 ARTIFACT = ROOT.parent / "shared" / "traces" / "skynomad-artifact"
@@ -51,28 +48,6 @@ class Window:
     checkpoint_gb: float
     costs: dict[str, float]  # their multi-region strategy -> cost (USD)
     migrations: dict[str, int]
-
-
-@dataclasses.dataclass
-class RecordingPolicy:
-    """Forwards decide() to `inner` and records the targets of the Moves the simulator carries out
-    (on-demand always; spot only while the snapshot lists its zone, as the simulator requires)."""
-
-    inner: Policy
-    launches: list[Offer] = dataclasses.field(default_factory=list)
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    def decide(self, state: JobState, snapshot: MarketSnapshot, now: datetime) -> Decision:
-        decision = self.inner.decide(state, snapshot, now)
-        if isinstance(decision, Move) and (
-            decision.target.market is Market.ON_DEMAND
-            or any(o.market is Market.SPOT and o.zone == decision.target.zone for o in snapshot.offers)
-        ):
-            self.launches.append(decision.target)
-        return decision
 
 
 def egress(regions: list[str], checkpoint_gb: float) -> tuple[int, float]:
@@ -160,11 +135,10 @@ def replay(window: Window, market: TraceMarket) -> Replay:
     opt_moves, opt_egress = egress(schedule_regions(schedule, market.traces.regions), window.checkpoint_gb)
     runs = {}
     for name, policy in POLICIES.items():
-        recorder = RecordingPolicy(policy)
         home = None if getattr(policy, "multi_zone", True) else window.zones[0]
-        r = simulate(recorder, market, start, job, home_zone=home, checkpoint_gb=window.checkpoint_gb)
-        moves, _ = egress([o.region for o in recorder.launches], window.checkpoint_gb)
-        runs[name] = OurRun(name, r.cost_usd - r.egress_usd, r.on_time, r.changeovers, moves, r.egress_usd)
+        r = simulate(policy, market, start, job, home_zone=home, checkpoint_gb=window.checkpoint_gb)
+        runs[name] = OurRun(name, r.cost_usd - r.egress_usd, r.on_time, r.changeovers, r.cross_region_moves,
+                            r.egress_usd)
     return Replay(start, schedule.cost_usd, opt_moves, opt_egress, runs)
 
 

@@ -64,6 +64,7 @@ def test_the_simulator_charges_each_launch_in_another_region():
     free = simulate(get_policy("greedy_multi"), m, 0, j)
     paid = simulate(get_policy("greedy_multi"), m, 0, j, checkpoint_gb=GB)
     assert free.egress_usd == 0.0 and free.finished and paid.finished
+    assert free.cross_region_moves == paid.cross_region_moves == 1
     carry = transfer_cost_usd("us-east-1", "us-west-2", GB)
     assert carry > 0 and paid.egress_usd == pytest.approx(carry)
     assert paid.cost_usd == pytest.approx(free.cost_usd + paid.egress_usd)

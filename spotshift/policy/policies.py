@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from spotshift.market.traces import region_of
 from spotshift.models import Market, MarketSnapshot, MigrationReason, Offer
 from spotshift.policy.egress import transfer_cost_usd
 from spotshift.policy.state import Decision, JobState, Move, Stay, Stop
@@ -284,11 +285,12 @@ class SpotShift:
         carry = transfer_cost_usd(state.checkpoint_region, target.region, state.checkpoint_gb)
         if carry <= 0 or state.outlook is None:
             return None
-        gaps = [h for z, h in state.outlook.gap_hours.items() if z[:-1] == state.checkpoint_region]
+        back = min((h for z, h in state.outlook.gap_hours.items() if region_of(z) == state.checkpoint_region),
+                   default=None)
         longest = self.region_wait_share * spare * min(1.0, spare / max(work, 1e-9))
-        if not gaps or min(gaps) > longest or slack_usd * min(gaps) >= carry:
+        if back is None or back > longest or slack_usd * back >= carry:
             return None
-        return min(gaps)
+        return back
 
     def _reserve_rate(self, state: JobState) -> float:
         """Hours of slack kept per hour of work left: more where spot was often down lately."""

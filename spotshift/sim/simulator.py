@@ -29,6 +29,7 @@ class RunResult:
     ticks_on_spot: int = 0  # training ticks on spot
     ticks_changeover: int = 0  # paid changeover ticks (any market)
     egress_usd: float = 0.0  # checkpoint transfers between regions (included in cost_usd)
+    cross_region_moves: int = 0  # launches in another region than the one before
 
 
 def simulate(
@@ -60,7 +61,7 @@ def simulate(
     offer = None
     co_left = 0
     placed = ready = None
-    changeovers = preemptions = 0
+    changeovers = preemptions = cross_region = 0
     kinds = {"od": 0, "spot": 0, "changeover": 0}  # ticks billed, by what they bought
     preempted = False
     last_region = None
@@ -92,6 +93,7 @@ def simulate(
                     placed, ready = now, market.time_of(t + co_left)
                     carry = transfer_cost_usd(last_region, target.region, checkpoint_gb)
                     cost, egress = cost + carry, egress + carry
+                    cross_region += last_region is not None and last_region != target.region
                     last_region = target.region
                     changeovers += 1
             elif decision.until is not None:
@@ -114,7 +116,7 @@ def simulate(
             kinds["od" if inst == OD else "spot"] += 1
             k = t - start
             return RunResult(cost, True, job.finishes_in_time(k), changeovers, preemptions, k + 1,
-                             kinds["od"], kinds["spot"], kinds["changeover"], egress)
+                             kinds["od"], kinds["spot"], kinds["changeover"], egress, cross_region)
         # train until the next event in one stride
         stride = 1 if every_tick else max(1, min(next_ask, limit, t + steps - 1 - done) - t)
         if inst == OD:
@@ -125,4 +127,4 @@ def simulate(
         kinds["od" if inst == OD else "spot"] += stride
         t += stride
     return RunResult(cost, False, False, changeovers, preemptions, t - start,
-                     kinds["od"], kinds["spot"], kinds["changeover"], egress)
+                     kinds["od"], kinds["spot"], kinds["changeover"], egress, cross_region)

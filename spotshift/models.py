@@ -176,8 +176,16 @@ def _model_ref(v: str, info: ValidationInfo) -> str:
     return v
 
 
+HF_DATASET_PREFIX = "hf://datasets/"
+
+
 def _dataset_ref(v: str, info: ValidationInfo) -> str:
     check_shell_safe(v, "dataset")
+    if v.startswith("hf://"):
+        repo = v.removeprefix(HF_DATASET_PREFIX)
+        if not v.startswith(HF_DATASET_PREFIX) or not HF_REPO_ID.fullmatch(repo) or "--" in repo or ".." in repo:
+            raise ValueError(f"dataset {v!r} must be hf://datasets/<owner>/<name> (a Hugging Face Hub dataset id)")
+        return v
     if v.startswith("s3://"):
         if not S3_URI.fullmatch(v) or v.rstrip("/") == v.split("/", 3)[0] + "//" + v.split("/")[2]:
             raise ValueError(f"dataset {v!r} must be s3://bucket/key of a .txt or .jsonl file")
@@ -190,6 +198,41 @@ def _dataset_ref(v: str, info: ValidationInfo) -> str:
 
 ModelRef = Annotated[str, AfterValidator(_model_ref)]
 DatasetRef = Annotated[str, AfterValidator(_dataset_ref)]
+SPLIT_NAME = r"^[A-Za-z0-9_.:%+\[\]-]{1,128}$"  # a datasets split, slices included ("train[:90%]")
+COLUMN_NAME = r"^[A-Za-z0-9_.-]{1,128}$"
+
+
+class TrainingMethod(ChoiceEnum):
+    FULL = "full"  # every weight trained
+    LORA = "lora"  # low-rank adapters on a frozen base in the training precision
+    QLORA = "qlora"  # adapters on a frozen 4-bit (NF4) base
+
+
+class Precision(ChoiceEnum):
+    AUTO = "auto"  # bf16 where the GPU supports it, fp16 (loss scaler) on V100/T4, fp32 on CPU
+    BF16 = "bf16"
+    FP16 = "fp16"
+    FP32 = "fp32"
+
+
+class LoraOptions(BaseModel):
+    """The adapters of a LoRA/QLoRA job. target_modules None = the default for the model type."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    r: int = Field(default=16, ge=1, le=1024, description="adapter rank")
+    alpha: float = Field(default=32, gt=0, le=4096, description="LoRA scaling numerator (scale = alpha / r)")
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: list[str] | None = Field(default=None, min_length=1, max_length=64,
+                                             description="module names to adapt, e.g. q_proj, v_proj")
+
+    @field_validator("target_modules")
+    @classmethod
+    def _modules(cls, v: list[str] | None) -> list[str] | None:
+        bad = [m for m in v or () if not re.fullmatch(r"[A-Za-z0-9_.]{1,128}", m)]
+        if bad:
+            raise ValueError(f"lora.target_modules: {bad[0]!r} is not a module name (letters, digits, _ and .)")
+        return v
 
 
 class ApprovalPolicy(BaseModel):
@@ -243,6 +286,33 @@ class JobCreate(BaseModel):
                                       description="S3 bucket for jobs/<job_id>/; default from settings")
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=128,
                                         pattern=r"^[A-Za-z0-9._:-]+$")
+    method: TrainingMethod = Field(default=TrainingMethod.FULL, description="full, lora or qlora")
+    precision: Precision = Field(default=Precision.AUTO, description="auto, bf16, fp16 or fp32")
+    gradient_checkpointing: bool = Field(default=False, description="recompute activations in backward")
+    lora: LoraOptions | None = Field(default=None, description="adapter options (lora/qlora); None = defaults")
+    merge_adapter: bool = Field(default=False, description="also write merged weights to final/ (lora/qlora)")
+    dataset_split: str = Field(default="train", pattern=SPLIT_NAME, description="Hub dataset split to train on")
+    dataset_text_column: str = Field(default="text", pattern=COLUMN_NAME, description="Hub dataset text column")
+    eval_split: str | None = Field(default=None, pattern=SPLIT_NAME, description="Hub dataset split for eval loss")
+
+    @field_validator("precision")
+    @classmethod
+    def _precision(cls, v: Precision, info: ValidationInfo) -> Precision:
+        if info.data.get("method") is TrainingMethod.QLORA and v is Precision.FP32:
+            raise ValueError("qlora computes in bf16 or fp16. Choose between auto, bf16, fp16")
+        return v
+
+    @field_validator("lora", "merge_adapter")
+    @classmethod
+    def _adapter_only(cls, v, info: ValidationInfo):
+        if info.data.get("method") is TrainingMethod.FULL and v not in (None, False):
+            raise ValueError(f"{info.field_name} applies to method lora or qlora only (method is full)")
+        return v
+
+    @property
+    def lora_options(self) -> LoraOptions | None:
+        """The adapters a lora/qlora job trains (defaults when none were given); None for full."""
+        return None if self.method is TrainingMethod.FULL else (self.lora or LoraOptions())
 
     @field_validator("deadline")
     @classmethod

@@ -202,3 +202,60 @@ def test_generated_bad_payloads_are_rejected_naming_a_broken_field(case):
     for error in errors:
         assert error["loc"], f"error without a field: {error}"
         assert str(error["loc"][0]) in broken, f"{error['loc']} is not one of the broken fields {broken}"
+
+
+# --- training modes and Hub datasets -----------------------------------------------------------
+
+
+def test_training_mode_defaults_are_a_full_fine_tune_in_auto_precision():
+    job = validate(VALID)
+    assert (job.method, job.precision, job.gradient_checkpointing, job.lora, job.merge_adapter) == (
+        "full", "auto", False, None, False)
+    assert (job.dataset_split, job.dataset_text_column, job.eval_split, job.lora_options) == ("train", "text", None, None)
+
+
+def test_lora_job_gets_default_adapters_and_keeps_given_ones():
+    job = validate({**VALID, "method": "lora", "precision": "bf16", "gradient_checkpointing": True})
+    assert job.lora_options.model_dump() == {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": None}
+    given = validate({**VALID, "method": "qlora", "merge_adapter": True,
+                      "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}})
+    assert given.lora_options.r == 8 and given.lora_options.target_modules == ["q_proj", "v_proj"] and given.merge_adapter
+
+
+def test_hub_dataset_with_split_column_and_eval_split_is_accepted():
+    job = validate({**VALID, "dataset": "hf://datasets/roneneldan/TinyStories", "dataset_split": "train[:90%]",
+                    "dataset_text_column": "story", "eval_split": "validation"})
+    assert job.dataset == "hf://datasets/roneneldan/TinyStories" and job.eval_split == "validation"
+
+
+@pytest.mark.parametrize("field, value, allowed", [
+    ("method", "dpo", "'full', 'lora' or 'qlora'"),
+    ("precision", "int8", "'auto', 'bf16', 'fp16' or 'fp32'"),
+    ("dataset", "hf://models/gpt2", "hf://datasets/<owner>/<name>"),
+    ("dataset", "hf://datasets/a--b", "hf://datasets/<owner>/<name>"),
+    ("dataset_split", "train; rm", "pattern"),
+    ("dataset_text_column", "my text", "pattern"),
+    ("eval_split", "", "pattern"),
+    ("gradient_checkpointing", "sometimes", "boolean"),
+])
+def test_bad_training_mode_is_rejected_naming_field_and_choices(field, value, allowed):
+    with pytest.raises(ValidationError) as rejected:
+        validate({**VALID, field: value})
+    errors = rejected.value.errors()
+    assert [str(e["loc"][0]) for e in errors] == [field]
+    assert allowed in errors[0]["msg"]
+
+
+@pytest.mark.parametrize("extra, field, says", [
+    ({"lora": {"r": 8}}, "lora", "lora or qlora only"),
+    ({"merge_adapter": True}, "merge_adapter", "lora or qlora only"),
+    ({"method": "qlora", "precision": "fp32"}, "precision", "Choose between auto, bf16, fp16"),
+    ({"method": "lora", "lora": {"r": 0}}, "lora", "greater than or equal to 1"),
+    ({"method": "lora", "lora": {"target_modules": ["q proj"]}}, "lora", "not a module name"),
+    ({"method": "lora", "lora": {"rank": 8}}, "lora", "Extra inputs"),
+])
+def test_adapter_options_are_checked_against_the_method(extra, field, says):
+    with pytest.raises(ValidationError) as rejected:
+        validate({**VALID, **extra})
+    errors = rejected.value.errors()
+    assert [str(e["loc"][0]) for e in errors] == [field] and says in errors[0]["msg"]

@@ -25,13 +25,14 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -n 2 --dist loadgroup -q $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(PY) -m spotshift.cli demo
+	$(PY) -m deployments.cli demo
 
 blocks: $(STAMP)
-	$(PY) -m spotshift.cli blocks register
+	$(PY) -m deployments.cli blocks register
 
 clean:
 	rm -rf $(VENV) .prefect .spotshift

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     from spotshift.market.traces import load_traces
     from spotshift.policy import decide
     from spotshift.settings import Settings
-    from spotshift.stores import open_job_store, open_ledger
+    from blocks.stores import open_job_store, open_ledger
     from tasks.scout import scout
 
     traces = load_traces(args.traces)

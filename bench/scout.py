@@ -35,7 +35,6 @@ from deployments.local_aws import client, moto_server_process  # noqa: E402
 from spotshift.catalog import KNOWN_REGIONS  # noqa: E402
 from spotshift.market.aws import AwsMarket  # noqa: E402
 from spotshift.market.query import OfferQuery  # noqa: E402
-from spotshift.market.retry import RetryPolicy  # noqa: E402
 
 REGIONS = tuple(r for r in KNOWN_REGIONS if r != "mx-central-1")[:17]
 
@@ -155,7 +154,7 @@ class ScoutRun:
 def cold_scout(clients: dict, query: OfferQuery, workers: int, counter: CallCounter, server: int | None) -> ScoutRun:
     """One scout with a fresh market (no type cache), at most `workers` AWS calls at a time."""
     market = AwsMarket(lambda service, region: clients[region], max_workers=workers,
-                       retry=RetryPolicy(), placement_scores=False)
+                       placement_scores=False)
     calls, client_cpu, server_cpu = counter.count, time.process_time(), process_cpu_s(server)
     started = time.perf_counter()
     snap = market.snapshot(query, datetime.now(UTC))

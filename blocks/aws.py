@@ -19,7 +19,9 @@ def aws_credentials_from_settings(settings: Settings) -> AwsCredentials:
     """
     return AwsCredentials(
         region_name=settings.aws_region,
-        aws_client_parameters=AwsClientParameters(endpoint_url=settings.aws_endpoint_url),
+        aws_client_parameters=AwsClientParameters(
+            endpoint_url=settings.aws_endpoint_url,
+            config={"retries": {"mode": "standard", "total_max_attempts": settings.aws_max_attempts}}),
     )
 
 

@@ -40,7 +40,7 @@ def run_demo(options: DemoOptions = DemoOptions(), out=sys.stdout) -> dict:
     from deployments.demo_market import DemoTimeline, demo_traces
     from deployments.local_aws import apply_env, client, ensure_bucket, moto_server
     from flows.runtime import Runtime
-    from spotshift import api
+    from deployments import api
     from spotshift.clock import VirtualClock
     from spotshift.market.replay import ReplayMarket
     from spotshift.models import ApprovalPolicy, JobCreate

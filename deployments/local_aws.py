@@ -1,4 +1,5 @@
-"""A moto server on 127.0.0.1: the embedded stand-in for AWS (EC2 + S3) used by tests and the demo."""
+"""A moto server on 127.0.0.1: the embedded stand-in for AWS (EC2 + S3) used by tests and the demo.
+Its clients and environment are in spotshift.aws.moto_env (re-exported here)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ import os
 from contextlib import contextmanager
 from typing import Iterator
 
-import boto3
+from spotshift.aws.moto_env import FAKE_CREDENTIALS, apply_env, client, ensure_bucket, local_env
 
-# moto accepts any credentials; these are dummies, never real secrets.
-FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+__all__ = ["FAKE_CREDENTIALS", "apply_env", "client", "ensure_bucket", "local_env", "moto_server",
+           "moto_server_process"]
 
 
 @contextmanager
@@ -65,35 +66,3 @@ def moto_server_process(timeout_s: float = 60.0, nice: int = 0) -> Iterator[str]
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-def local_env(endpoint_url: str, region: str = "us-east-1") -> dict[str, str]:
-    """Environment for a process (a local trainer, a test) that talks to the moto server."""
-    return {
-        **FAKE_CREDENTIALS,
-        "AWS_ENDPOINT_URL": endpoint_url,
-        "AWS_DEFAULT_REGION": region,
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }
-
-
-def client(service: str, endpoint_url: str, region: str = "us-east-1"):
-    """A boto3 client bound to the moto server (dummy credentials)."""
-    return boto3.client(
-        service,
-        endpoint_url=endpoint_url,
-        region_name=region,
-        aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-    )
-
-
-def ensure_bucket(endpoint_url: str, bucket: str, region: str = "us-east-1") -> None:
-    s3 = client("s3", endpoint_url, region)
-    existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
-    if bucket not in existing:
-        s3.create_bucket(Bucket=bucket)
-
-
-def apply_env(endpoint_url: str, region: str = "us-east-1") -> None:
-    os.environ.update(local_env(endpoint_url, region))

@@ -21,7 +21,7 @@ class Runtime:
     ledger: Any  # spotshift.stores.Ledger
     s3: Any  # boto3 S3 client
     market: Any  # spotshift.market.MarketSource
-    backend: Any  # deployments.compute.ComputeBackend
+    backend: Any  # spotshift.aws.compute.ComputeBackend
     clock: Callable[[], datetime] = wall_clock
     sleep: Callable[[float], None] = time.sleep
     policy: str = "spotshift"
@@ -38,9 +38,9 @@ class Runtime:
     def from_settings(cls, settings: Settings | None = None) -> Runtime:
         """The runtime a deployment's flow run gets: stores, market and compute from settings/blocks."""
         from blocks.aws import load_aws_credentials
-        from deployments.compute import make_backend
+        from spotshift.aws.compute import make_backend
         from spotshift.market.aws import AwsMarket
-        from spotshift.stores import open_job_store, open_ledger
+        from blocks.stores import open_job_store, open_ledger
 
         settings = settings or get_settings()
         creds = load_aws_credentials(settings)
@@ -63,7 +63,7 @@ class Runtime:
     @classmethod
     def stores_only(cls, settings: Settings | None = None) -> Runtime:
         """Just the job store and the ledger: what `status`, `jobs` and `approve` need."""
-        from spotshift.stores import open_job_store, open_ledger
+        from blocks.stores import open_job_store, open_ledger
 
         settings = settings or get_settings()
         return cls(settings=settings, jobs=open_job_store(settings), ledger=open_ledger(settings), s3=None,
@@ -76,9 +76,9 @@ class Runtime:
         local compute backend (interruptions follow `market`), and `clock` for market and bills."""
         from pathlib import Path
 
-        from deployments.compute import make_backend
-        from deployments.local_aws import client, ensure_bucket
-        from spotshift.stores import open_job_store, open_ledger
+        from spotshift.aws.compute import make_backend
+        from spotshift.aws.moto_env import client, ensure_bucket
+        from blocks.stores import open_job_store, open_ledger
 
         home = Path(home)
         settings = Settings(home=home, bucket=bucket, aws_endpoint_url=endpoint_url,

@@ -31,8 +31,10 @@ class Settings(BaseSettings):
     job_lease_seconds: float = Field(default=7200, gt=0, description="a live job whose flow run has not "
                                      "refreshed it for this long is reaped (its flow process died)")
     monitor_poll_seconds: float = Field(default=5, gt=0)
-    aws_max_attempts: int = Field(default=5, ge=1, description="retries on throttling")
-    aws_retry_base_delay_s: float = Field(default=0.5, ge=0)
+    aws_max_attempts: int = Field(default=5, ge=1, description="attempts per AWS call (botocore's standard "
+                                  "retry mode retries throttling and transient errors)")
+    aws_task_retry_delay_s: float = Field(default=30, ge=0, description="pause before a Prefect task retries an "
+                                          "AWS step that still failed after botocore's attempts")
 
     @property
     def store_dir(self) -> Path:

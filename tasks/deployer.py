@@ -12,29 +12,12 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
-from prefect.tasks import exponential_backoff
 
-from deployments.compute import ComputeBackend
+from spotshift.aws.compute import ComputeBackend
 from spotshift.aws.ec2 import InstanceInfo, LaunchedInstance, LaunchRequest
-from spotshift.aws.errors import CapacityUnavailable, Throttled
+from spotshift.aws.errors import CapacityUnavailable
 from spotshift.aws.orphans import find_orphans
-from spotshift.settings import Settings
-
-_settings = Settings()
-AWS_RETRIES = _settings.aws_max_attempts - 1
-AWS_BACKOFF = exponential_backoff(backoff_factor=_settings.aws_retry_base_delay_s)
-
-
-def retry_only_throttling(task, task_run, state) -> bool:
-    """Prefect retry condition: retry when AWS throttled us, never on anything else."""
-    try:
-        state.result()
-    except Throttled:
-        return True
-    except Exception:  # any other failure is final; the flow decides what to do with it
-        return False
-    return False
-
+from tasks.retries import AWS_STEP_RETRY
 
 def _logger():
     try:
@@ -43,8 +26,7 @@ def _logger():
         return logging.getLogger(__name__)
 
 
-_aws_task = dict(cache_policy=NO_CACHE, retries=AWS_RETRIES, retry_delay_seconds=AWS_BACKOFF,
-                 retry_jitter_factor=0.5, retry_condition_fn=retry_only_throttling)
+_aws_task = dict(cache_policy=NO_CACHE, **AWS_STEP_RETRY)
 
 
 @task(name="start-instance", task_run_name="start-{request.workload_id}", **_aws_task)

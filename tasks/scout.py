@@ -12,12 +12,12 @@ from prefect import task
 from prefect.artifacts import create_table_artifact
 from prefect.context import TaskRunContext
 
-from spotshift.aws.errors import Throttled
 from spotshift.market.query import OfferQuery
 from spotshift.market.ranking import usd_per_work_unit
 from spotshift.market.source import MarketSource
 from spotshift.models import MarketSnapshot, utcnow
 from spotshift.settings import get_settings
+from tasks.retries import AWS_STEP_RETRY
 
 SETTINGS = get_settings()
 TOP_OFFERS = 10
@@ -38,16 +38,6 @@ def _task_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
     return scout_cache_key(parameters["query"], parameters["market"].cache_token, now, SETTINGS.scout_cache_seconds)
 
 
-def _retry_on_throttling(task: Any, task_run: Any, state: Any) -> bool:
-    try:
-        state.result()
-    except Throttled:
-        return True
-    except Exception:  # noqa: BLE001 - any other failure is final: only throttling is worth a retry
-        return False
-    return False
-
-
 def offers_table(snapshot: MarketSnapshot, top: int = TOP_OFFERS) -> list[dict[str, Any]]:
     """The top offers as artifact rows."""
     return [
@@ -61,9 +51,7 @@ def offers_table(snapshot: MarketSnapshot, top: int = TOP_OFFERS) -> list[dict[s
 
 @task(
     name="scout",
-    retries=SETTINGS.aws_max_attempts - 1,
-    retry_delay_seconds=[SETTINGS.aws_retry_base_delay_s * 2**i for i in range(max(1, SETTINGS.aws_max_attempts - 1))],
-    retry_condition_fn=_retry_on_throttling,
+    **AWS_STEP_RETRY,
     cache_key_fn=_task_cache_key,
     cache_expiration=timedelta(seconds=SETTINGS.scout_cache_seconds),
 )

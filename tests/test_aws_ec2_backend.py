@@ -1,4 +1,4 @@
-"""deployments.ec2_backend on the moto server's EC2, and on botocore's Stubber for what moto cannot do."""
+"""spotshift.aws.ec2_backend on the moto server's EC2, and on botocore's Stubber for what moto cannot do."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from deployments.compute import ComputeBackend, make_backend
-from deployments.ec2_backend import Ec2Backend
+from spotshift.aws.compute import ComputeBackend, make_backend
+from spotshift.aws.ec2_backend import Ec2Backend
 from deployments.local_aws import client
 from spotshift.aws.ec2 import LaunchRequest
 from spotshift.aws.errors import CapacityUnavailable, NotFound

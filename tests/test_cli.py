@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from spotshift.cli import main
+from deployments.cli import main
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def test_submit_from_a_file_with_flag_overrides(home, tmp_path, capsys):
     job_id = capsys.readouterr().out.strip()
     assert main(["status", job_id]) == 0
     assert json.loads(capsys.readouterr().out)["job_id"] == job_id
-    from spotshift import api
+    from deployments import api
 
     assert api.get_job(job_id).request.max_steps == 20
 

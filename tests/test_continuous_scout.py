@@ -14,7 +14,7 @@ from spotshift.market.replay import ReplayMarket
 from spotshift.models import JobCreate, JobStatus, JobUpdate, Market, Workload
 from spotshift.policy.state import Move, Stay
 from spotshift.settings import Settings
-from spotshift.stores import open_job_store, open_ledger
+from blocks.stores import open_job_store, open_ledger
 from training.contract import Progress, TrainerState, write_progress
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)

@@ -10,14 +10,14 @@ import pytest
 from botocore.stub import Stubber
 from prefect.states import Failed
 
-from deployments.ec2_backend import Ec2Backend
+from spotshift.aws.ec2_backend import Ec2Backend
 from deployments.local_aws import client
 from spotshift.aws.ec2 import JOB_TAG, LaunchRequest
 from spotshift.aws.errors import CapacityUnavailable, PermissionDenied, Throttled
 from spotshift.models import Market, Offer
+from tasks.retries import retry_when_aws_gave_up
 from tasks.deployer import (
     reap_orphans,
-    retry_only_throttling,
     start_instance,
     stop_instance,
     stop_job_instances,
@@ -63,16 +63,17 @@ def test_no_capacity_is_raised_typed_for_the_flow_to_blocklist_the_offer():
     assert info.value.code == "InsufficientInstanceCapacity" and info.value.region == "us-east-1"
 
 
-def test_only_throttling_is_retried():
+def test_the_task_retries_only_what_botocore_could_not_cure():
     def failed(exc: Exception):
         return Failed(data=exc)  # what Prefect's engine hands the retry condition for a raised exception
 
-    assert retry_only_throttling(start_instance, None, failed(Throttled("slow down", code="RequestLimitExceeded")))
-    assert not retry_only_throttling(start_instance, None,
-                                     failed(CapacityUnavailable("none", code="InsufficientInstanceCapacity")))
-    assert not retry_only_throttling(start_instance, None, failed(PermissionDenied("no", code="UnauthorizedOperation")))
-    assert not retry_only_throttling(start_instance, None, failed(RuntimeError("bug")))
-    assert start_instance.retry_condition_fn is retry_only_throttling and start_instance.retries >= 1
+    # botocore retried each call already; the task retries the step once more only when that did not cure it
+    assert retry_when_aws_gave_up(start_instance, None, failed(Throttled("slow down", code="RequestLimitExceeded")))
+    assert not retry_when_aws_gave_up(start_instance, None,
+                                      failed(CapacityUnavailable("none", code="InsufficientInstanceCapacity")))
+    assert not retry_when_aws_gave_up(start_instance, None, failed(PermissionDenied("no", code="UnauthorizedOperation")))
+    assert not retry_when_aws_gave_up(start_instance, None, failed(RuntimeError("bug")))
+    assert start_instance.retry_condition_fn is retry_when_aws_gave_up and start_instance.retries == 1
 
 
 def test_stop_job_instances_ends_every_instance_of_that_job_only(backend):

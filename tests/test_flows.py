@@ -122,7 +122,7 @@ def test_train_job_survives_a_preemption_and_moves_once_to_cheaper_capacity(pref
 
 
 def test_the_same_submission_twice_gives_one_job_and_one_instance(prefect_api, moto_endpoint, model_uri, tmp_path):
-    from spotshift import api
+    from deployments import api
 
     rt = runtime(tmp_path, moto_endpoint, DemoTimeline(lost_minute=10_000, cheap_minute=10_000))
     try:
@@ -151,7 +151,7 @@ def _all_instances(rt: Runtime) -> list:
 def test_a_plan_waits_for_a_human_and_the_cli_answer_lets_the_flow_go_on(prefect_api, moto_endpoint, model_uri, tmp_path,
                                                                          monkeypatch):
     from flows.train_job import train_job
-    from spotshift.cli import main as cli
+    from deployments.cli import main as cli
 
     rt = runtime(tmp_path, moto_endpoint, DemoTimeline(lost_minute=10_000, cheap_minute=10_000))
     monkeypatch.setenv("SPOTSHIFT_HOME", str(tmp_path))  # the CLI finds the job in the same store
@@ -244,7 +244,7 @@ def test_a_killed_flow_leaves_nothing_running_once_the_reaper_ran(prefect_api, m
 
 
 def _zombie(pid: int) -> bool:
-    from deployments.local_backend import _is_zombie
+    from spotshift.aws.local_backend import _is_zombie
 
     return _is_zombie(pid)
 

@@ -50,7 +50,7 @@ def settings(request, tmp_path):
 
 @pytest.fixture
 def store(settings) -> JobStore:
-    from spotshift.stores import open_job_store
+    from blocks.stores import open_job_store
 
     return open_job_store(settings)
 
@@ -178,7 +178,7 @@ def test_append_event_keeps_order(store):
 
 
 def test_embedded_store_persists_across_reopen(tmp_path):
-    from spotshift.stores import open_job_store
+    from blocks.stores import open_job_store
 
     job = open_job_store(Settings(home=tmp_path)).create(request(idempotency_key="k"), now=T0)
     reopened = open_job_store(Settings(home=tmp_path))
@@ -198,7 +198,7 @@ def test_threads_of_one_process_share_an_embedded_store(tmp_path):
     another's connection and sqlite3 refuses it."""
     import threading
 
-    from spotshift.stores import open_job_store
+    from blocks.stores import open_job_store
 
     store = open_job_store(Settings(home=tmp_path))
     job = store.create(request(idempotency_key="threads"), now=T0)
@@ -226,7 +226,8 @@ WORKER = textwrap.dedent("""
     from datetime import UTC, datetime
     from spotshift.models import JobCreate, JobEvent, JobStatus
     from spotshift.settings import Settings
-    from spotshift.stores import InvalidTransition, open_job_store
+    from blocks.stores import open_job_store
+    from spotshift.stores import InvalidTransition
 
     name, start_at, job_ids, events = sys.argv[1], float(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4])
     store = open_job_store(Settings())
@@ -256,7 +257,7 @@ def test_two_processes_writing_at_once_lose_nothing(backend, tmp_path):
     import time
 
     settings = _settings_for(backend, tmp_path)
-    from spotshift.stores import open_job_store
+    from blocks.stores import open_job_store
 
     store = open_job_store(settings)
     job_ids = [store.create(request(), now=T0).id for _ in range(4)]

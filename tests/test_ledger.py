@@ -14,7 +14,8 @@ import respx
 from blocks import SupabaseCredentials
 from spotshift.models import EndReason, Market, Migration, MigrationReason, Offer, Plan, Workload
 from spotshift.settings import Settings
-from spotshift.stores import EmbeddedLedger, SupabaseLedger, open_ledger
+from blocks.stores import open_ledger
+from spotshift.stores import EmbeddedLedger, SupabaseLedger
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 MONGODB_URL = os.environ.get("SPOTSHIFT_TEST_MONGODB_URL")

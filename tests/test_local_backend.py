@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from deployments.compute import ComputeBackend, make_backend
-from deployments.local_backend import MOTO_IMAGE_ID, LocalBackend, trainer_command
+from spotshift.aws.compute import ComputeBackend, make_backend
+from spotshift.aws.local_backend import MOTO_IMAGE_ID, LocalBackend, trainer_command
 from spotshift.aws.ec2 import LaunchRequest
 from spotshift.models import Market, Offer
 from training.spec import TrainingSpec

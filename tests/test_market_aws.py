@@ -17,13 +17,12 @@ from spotshift.market.aws import AwsMarket
 from spotshift.market.on_demand_fallback import FALLBACK_SOURCE, fallback_price
 from spotshift.market.query import OfferQuery
 from spotshift.market.ranking import usd_per_work_unit
-from spotshift.market.retry import RetryPolicy, call_aws
+from spotshift.aws.calls import call_aws
 from spotshift.market.source import MarketSource
 from spotshift.market.spot_advisor import RiskTable
 from spotshift.models import Market
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
-NO_WAIT = RetryPolicy(max_attempts=3, base_delay_s=0.0)
 
 
 class FixedRisks:
@@ -39,7 +38,7 @@ class FixedRisks:
 @pytest.fixture
 def moto_market(moto_endpoint):
     return AwsMarket(lambda service, region: client(service, moto_endpoint, region),
-                     retry=NO_WAIT, placement_scores=False)
+                     placement_scores=False)
 
 
 def test_moto_offers_are_shaped_and_filtered(moto_market):
@@ -93,7 +92,7 @@ def _counting_clients(endpoint: str, latency_s: float = 0.0):
 
 def test_types_are_described_once_for_all_regions_and_snapshots(moto_endpoint):
     client_for, seen = _counting_clients(moto_endpoint)
-    market = AwsMarket(client_for, retry=NO_WAIT, placement_scores=False)
+    market = AwsMarket(client_for, placement_scores=False)
     query = OfferQuery(regions=("us-west-2", "eu-west-1"), instance_types=("g4dn.xlarge",))
     first = market.snapshot(query, NOW)
     second = market.snapshot(query, NOW)
@@ -108,7 +107,7 @@ def test_one_call_at_a_time_with_one_worker_and_overlapping_calls_with_more(moto
     snapshots = {}
     for workers in (1, 8):
         client_for, seen = _counting_clients(moto_endpoint, latency_s=0.05)
-        snapshots[workers] = AwsMarket(client_for, retry=NO_WAIT, placement_scores=False,
+        snapshots[workers] = AwsMarket(client_for, placement_scores=False,
                                        max_workers=workers).snapshot(query, NOW)
         if workers == 1:
             assert seen["most_in_flight"] == 1
@@ -130,14 +129,14 @@ def test_a_failing_region_is_reported_and_the_others_still_answer(moto_endpoint)
                           "not authorized to DescribeSpotPriceHistory")
     stub.activate()
     market = AwsMarket(lambda s, r: denied if r == "eu-west-1" else client(s, moto_endpoint, r),
-                       retry=NO_WAIT, placement_scores=False, max_workers=1)  # one call at a time: the Stubber's order
+                       placement_scores=False, max_workers=1)  # one call at a time: the Stubber's order
     snap = market.snapshot(OfferQuery(regions=("us-east-1", "eu-west-1"), instance_types=("g4dn.xlarge",)), NOW)
     assert list(snap.failed_regions) == ["eu-west-1"]
     assert "UnauthorizedOperation" in snap.failed_regions["eu-west-1"]
     assert snap.offers and {o.region for o in snap.offers} == {"us-east-1"}
 
 
-def test_placement_scores_risk_and_throttling_with_the_stubber():
+def test_placement_scores_and_risk_with_the_stubber():
     ec2, stub = _stubbed_ec2("us-west-2")
     described = {"InstanceTypes": [{"InstanceType": "g5.xlarge", "VCpuInfo": {"DefaultVCpus": 4},
                                     "MemoryInfo": {"SizeInMiB": 16384}}]}
@@ -155,7 +154,6 @@ def test_placement_scores_risk_and_throttling_with_the_stubber():
     stub.add_response("describe_spot_price_history", {"SpotPriceHistory": [
         {"InstanceType": "g5.xlarge", "AvailabilityZone": "us-west-2c", "SpotPrice": "0.10",
          "Timestamp": datetime(2025, 12, 31, 22, tzinfo=UTC)}]})  # 2c does not offer g5.xlarge: dropped
-    stub.add_client_error("get_spot_placement_scores", "RequestLimitExceeded", "slow down")  # retried
     stub.add_response("get_spot_placement_scores", {"SpotPlacementScores": [
         {"Region": "us-west-2", "AvailabilityZoneId": "usw2-az1", "Score": 9},
         {"Region": "us-west-2", "AvailabilityZoneId": "usw2-az2", "Score": 3}]})
@@ -165,12 +163,9 @@ def test_placement_scores_risk_and_throttling_with_the_stubber():
     stub.activate()
     from spotshift.models import InterruptionRisk
     risks = FixedRisks(RiskTable({("us-west-2", "g5.xlarge"): InterruptionRisk(bucket="5-10%", probability=0.075)}))
-    slept: list[float] = []
-    market = AwsMarket(lambda s, r: ec2, risks=risks, retry=RetryPolicy(3, 0.25), sleep=slept.append,
-                       max_workers=1)
+    market = AwsMarket(lambda s, r: ec2, risks=risks, max_workers=1)
     snap = market.snapshot(OfferQuery(regions=("us-west-2",), instance_types=("g5.xlarge",), markets=(Market.SPOT,)), NOW)
     stub.assert_no_pending_responses()
-    assert slept == [0.25]
     assert [(o.zone, o.usd_per_hour, o.placement_score) for o in snap.offers] == [
         ("us-west-2b", 0.30, 3), ("us-west-2a", 0.40, 9)]
     assert all(o.interruption.bucket == "5-10%" and o.interruption.probability == 0.075 for o in snap.offers)
@@ -186,24 +181,20 @@ def test_placement_scores_not_permitted_are_skipped():
     stub.add_client_error("get_spot_placement_scores", "UnauthorizedOperation", "no ec2:GetSpotPlacementScores")
     stub.add_response("describe_instance_types", {"InstanceTypes": [{"InstanceType": "g4dn.xlarge"}]})
     stub.activate()
-    snap = AwsMarket(lambda s, r: ec2, retry=NO_WAIT, max_workers=1).snapshot(
+    snap = AwsMarket(lambda s, r: ec2, max_workers=1).snapshot(
         OfferQuery(regions=("us-east-2",), markets=(Market.SPOT,), instance_types=("g4dn.xlarge",)), NOW)
     assert [(o.zone, o.placement_score, o.interruption.known) for o in snap.offers] == [("us-east-2a", None, False)]
 
 
-def test_call_aws_maps_errors_and_gives_up_after_max_attempts():
-    ec2, stub = _stubbed_ec2("us-east-1")
-    for _ in range(3):
-        stub.add_client_error("describe_regions", "RequestLimitExceeded", "Request limit exceeded.")
+def test_call_aws_maps_errors_to_typed_ones():
+    ec2, stub = _stubbed_ec2("us-east-1")  # the Stubber skips botocore's retries: one error, one answer
+    stub.add_client_error("describe_regions", "RequestLimitExceeded", "Request limit exceeded.")
     stub.add_client_error("describe_regions", "AuthFailure", "AWS was not able to validate the provided credentials")
     stub.activate()
-    slept: list[float] = []
     with pytest.raises(Throttled, match="RequestLimitExceeded on DescribeRegions in us-east-1"):
-        call_aws(ec2.describe_regions, region="us-east-1", retry=RetryPolicy(3, 1.0), sleep=slept.append)
-    assert slept == [1.0, 2.0]
+        call_aws(ec2.describe_regions, region="us-east-1")
     with pytest.raises(PermissionDenied, match="AuthFailure"):
-        call_aws(ec2.describe_regions, region="us-east-1", retry=RetryPolicy(3, 1.0), sleep=slept.append)
-    assert slept == [1.0, 2.0]
+        call_aws(ec2.describe_regions, region="us-east-1")
 
 
 def test_a_type_whose_description_fails_in_one_region_is_described_in_the_next():
@@ -222,7 +213,7 @@ def test_a_type_whose_description_fails_in_one_region_is_described_in_the_next()
                 {"InstanceType": "g4dn.xlarge", "VCpuInfo": {"DefaultVCpus": 4}}]})
         stub.activate()
         clients[region] = (ec2, stub)
-    market = AwsMarket(lambda s, r: clients[r][0], retry=NO_WAIT, placement_scores=False, max_workers=1)
+    market = AwsMarket(lambda s, r: clients[r][0], placement_scores=False, max_workers=1)
     snap = market.snapshot(OfferQuery(regions=("us-east-1", "us-east-2"), instance_types=("g4dn.xlarge",),
                                       markets=(Market.SPOT,)), NOW)
     for _, stub in clients.values():

@@ -10,7 +10,6 @@ from botocore.stub import Stubber
 
 from spotshift.market.on_demand_fallback import FALLBACK_SOURCE, fallback_price
 from spotshift.market.pricing import PRICING_SOURCE, OnDemandPrices, parse_price_list, price_filters
-from spotshift.market.retry import RetryPolicy
 from spotshift.market.spot_advisor import SpotAdvisor, parse_spot_advisor
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -35,7 +34,7 @@ def test_pricing_api_prices_win_and_missing_types_fall_back():
     stub.add_response("get_products", {"PriceList": [product("g5.xlarge", "1.0060000000")], "NextToken": "t"}, expected)
     stub.add_response("get_products", {"PriceList": [product("p3.2xlarge", "3.0600000000")]}, {**expected, "NextToken": "t"})
     stub.activate()
-    prices = OnDemandPrices(pricing, RetryPolicy(1, 0)).prices("us-east-1", ["g5.xlarge", "p3.2xlarge", "g6.xlarge"])
+    prices = OnDemandPrices(pricing).prices("us-east-1", ["g5.xlarge", "p3.2xlarge", "g6.xlarge"])
     stub.assert_no_pending_responses()
     assert prices == {"g5.xlarge": (1.006, PRICING_SOURCE), "p3.2xlarge": (3.06, PRICING_SOURCE),
                       "g6.xlarge": (fallback_price("us-east-1", "g6.xlarge"), FALLBACK_SOURCE)}
@@ -45,7 +44,7 @@ def test_pricing_api_denied_falls_back_to_the_dated_table_and_says_so(caplog):
     pricing, stub = pricing_stub()
     stub.add_client_error("get_products", "AccessDeniedException", "not authorized to perform: pricing:GetProducts")
     stub.activate()
-    prices = OnDemandPrices(pricing, RetryPolicy(1, 0)).prices("eu-west-1", ["p4d.24xlarge"])
+    prices = OnDemandPrices(pricing).prices("eu-west-1", ["p4d.24xlarge"])
     assert prices == {"p4d.24xlarge": (fallback_price("eu-west-1", "p4d.24xlarge"), FALLBACK_SOURCE)}
     assert prices["p4d.24xlarge"][0] > fallback_price("us-east-1", "p4d.24xlarge")
     assert "fall back to fallback-table:" in caplog.text and "AccessDeniedException" in caplog.text

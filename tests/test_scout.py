@@ -10,7 +10,8 @@ from spotshift.market.query import OfferQuery
 from spotshift.market.replay import ReplayMarket
 from spotshift.market.traces import TraceSet
 from spotshift.models import Market
-from tasks.scout import _retry_on_throttling, _task_cache_key, offers_table, scout, scout_cache_key
+from tasks.retries import retry_when_aws_gave_up
+from tasks.scout import _task_cache_key, offers_table, scout, scout_cache_key
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -57,7 +58,8 @@ class _FailedState:
         raise self.exc
 
 
-def test_only_throttling_is_retried():
-    assert _retry_on_throttling(scout, None, _FailedState(Throttled("slow down", code="RequestLimitExceeded")))
-    assert not _retry_on_throttling(scout, None, _FailedState(ValueError("bad query")))
+def test_the_scout_task_retries_only_what_botocore_could_not_cure():
+    assert retry_when_aws_gave_up(scout, None, _FailedState(Throttled("slow down", code="RequestLimitExceeded")))
+    assert not retry_when_aws_gave_up(scout, None, _FailedState(ValueError("bad query")))
+    assert scout.retry_condition_fn is retry_when_aws_gave_up
 

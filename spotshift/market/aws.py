@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import datetime
@@ -18,7 +17,7 @@ from spotshift.catalog import INSTANCE_TYPES, InstanceType
 from spotshift.market.pricing import OnDemandPrices
 from spotshift.market.query import OfferQuery
 from spotshift.market.ranking import rank_offers
-from spotshift.market.retry import RetryPolicy, paginate_aws
+from spotshift.aws.calls import paginate_aws
 from spotshift.market.spot_advisor import RiskTable, SpotAdvisor
 from spotshift.models import Market, MarketSnapshot, Offer
 
@@ -42,19 +41,15 @@ class AwsMarket:
         *,
         on_demand: OnDemandPrices | None = None,
         risks: SpotAdvisor | None = None,
-        retry: RetryPolicy = RetryPolicy(),
         max_workers: int = 16,
         placement_scores: bool = True,
-        sleep: Callable[[float], None] = time.sleep,
         cache_token: str = "aws",
     ) -> None:
         self.client_for = client_for
-        self.on_demand = on_demand or OnDemandPrices(None, retry, sleep)
+        self.on_demand = on_demand or OnDemandPrices(None)
         self.risks = risks or SpotAdvisor(fetch=None)
-        self.retry = retry
         self.max_workers = max(1, max_workers)
         self.placement_scores = placement_scores
-        self.sleep = sleep
         self._cache_token = cache_token
         self._specs: dict[str, dict] = {}  # instance type -> its describe_instance_types row (the same in every region)
         self._specs_lock = threading.Lock()
@@ -151,15 +146,13 @@ class AwsMarket:
     def _describe(self, region: str, ec2: Any, names: list[str]) -> None:
         """describe_instance_types of `names` (named types: EC2 answers those directly), kept for
         every region and every later snapshot."""
-        pages = paginate_aws(ec2, "describe_instance_types", region=region, retry=self.retry, sleep=self.sleep,
-                             InstanceTypes=names)
+        pages = paginate_aws(ec2, "describe_instance_types", region=region, InstanceTypes=names)
         found = {row["InstanceType"]: row for page in pages for row in page.get("InstanceTypes", [])}
         with self._specs_lock:
             self._specs.update(found)
 
     def _offerings(self, region: str, ec2: Any, names: list[str]) -> ZonesOf:
-        pages = paginate_aws(ec2, "describe_instance_type_offerings", region=region, retry=self.retry,
-                             sleep=self.sleep, LocationType="availability-zone", MaxResults=1000,
+        pages = paginate_aws(ec2, "describe_instance_type_offerings", region=region, LocationType="availability-zone", MaxResults=1000,
                              Filters=[{"Name": "instance-type", "Values": names}])
         zones: ZonesOf = {}
         for page in pages:
@@ -169,8 +162,7 @@ class AwsMarket:
 
     def _spot_prices(self, region: str, ec2: Any, names: list[str], now: datetime) -> dict[tuple[str, str], float]:
         """(type, zone) -> the latest spot price (StartTime=now returns the price in force now)."""
-        pages = paginate_aws(ec2, "describe_spot_price_history", region=region, retry=self.retry, sleep=self.sleep,
-                             InstanceTypes=names, ProductDescriptions=SPOT_PRODUCTS, StartTime=now, MaxResults=1000)
+        pages = paginate_aws(ec2, "describe_spot_price_history", region=region, InstanceTypes=names, ProductDescriptions=SPOT_PRODUCTS, StartTime=now, MaxResults=1000)
         latest: dict[tuple[str, str], tuple[Any, float]] = {}
         for page in pages:
             for row in page.get("SpotPriceHistory", []):
@@ -182,12 +174,10 @@ class AwsMarket:
     def _placement_scores(self, region: str, ec2: Any, names: list[str]) -> dict[str, int]:
         """zone name -> spot placement score (1-10) for one instance of these types; {} where not permitted."""
         try:
-            pages = paginate_aws(ec2, "get_spot_placement_scores", region=region, retry=self.retry, sleep=self.sleep,
-                                 InstanceTypes=names, TargetCapacity=1, TargetCapacityUnitType="units",
+            pages = paginate_aws(ec2, "get_spot_placement_scores", region=region, InstanceTypes=names, TargetCapacity=1, TargetCapacityUnitType="units",
                                  SingleAvailabilityZone=True, RegionNames=[region])
             zone_ids = {row["ZoneId"]: row["ZoneName"] for row in paginate_aws(
-                ec2, "describe_availability_zones", region=region, retry=self.retry, sleep=self.sleep,
-            )[0].get("AvailabilityZones", [])}
+                ec2, "describe_availability_zones", region=region, )[0].get("AvailabilityZones", [])}
         except AWS_ERRORS as exc:
             log.info("scout: no spot placement scores in %s: %s", region, exc)
             return {}

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from botocore.exceptions import BotoCoreError
 
 from spotshift.aws.errors import SpotshiftAwsError
 from spotshift.market.on_demand_fallback import FALLBACK_SOURCE, fallback_price
-from spotshift.market.retry import RetryPolicy, paginate_aws
+from spotshift.aws.calls import paginate_aws
 
 PRICING_SOURCE = "pricing:get_products"
 log = logging.getLogger(__name__)
@@ -46,18 +45,15 @@ def parse_price_list(price_list: Iterable[str]) -> dict[str, float]:
 class OnDemandPrices:
     """Per-region on-demand prices: the Pricing API when it answers, else the dated table."""
 
-    def __init__(self, pricing_client: Any | None, retry: RetryPolicy = RetryPolicy(),
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, pricing_client: Any | None) -> None:
         self.pricing = pricing_client
-        self.retry = retry
-        self.sleep = sleep
 
     def prices(self, region: str, instance_types: Iterable[str]) -> dict[str, tuple[float, str]]:
         """instance type -> ($/h, source): the API's price, else the dated table's (source says which)."""
         api: dict[str, float] = {}
         if self.pricing is not None:
             try:
-                pages = paginate_aws(self.pricing, "get_products", region=region, retry=self.retry, sleep=self.sleep,
+                pages = paginate_aws(self.pricing, "get_products", region=region,
                                      ServiceCode="AmazonEC2", Filters=price_filters(region), FormatVersion="aws_v1")
                 api = parse_price_list(p for page in pages for p in page.get("PriceList", []))
             except (SpotshiftAwsError, BotoCoreError) as exc:

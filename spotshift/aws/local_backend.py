@@ -18,9 +18,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Callable, Mapping, Sequence
 
-from deployments.compute import CapacityOracle, InstanceEvent
-from deployments.ec2_backend import DEFAULT_REGIONS, Ec2Backend
-from deployments.local_aws import client, local_env
+from spotshift.aws.compute import CapacityOracle, InstanceEvent
+from spotshift.aws.ec2_backend import DEFAULT_REGIONS, Ec2Backend
+from spotshift.aws.moto_env import client, local_env
 from spotshift.aws.ec2 import InstanceInfo, LaunchedInstance, LaunchRequest
 from spotshift.aws.errors import SpotshiftAwsError
 from spotshift.clock import wall_clock

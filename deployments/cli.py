@@ -63,7 +63,7 @@ def _job_create(args):
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from spotshift import api
+    from deployments import api
     from spotshift.stores import InvalidTransition, JobNotFound
 
     try:

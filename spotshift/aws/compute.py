@@ -68,11 +68,11 @@ BACKEND_NAMES = ("ec2", "local")
 def make_backend(name: str, **deps: Any) -> ComputeBackend:
     """The backend called `name` ("ec2" or "local"), built from its dependencies (see each class)."""
     if name == "ec2":
-        from deployments.ec2_backend import Ec2Backend
+        from spotshift.aws.ec2_backend import Ec2Backend
 
         return Ec2Backend(**deps)
     if name == "local":
-        from deployments.local_backend import LocalBackend
+        from spotshift.aws.local_backend import LocalBackend
 
         return LocalBackend(**deps)
     raise ValueError(f"unknown compute backend {name!r}. Choose between {', '.join(BACKEND_NAMES)}")

@@ -7,7 +7,7 @@ import logging
 from datetime import datetime
 from typing import Any, Callable, Sequence
 
-from deployments.compute import InstanceEvent
+from spotshift.aws.compute import InstanceEvent
 from spotshift.aws import ec2 as ec2_api
 from spotshift.aws.ec2 import GONE_STATES, InstanceInfo, LaunchedInstance, LaunchRequest
 from spotshift.aws.errors import NotFound, SpotshiftAwsError

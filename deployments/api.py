@@ -1,9 +1,9 @@
 """The Python API: submit a job, read its status, answer an approval.
 
-    import spotshift
-    job_id = spotshift.submit(JobCreate(...))          # runs the train-job deployment
-    spotshift.status(job_id)
-    spotshift.approve(job_id)                          # or reject=True
+    from deployments import api
+    job_id = api.submit(JobCreate(...))                # runs the train-job deployment
+    api.status(job_id)
+    api.approve(job_id)                                # or reject=True
 """
 
 from __future__ import annotations

@@ -1,0 +1,30 @@
+"""The configured stores: the job store on MongoDB (or the embedded store) and the ledger on
+Supabase (or the embedded store), their clients built from the credentials blocks."""
+
+from __future__ import annotations
+
+from spotshift.settings import Settings
+from spotshift.stores import EmbeddedLedger, JobStore, Ledger, SupabaseLedger, open_embedded_database
+
+
+def open_job_store(settings: Settings | None = None) -> JobStore:
+    """A JobStore on the configured MongoDB (settings.mongodb_url), else on the embedded store."""
+    settings = settings or Settings()
+    if settings.mongodb_url is not None:
+        from blocks.mongodb import MongoDBCredentials
+
+        creds = MongoDBCredentials(connection_string=settings.mongodb_url, database=settings.mongodb_database)
+        return JobStore(creds.get_database())
+    embedded = open_embedded_database(settings.store_dir, settings.mongodb_database)
+    return JobStore(embedded.database, write_lock=embedded.write_lock)
+
+
+def open_ledger(settings: Settings | None = None) -> Ledger:
+    """SupabaseLedger when settings.supabase_url and supabase_key are set, else the embedded ledger."""
+    settings = settings or Settings()
+    if settings.supabase_url and settings.supabase_key is not None:
+        from blocks.supabase import SupabaseCredentials
+
+        return SupabaseLedger(SupabaseCredentials(url=settings.supabase_url, key=settings.supabase_key).get_client())
+    embedded = open_embedded_database(settings.store_dir, settings.mongodb_database)
+    return EmbeddedLedger(embedded.database, write_lock=embedded.write_lock)

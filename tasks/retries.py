@@ -1,0 +1,29 @@
+"""When a Prefect task retries an AWS step: botocore already retried each call (throttling and
+transient errors, standard mode); the task retries the whole step once more, after a longer pause,
+only when the error is still a retryable one. Everything else is final; the flow decides."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from spotshift.aws.errors import SpotshiftAwsError
+from spotshift.settings import Settings
+
+_settings = Settings()
+AWS_STEP_RETRIES = 1
+AWS_STEP_RETRY_DELAY_S = _settings.aws_task_retry_delay_s
+
+
+def retry_when_aws_gave_up(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect retry condition: True for a retryable AWS error botocore's attempts did not cure."""
+    try:
+        state.result()
+    except SpotshiftAwsError as exc:
+        return exc.retryable
+    except Exception:  # noqa: BLE001 - any other failure is final: the flow decides what to do with it
+        return False
+    return False
+
+
+AWS_STEP_RETRY = dict(retries=AWS_STEP_RETRIES, retry_delay_seconds=AWS_STEP_RETRY_DELAY_S,
+                      retry_condition_fn=retry_when_aws_gave_up)

@@ -1,5 +1,6 @@
-"""Entrypoint: `python -m training --spec <s3://…/spec.json | path>` (console script spotshift-train).
-Exit codes: see training/exitcodes.py.
+"""Entrypoint: `python -m training --spec <s3://…/spec.json | path>` (console script spotshift-train),
+or one rank of `torchrun --standalone --nproc_per_node=<GPUs> -m training --spec ...`.
+Exit codes: see training/exitcodes.py (torchrun itself turns any non-zero worker exit into 1).
 """
 
 from __future__ import annotations
@@ -19,8 +20,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spec", required=True, help="s3://bucket/jobs/<id>/spec.json or a local path")
     parser.add_argument("--log-level", default=os.environ.get("SPOTSHIFT_TRAIN_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
+    from training.distributed import world_from_env
+
+    world = world_from_env()
+    rank = f" [rank {world.rank}/{world.size}]" if world.distributed else ""
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        format=f"%(asctime)s %(levelname)s %(name)s{rank}: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
@@ -44,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     if spec.output.startswith("s3://") or spec.model.startswith("s3://") or spec.dataset.startswith("s3://"):
         s3 = s3 or default_s3_client()
     io = TrainerIO(store=open_store(spec.output, s3), s3=s3)
-    return run_training(spec, io, stop).exit_code
+    return run_training(spec, io, stop, world).exit_code
 
 
 if __name__ == "__main__":

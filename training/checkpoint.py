@@ -26,6 +26,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from training.adapters import WEIGHTS_FILE, weights_file, weights_to_save  # noqa: F401 (WEIGHTS_FILE: re-export)
 from training.contract import (
     LATEST, CheckpointManifest, ManifestFile, checkpoint_prefix, load_json, save_json, step_of_key,
 )
@@ -35,12 +36,12 @@ from training.tensor_pack import host_buffer, pack, plan_layout, views
 log = logging.getLogger("training.checkpoint")
 
 MANIFEST = "manifest.json"
-WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.pt"  # the optimizer's state_dict with its tensors replaced by names
 OPTIMIZER_TENSORS_FILE = "optimizer.safetensors"  # ... and those tensors
 SCHEDULER_FILE = "scheduler.pt"
 RNG_FILE = "rng.pt"
+SCALER_FILE = "scaler.pt"  # fp16's loss scale
 _TENSOR_REF = "tensor:"
 
 
@@ -62,18 +63,34 @@ def _torch_bytes(obj) -> bytes:
 
 
 def capture_rng() -> dict:
+    """This process's RNG states (python, numpy, torch CPU, and its own GPU's when it has one)."""
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
+def rng_file(per_rank: list[dict]) -> bytes:
+    """rng.pt: every rank's RNG state, in rank order."""
+    return _torch_bytes({"ranks": per_rank})
+
+
+def rng_of_rank(saved: dict, rank: int) -> dict | None:
+    """The RNG state rank `rank` saved, or None when the checkpoint came from fewer ranks. A
+    checkpoint of one process before per-rank states holds that process's state itself."""
+    ranks = saved["ranks"] if "ranks" in saved else [saved]
+    return ranks[rank] if rank < len(ranks) else None
+
+
 def restore_rng(state: dict) -> None:
+    """Restore one rank's RNG; the GPU state only where this process has a GPU (an old
+    all-devices list gives its first entry)."""
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(cuda[0] if isinstance(cuda, (list, tuple)) else cuda)
 
 
 def model_static_files(model, tokenizer) -> dict[str, bytes]:
@@ -87,20 +104,6 @@ def model_static_files(model, tokenizer) -> dict[str, bytes]:
         if tokenizer is not None:
             tokenizer.save_pretrained(directory)
         return {p.relative_to(directory).as_posix(): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
-
-
-def weights_to_save(model) -> dict[str, torch.Tensor]:
-    """The model's state_dict without tied duplicates (kept: the first name that is not a tied
-    alias), as save_pretrained stores it."""
-    tied = getattr(model, "_tied_weights_keys", None) or ()
-    tied = set(tied)
-    kept: dict[int, str] = {}
-    state = model.state_dict()
-    for name in sorted(state, key=lambda n: n in tied):
-        tensor = state[name]
-        key = tensor.data_ptr() if tensor.numel() else id(tensor)
-        kept.setdefault(key, name)
-    return {name: state[name] for name in kept.values()}
 
 
 def split_optimizer_state(state_dict: dict) -> tuple[dict, dict[str, torch.Tensor]]:
@@ -161,12 +164,14 @@ class SnapshotTaker:
     def set_static_files(self, static_files: dict[str, bytes]) -> None:
         self._static = dict(static_files)
 
-    def take(self, step: int, model, optimizer, scheduler, trainer_state: dict, urgent: bool = False) -> Snapshot:
+    def take(self, step: int, model, optimizer, scheduler, trainer_state: dict, urgent: bool = False,
+             small_files: dict[str, bytes] | None = None) -> Snapshot:
+        """`small_files` (rng.pt of every rank, scaler.pt) replace what this process would render."""
         skeleton, optimizer_tensors = split_optimizer_state(optimizer.state_dict())
         files: dict[str, bytes | memoryview] = dict(self._static)
         buffers = []
         for name, tensors, metadata in (
-            (WEIGHTS_FILE, weights_to_save(model), {"format": "pt"}),
+            (weights_file(model), weights_to_save(model), {"format": "pt"}),
             (OPTIMIZER_TENSORS_FILE, optimizer_tensors, {}),
         ):
             layout = plan_layout(tensors, metadata)
@@ -177,15 +182,16 @@ class SnapshotTaker:
         files[SCHEDULER_FILE] = _torch_bytes(scheduler.state_dict())
         files[RNG_FILE] = _torch_bytes(capture_rng())
         files[STATE_FILE] = json.dumps(trainer_state, indent=1).encode()
+        files.update(small_files or {})
         return Snapshot(step, files, buffers, urgent)
 
     def reserve(self, model) -> None:
         """Allocate and touch the buffers of the first snapshot now (weights, and AdamW's two
-        moments per parameter), at start-up, so that the first checkpoint does not pay for fresh
+        moments per trainable parameter), at start-up, so that the first checkpoint does not pay for fresh
         memory's page faults on the training thread."""
         weights = weights_to_save(model)
         weight_bytes = sum(t.numel() * t.element_size() for t in weights.values())
-        moment_bytes = 2 * sum(p.numel() * p.element_size() for p in model.parameters())
+        moment_bytes = 2 * sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
         pinned = any(t.is_cuda for t in weights.values())
         for size, tensors in ((weight_bytes, len(weights)), (moment_bytes, 3 * len(weights))):
             buffer = host_buffer(size + _HEADER_ALLOWANCE * (1 + tensors), pinned)
@@ -211,14 +217,17 @@ class SnapshotTaker:
         return host_buffer(size, pinned)
 
 
-def training_state_from_files(files: dict, optimizer, scheduler) -> dict:
-    """Restore optimizer and scheduler from a checkpoint's files (in memory); returns the trainer
-    state. RNG is returned (under "rng"), not applied: the caller restores it right before the
-    next step. The optimizer's tensors are views of the downloaded buffer (no copy)."""
+def training_state_from_files(files: dict, optimizer, scheduler, scaler=None) -> dict:
+    """Restore optimizer, scheduler (and the fp16 loss scaler) from a checkpoint's files (in
+    memory); returns the trainer state. RNG is returned (under "rng": every rank's), not applied:
+    the caller restores its own right before the next step. The optimizer's tensors are views of
+    the downloaded buffer (no copy)."""
     skeleton = torch.load(io.BytesIO(files[OPTIMIZER_FILE]), weights_only=True)
     tensors, _ = views(files[OPTIMIZER_TENSORS_FILE])
     optimizer.load_state_dict(join_optimizer_state(skeleton, tensors))
     scheduler.load_state_dict(torch.load(io.BytesIO(files[SCHEDULER_FILE]), weights_only=True))
+    if scaler is not None and SCALER_FILE in files:
+        scaler.load_state_dict(torch.load(io.BytesIO(files[SCALER_FILE]), weights_only=True))
     state = json.loads(bytes(files[STATE_FILE]))
     state["rng"] = torch.load(io.BytesIO(files[RNG_FILE]), weights_only=False)
     return state
@@ -410,7 +419,7 @@ def download_verified(store: ObjectStore, manifest: CheckpointManifest, workers:
         return {entry.key[len(prefix):]: result.result() for entry, result in fetched}
 
 
-_TRAINING_ONLY = {OPTIMIZER_FILE, OPTIMIZER_TENSORS_FILE, SCHEDULER_FILE, RNG_FILE, STATE_FILE}
+_TRAINING_ONLY = {OPTIMIZER_FILE, OPTIMIZER_TENSORS_FILE, SCHEDULER_FILE, RNG_FILE, SCALER_FILE, STATE_FILE}
 
 
 def write_model_files(files: dict, directory: Path) -> Path:

@@ -5,6 +5,7 @@ prefix, the JSON documents stored there (Progress, ControlRequest, CheckpointMan
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from typing import Literal
@@ -20,6 +21,10 @@ CONTROL = "control.json"
 CHECKPOINTS = "checkpoints/"
 LATEST = "checkpoints/LATEST.json"
 FINAL = "final/"
+FINAL_MERGED = "final/merged/"  # lora/qlora with merge_adapter: the merged model, save_pretrained layout
+METRICS = "metrics.jsonl"
+LOGS = "logs/"
+JOBS_PREFIX = "jobs/"
 _STEP_DIR = re.compile(r"^checkpoints/step-(\d+)/")
 
 
@@ -34,6 +39,44 @@ def step_of_key(key: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+@dataclass(frozen=True)
+class JobPaths:
+    """Every S3 location of one job, under s3://<bucket>/jobs/<job_id>/: the one object that names
+    them (the orchestrator and the trainer both use it; nothing builds these keys by hand)."""
+
+    bucket: str
+    job_id: str
+
+    @property
+    def prefix(self) -> str:
+        """'jobs/<job_id>/': the job's key prefix in its bucket."""
+        return f"{JOBS_PREFIX}{self.job_id}/"
+
+    @property
+    def output(self) -> str:
+        """s3://<bucket>/jobs/<job_id>/ (TrainingSpec.output)."""
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def key(self, name: str) -> str:
+        """The bucket key of `name` (SPEC, PROGRESS, ...) under the job's prefix."""
+        return f"{self.prefix}{name}"
+
+    def uri(self, name: str) -> str:
+        return f"s3://{self.bucket}/{self.key(name)}"
+
+    @property
+    def spec_uri(self) -> str:
+        return self.uri(SPEC)
+
+    @property
+    def final_uri(self) -> str:
+        return self.uri(FINAL)
+
+    def log_key(self, instance_id: str) -> str:
+        """jobs/<job_id>/logs/<instance_id>.log: the bootstrap and trainer log of one instance."""
+        return self.key(f"{LOGS}{instance_id}.log")
+
+
 class TrainerState(str, Enum):
     starting = "starting"
     training = "training"
@@ -41,6 +84,11 @@ class TrainerState(str, Enum):
     checkpointed = "checkpointed"
     done = "done"
     failed = "failed"
+
+    @property
+    def ended(self) -> bool:
+        """The trainer process has exited (finished, stopped after a checkpoint, or failed)."""
+        return self in (TrainerState.done, TrainerState.checkpointed, TrainerState.failed)
 
 
 class Progress(BaseModel):
@@ -75,6 +123,27 @@ class ControlRequest(BaseModel):
     action: Literal["checkpoint_and_exit"] = "checkpoint_and_exit"
     request_id: str = Field(min_length=1, max_length=128)
     reason: str = Field(default="", max_length=500)
+
+
+class MetricsRecord(BaseModel):
+    """One line of metrics.jsonl: the training loss over the steps since the previous line (and the
+    eval loss where one was measured at this step)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    step: int = Field(ge=0, description="optimizer steps finished")
+    loss: float | None = Field(default=None, description="mean training loss of the steps since the last record")
+    eval_loss: float | None = None
+    learning_rate: float | None = None
+    samples_seen: int | None = Field(default=None, ge=0, description="training samples consumed, all ranks")
+    at: datetime
+
+
+def parse_metrics(data: bytes | None) -> list[MetricsRecord]:
+    """The records of a metrics.jsonl document (none when absent)."""
+    if not data:
+        return []
+    return [MetricsRecord.model_validate_json(line) for line in data.decode().splitlines() if line.strip()]
 
 
 class ManifestFile(BaseModel):
@@ -130,6 +199,11 @@ def read_control(s3, output: str) -> ControlRequest | None:
 def write_control(s3, output: str, request: ControlRequest) -> None:
     """Ask the trainer to checkpoint and exit; it acts within control_poll_seconds (+ one step)."""
     save_json(_store(s3, output), CONTROL, request)
+
+
+def read_metrics(s3, output: str) -> list[MetricsRecord]:
+    """The trainer's loss curve so far (metrics.jsonl), oldest first."""
+    return parse_metrics(_store(s3, output).get_bytes(METRICS))
 
 
 def read_latest(s3, output: str) -> CheckpointManifest | None:

@@ -16,8 +16,9 @@ log = logging.getLogger("training.heartbeat")
 class Heartbeat:
     """Holds the current Progress; `update()` changes it, `publish()` writes it (serialized by a lock)."""
 
-    def __init__(self, store: ObjectStore, initial: Progress, now: Callable[[], datetime]):
-        self._store, self._now = store, now
+    def __init__(self, store: ObjectStore, initial: Progress, now: Callable[[], datetime], enabled: bool = True):
+        """`enabled` False (ranks other than 0): the progress is kept but never written."""
+        self._store, self._now, self._enabled = store, now, enabled
         self._progress = initial
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -34,6 +35,8 @@ class Heartbeat:
                 self.publish()
 
     def publish(self) -> None:
+        if not self._enabled:
+            return
         with self._lock:
             self._progress = self._progress.model_copy(update={"updated_at": self._now()})
             save_json(self._store, PROGRESS, self._progress)
@@ -46,8 +49,9 @@ class Heartbeat:
                 except Exception as exc:  # a missed beat is retried at the next interval
                     log.warning("heartbeat write failed: %s", exc.__class__.__name__)
 
-        self._thread = threading.Thread(target=run, name="heartbeat", daemon=True)
-        self._thread.start()
+        if self._enabled:
+            self._thread = threading.Thread(target=run, name="heartbeat", daemon=True)
+            self._thread.start()
         return self
 
     def stop(self) -> None:

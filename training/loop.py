@@ -1,14 +1,16 @@
-"""The training loop: causal-LM fine-tuning with exact resume from S3 checkpoints, background
-uploads, and checkpoint-and-exit when a StopFlag is set. Returns the process exit code.
+"""The training loop: causal-LM fine-tuning (full, LoRA, QLoRA; fp32, bf16, fp16) on one process or
+as one rank of a data-parallel group, with exact resume from S3 checkpoints, background uploads,
+and checkpoint-and-exit, agreed by every rank at the same step, when a StopFlag is set.
 
 Own loop rather than transformers' Trainer: every piece of state that decides the next step
-(weights, AdamW moments, LR schedule, RNG, data position = step * grad_accum) is explicit here,
-so a resumed run is bit-identical to an uninterrupted one, and checkpoint uploads run on a
-background thread instead of blocking in save_state.
+(weights, AdamW moments, LR schedule, loss scale, RNG of every rank, data position = samples seen)
+is explicit here, so a resumed run is bit-identical to an uninterrupted one, and checkpoint uploads
+run on a background thread instead of blocking in save_state.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -19,20 +21,27 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from training import distributed
+from training.adapters import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, adapter_config_bytes, is_adapter, load_model
 from training.checkpoint import (
-    BackgroundUploader, SnapshotTaker, fetch_latest_complete, model_static_files, restore_rng,
-    training_state_from_files,
+    RNG_FILE, SCALER_FILE, BackgroundUploader, SnapshotTaker, capture_rng, fetch_latest_complete,
+    model_static_files, restore_rng, rng_file, rng_of_rank, training_state_from_files, _torch_bytes,
 )
-from training.contract import FINAL, PROGRESS, Progress, TrainerState, load_json
-from training.data import BlockSampler, pack_blocks, parse_corpus
+from training.contract import FINAL, FINAL_MERGED, PROGRESS, MetricsRecord, Progress, TrainerState, load_json
+from training.data import IGNORE, SampleStream, build_samples, micro_batch_start
+from training.distributed import World
 from training.exitcodes import EXIT_CHECKPOINTED, EXIT_DONE, EXIT_FAILED
 from training.heartbeat import Heartbeat
-from training.model_source import read_dataset_bytes, resolve_model_dir
+from training.metrics import MetricsLog
+from training.model_source import load_records, resolve_model_dir
+from training.precision import autocast, make_scaler, resolve_precision
 from training.spec import TrainingSpec
 from training.stopping import StopFlag, watch_control, watch_spot_notice
 from training.storage import ObjectStore
 
 log = logging.getLogger("training")
+
+EVAL_MAX_SAMPLES = 256  # eval loss over at most this many samples of the eval split (the first ones)
 
 
 def utc_now() -> datetime:
@@ -63,6 +72,8 @@ class RunResult:
     durable_s: float | None = None  # stop noticed at a step boundary -> checkpoint durable
     snapshot_s: list[float] = field(default_factory=list)  # training-thread time per checkpoint
     publish_s: list[float] = field(default_factory=list)  # per checkpoint: snapshot -> durable in S3
+    samples_seen: int = 0
+    precision: str | None = None
     error: str | None = field(default=None, repr=False)
 
 
@@ -80,6 +91,11 @@ def lr_factor(step: int, warmup_steps: int, max_steps: int) -> float:
     if step < warmup_steps:
         return (step + 1) / warmup_steps
     return max(0.0, (max_steps - step) / max(1, max_steps - warmup_steps))
+
+
+def eval_due(step: int, spec: TrainingSpec) -> bool:
+    every = spec.eval_every_steps or spec.metrics_every_steps
+    return spec.eval_split is not None and (step % every == 0 or step == spec.max_steps)
 
 
 def pick_device(requested: str) -> str:
@@ -113,30 +129,37 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def run_training(spec: TrainingSpec, io: TrainerIO, stop: StopFlag) -> RunResult:
-    """Train `spec` to max_steps, or until `stop` is set (then checkpoint and return 75)."""
+def rank_seed(seed: int, rank: int, step: int = 0) -> int:
+    """The seed of a rank's RNG (dropout): the job's seed on rank 0 at step 0, distinct elsewhere."""
+    return (seed + 1_000_003 * rank + 7_919 * step) % 2**63
+
+
+def run_training(spec: TrainingSpec, io: TrainerIO, stop: StopFlag, world: World | None = None) -> RunResult:
+    """Train `spec` to max_steps, or until `stop` is set on any rank (then checkpoint and return 75).
+    `world`: this process's rank among torchrun's processes (one process by default)."""
+    world = world or World()
     started = io.clock()
-    previous = load_json(io.store, PROGRESS, Progress)
+    previous = load_json(io.store, PROGRESS, Progress) if world.main else None
     heartbeat = Heartbeat(io.store, Progress(
         state=TrainerState.starting, step=0, max_steps=spec.max_steps, instance_id=spec.instance_id,
         job_id=spec.job_id, updated_at=io.now(), started_at=io.now(),
         honoured_request_id=previous.honoured_request_id if previous else None,
-    ), io.now)
+    ), io.now, enabled=world.main)
     heartbeat.publish()
     heartbeat.start(spec.heartbeat_seconds)
     pollers = []
     with tempfile.TemporaryDirectory(prefix="spotshift-train-", dir=io.scratch) as scratch_dir:
-        scratch = Path(scratch_dir)
         snapshots = SnapshotTaker()
         uploader = BackgroundUploader(
             io.store, spec.keep_checkpoints, io.now,
             on_published=lambda m: heartbeat.update(last_checkpoint_step=m.step),
             on_released=snapshots.release, clock=io.clock,
         )
+        run = _Run(spec, io, stop, world, heartbeat, uploader, snapshots, Path(scratch_dir), started, pollers)
         try:
-            if spec.imds_endpoint:
+            if spec.imds_endpoint and world.main:
                 pollers.append(watch_spot_notice(spec.imds_endpoint, stop, spec.control_poll_seconds))
-            return _train(spec, io, stop, heartbeat, uploader, snapshots, scratch, started, pollers)
+            return run.train()
         except Exception as exc:
             message = f"{exc.__class__.__name__}: {exc}".splitlines()[0][:500]
             log.exception("training failed")
@@ -147,128 +170,291 @@ def run_training(spec: TrainingSpec, io: TrainerIO, stop: StopFlag) -> RunResult
                 poller.stop()
             heartbeat.stop()
             uploader.close()
+            if run.metrics is not None:
+                run.metrics.close()
+            distributed.stop(world)
 
 
-def _train(spec, io, stop, heartbeat, uploader, snapshots, scratch, started, pollers) -> RunResult:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+@dataclass
+class _Model:
+    """What training steps: the (possibly DDP-wrapped) model and its optimizer state."""
 
-    device = pick_device(spec.device)
-    make_deterministic(device)
-    # start-up overlaps: the dataset downloads while the checkpoint does, and is tokenized (the
-    # tokenizers library releases the GIL) while the model and optimizer load
-    background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dataset")
-    raw_dataset = background.submit(read_dataset_bytes, spec.dataset, io.s3)
-    restored = fetch_latest_complete(io.store, scratch)
-    model_dir = str(restored.directory) if restored else resolve_model_dir(spec.model, scratch, io.s3)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    blocks = background.submit(lambda: pack_blocks(
-        tokenizer(parse_corpus(raw_dataset.result(), spec.dataset))["input_ids"], spec.seq_len, tokenizer.eos_token_id))
-    background.shutdown(wait=False)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device)
-    snapshots.set_static_files(model_static_files(model, tokenizer))
-    snapshots.reserve(model)
+    model: object  # what the forward pass calls (DDP on several ranks)
+    inner: object  # the model itself (the PEFT model for lora)
+    tokenizer: object
+    optimizer: object
+    scheduler: object
+    scaler: object | None
+    precision: str
+    device: str
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, weight_decay=spec.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, spec.warmup_steps, spec.max_steps))
-    start_step, honoured = 0, heartbeat.progress.honoured_request_id
-    resumed = restored is not None
-    if resumed:
-        state = training_state_from_files(restored.files, optimizer, scheduler)
-        del restored  # the optimizer keeps its part of the downloaded bytes; the rest can go
-        start_step = state["step"]
-        honoured = state.get("honoured_request_id") or honoured
-        restore_rng(state["rng"])
-        log.info("resumed from checkpoint step-%d", start_step)
-    else:
-        seed_everything(spec.seed)
-    sampler = BlockSampler(blocks.result(), spec.batch_size, spec.seed)
-    pollers.append(watch_control(io.store, stop, honoured, spec.control_poll_seconds))
-    heartbeat.update(publish=True, state=TrainerState.training, step=start_step,
-                     resumed_from_step=start_step if resumed else None,
-                     last_checkpoint_step=start_step if resumed else None)
 
-    def checkpoint(step: int, urgent: bool = False) -> None:
+@dataclass
+class _Start:
+    step: int = 0
+    samples_seen: int = 0
+    honoured: str | None = None
+    resumed: bool = False
+
+
+class _Run:
+    """One training run of this rank; train() is the whole of it."""
+
+    def __init__(self, spec, io, stop, world, heartbeat, uploader, snapshots, scratch, started, pollers):
+        self.spec, self.io, self.stop, self.world = spec, io, stop, world
+        self.heartbeat, self.uploader, self.snapshots = heartbeat, uploader, snapshots
+        self.scratch, self.started, self.pollers = scratch, started, pollers
+        self.metrics: MetricsLog | None = None
+        self.result = RunResult(EXIT_DONE, publish_s=uploader.publish_seconds)
+
+    # -- start-up ---------------------------------------------------------------------------
+
+    def _load(self) -> tuple[_Model, SampleStream, SampleStream | None, _Start]:
+        import torch
+
+        spec = self.spec
+        device = distributed.rank_device(self.world, pick_device(spec.device))
+        distributed.start(self.world, device)
+        precision = resolve_precision(spec.precision, device)
+        make_deterministic(device)
+        # start-up overlaps: the dataset is read (and tokenized: the tokenizers library releases
+        # the GIL) while the checkpoint downloads and the model loads
+        background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dataset")
+        records = background.submit(load_records, spec.dataset, spec.dataset_split, spec.dataset_text_column, self.io.s3)
+        eval_records = (background.submit(load_records, spec.dataset, spec.eval_split, spec.dataset_text_column, self.io.s3)
+                        if spec.eval_split else None)
+        restored = fetch_latest_complete(self.io.store, self.scratch)
+        full_resume = restored is not None and spec.method == "full"
+        model_dir = str(restored.directory) if full_resume else resolve_model_dir(spec.model, self.scratch, self.io.s3)
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        samples = background.submit(lambda: build_samples(records.result(), tokenizer, spec.seq_len))
+        eval_samples = (background.submit(lambda: build_samples(eval_records.result(), tokenizer, spec.seq_len))
+                        if eval_records else None)
+        background.shutdown(wait=False)
+        seed_everything(spec.seed)  # the same adapter initialisation on every rank
+        inner = load_model(spec, model_dir, device, precision)
+        if restored is not None and is_adapter(inner):
+            from training.adapters import load_adapter_weights
+            from training.tensor_pack import views
+
+            load_adapter_weights(inner, {k: v.clone() for k, v in views(restored.files[ADAPTER_WEIGHTS_FILE])[0].items()})
+        trainable = [p for p in inner.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=spec.learning_rate, weight_decay=spec.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, spec.warmup_steps, spec.max_steps))
+        built = _Model(distributed.wrap(inner, self.world, device), inner, tokenizer, optimizer, scheduler,
+                       make_scaler(precision, device), precision, device)
+        if self.world.main:
+            self.snapshots.set_static_files(
+                {ADAPTER_CONFIG_FILE: adapter_config_bytes(inner)} if is_adapter(inner) else model_static_files(inner, tokenizer))
+            self.snapshots.reserve(inner)
+        start = self._restore(built, restored)
+        train_stream = SampleStream(samples.result(), spec.seed)
+        eval_stream = SampleStream(eval_samples.result(), spec.seed) if eval_samples else None
+        return built, train_stream, eval_stream, start
+
+    def _restore(self, built: _Model, restored) -> _Start:
+        """Optimizer, schedule, scaler, data position and this rank's RNG from the checkpoint (or
+        the seeds of a fresh run)."""
+        spec, world = self.spec, self.world
+        start = _Start(honoured=self.heartbeat.progress.honoured_request_id)
+        if restored is None:
+            seed_everything(rank_seed(spec.seed, world.rank))
+            return start
+        state = training_state_from_files(restored.files, built.optimizer, built.scheduler, built.scaler)
+        start.step, start.resumed = state["step"], True
+        start.samples_seen = state.get("samples_seen", state["data_position"] * state["micro_batch_size"])
+        start.honoured = state.get("honoured_request_id") or start.honoured
+        saved_world = state.get("world_size", 1)
+        rng = rng_of_rank(state["rng"], world.rank)
+        if rng is not None:
+            restore_rng(rng)
+        else:
+            seed_everything(rank_seed(spec.seed, world.rank, start.step))
+        if saved_world != world.size:
+            log.warning("checkpoint step-%d was written by %d processes, resuming on %d: training continues at "
+                        "sample %d; ranks without a saved RNG state are seeded", start.step, saved_world,
+                        world.size, start.samples_seen)
+        log.info("resumed from checkpoint step-%d (sample %d)", start.step, start.samples_seen)
+        return start
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def train(self) -> RunResult:
+        spec, io, world, result = self.spec, self.io, self.world, self.result
+        built, stream, eval_stream, start = self._load()
+        self.built, self.start_state = built, start
+        result.start_step = result.final_step = start.step
+        result.samples_seen, result.precision = start.samples_seen, built.precision
+        self.metrics = MetricsLog(io.store if world.main else None, start.step if start.resumed else None)
+        self.metrics.start(spec.heartbeat_seconds)
+        if world.main:
+            self.pollers.append(watch_control(io.store, self.stop, start.honoured, spec.control_poll_seconds))
+        self.heartbeat.update(publish=True, state=TrainerState.training, step=start.step,
+                              resumed_from_step=start.step if start.resumed else None,
+                              last_checkpoint_step=start.step if start.resumed else None)
+        last_ckpt_step = start.step if start.resumed else -1  # -1: no checkpoint yet
+        last_ckpt_time = io.clock()
+        first_step_end, window = None, []
+        samples_per_step = spec.batch_size * spec.grad_accum * world.size
+        built.model.train()
+        stop_now = distributed.sum_across(world, [float(self.stop.is_set())], built.device)[0] > 0
+        for step in range(start.step, spec.max_steps):
+            if stop_now:
+                return self._stop(step, last_ckpt_step)
+            t0 = io.clock()
+            loss = self._train_step(built, stream, result.samples_seen)
+            if spec.min_step_seconds:
+                time.sleep(max(0.0, spec.min_step_seconds - (io.clock() - t0)))
+            timed_due = spec.checkpoint_every_seconds is not None and \
+                io.clock() - last_ckpt_time >= spec.checkpoint_every_seconds
+            loss_sum, stops, timed = distributed.sum_across(
+                world, [loss, float(self.stop.is_set()), float(timed_due)], built.device)
+            loss, stop_now = loss_sum / world.size, stops > 0
+            dt, done = io.clock() - t0, step + 1
+            result.samples_seen += samples_per_step
+            if first_step_end is None:
+                first_step_end = io.clock()
+                result.first_step_s = first_step_end - self.started
+            self.heartbeat.update(step=done, loss=loss, samples_per_s=samples_per_step / dt,
+                                  tokens_per_s=samples_per_step * spec.seq_len / dt)
+            io.on_step(done, loss)
+            result.final_step, result.final_loss = done, loss
+            window.append(loss)
+            if done % spec.metrics_every_steps == 0 or done == spec.max_steps or eval_due(done, spec):
+                self._record_metrics(done, window, eval_stream)
+                window = []
+            due = checkpoint_due(done, last_ckpt_step, 0.0, spec) or timed > 0
+            if due and done < spec.max_steps and done != last_ckpt_step:
+                self._checkpoint(done)
+                last_ckpt_step, last_ckpt_time = done, io.clock()
+        if result.final_step > start.step + 1:
+            result.steps_per_s = (result.final_step - start.step - 1) / (io.clock() - first_step_end)
+        return self._finish()
+
+    def _train_step(self, built: _Model, stream: SampleStream, samples_before: int) -> float:
+        """One optimizer step over this rank's micro-batches; returns this rank's mean loss."""
+        import torch
+
+        spec, world = self.spec, self.world
+        total = 0.0
+        for micro in range(spec.grad_accum):
+            first = micro_batch_start(samples_before, micro, world.rank, world.size, spec.batch_size)
+            input_ids, labels = stream.batch(first, spec.batch_size)
+            sync = contextlib.nullcontext() if not world.distributed or micro == spec.grad_accum - 1 \
+                else built.model.no_sync()
+            with sync:
+                with autocast(built.precision, built.device):
+                    loss = built.model(input_ids=input_ids.to(built.device), labels=labels.to(built.device)).loss
+                loss = loss.float() / spec.grad_accum
+                (built.scaler.scale(loss) if built.scaler is not None else loss).backward()
+            total += loss.item()
+        if built.scaler is not None:
+            built.scaler.unscale_(built.optimizer)
+        torch.nn.utils.clip_grad_norm_([p for p in built.inner.parameters() if p.requires_grad], 1.0)
+        if built.scaler is not None:
+            built.scaler.step(built.optimizer)
+            built.scaler.update()
+        else:
+            built.optimizer.step()
+        built.scheduler.step()
+        built.optimizer.zero_grad(set_to_none=True)
+        return total
+
+    def _evaluate(self, stream: SampleStream) -> float:
+        """Token-weighted mean loss over the first EVAL_MAX_SAMPLES eval samples, shared out over the ranks."""
+        import torch
+
+        built, world, spec = self.built, self.world, self.spec
+        count = min(len(stream.samples), EVAL_MAX_SAMPLES)
+        mine = list(range(world.rank, count, world.size))
+        loss_sum, tokens = 0.0, 0.0
+        built.inner.eval()
+        with torch.no_grad():
+            for first in range(0, len(mine), spec.batch_size):
+                chosen = mine[first:first + spec.batch_size]
+                input_ids, labels = stream.samples.input_ids[chosen], stream.samples.labels[chosen]
+                n = float((labels[:, 1:] != IGNORE).sum())
+                with autocast(built.precision, built.device):
+                    loss = built.inner(input_ids=input_ids.to(built.device), labels=labels.to(built.device)).loss
+                loss_sum, tokens = loss_sum + float(loss) * n, tokens + n
+        built.model.train()
+        loss_sum, tokens = distributed.sum_across(world, [loss_sum, tokens], built.device)
+        return loss_sum / max(tokens, 1.0)
+
+    def _record_metrics(self, step: int, window: list[float], eval_stream: SampleStream | None) -> None:
+        eval_loss = self._evaluate(eval_stream) if eval_stream is not None and eval_due(step, self.spec) else None
+        self.metrics.add(MetricsRecord(
+            step=step, loss=sum(window) / len(window) if window else None, eval_loss=eval_loss,
+            learning_rate=self.built.scheduler.get_last_lr()[0], samples_seen=self.result.samples_seen,
+            at=self.io.now()))
+
+    # -- checkpoints, stop, final ---------------------------------------------------------------
+
+    def _checkpoint(self, step: int, urgent: bool = False) -> None:
+        """Every rank hands its RNG state to rank 0, which snapshots and uploads in the background."""
+        built, spec = self.built, self.spec
+        rngs = distributed.gather_objects(self.world, capture_rng())
+        if not self.world.main:
+            return
         trainer_state = {
-            "step": step, "data_position": step * spec.grad_accum, "micro_batch_size": spec.batch_size,
-            "seed": spec.seed, "job_id": spec.job_id, "loss": heartbeat.progress.loss,
-            "honoured_request_id": stop.request_id or honoured,
+            "step": step, "samples_seen": self.result.samples_seen, "data_position": step * spec.grad_accum,
+            "micro_batch_size": spec.batch_size, "world_size": self.world.size, "seed": spec.seed,
+            "job_id": spec.job_id, "method": spec.method, "precision": built.precision,
+            "loss": self.heartbeat.progress.loss,
+            "honoured_request_id": self.stop.request_id or self.start_state.honoured,
         }
-        taken = io.clock()
-        snapshot = snapshots.take(step, model, optimizer, scheduler, trainer_state, urgent)
-        result.snapshot_s.append(io.clock() - taken)
-        uploader.submit(snapshot)
+        small = {RNG_FILE: rng_file(rngs)}
+        if built.scaler is not None:
+            small[SCALER_FILE] = _torch_bytes(built.scaler.state_dict())
+        taken = self.io.clock()
+        snapshot = self.snapshots.take(step, built.inner, built.optimizer, built.scheduler, trainer_state, urgent, small)
+        self.result.snapshot_s.append(self.io.clock() - taken)
+        self.uploader.submit(snapshot)
 
-    result = RunResult(EXIT_DONE, start_step=start_step, final_step=start_step, publish_s=uploader.publish_seconds)
-    last_ckpt_step = start_step if resumed else -1  # -1: no checkpoint yet
-    last_ckpt_time = io.clock()
-    first_step_end = None
-    model.train()
-    for step in range(start_step, spec.max_steps):
-        if stop.is_set():
-            return _stop(spec, io, stop, heartbeat, uploader, checkpoint, step, last_ckpt_step, result)
-        t0 = io.clock()
-        loss = _train_step(model, optimizer, scheduler, sampler, step, spec, device)
-        if spec.min_step_seconds:
-            time.sleep(max(0.0, spec.min_step_seconds - (io.clock() - t0)))
-        dt = io.clock() - t0
-        done = step + 1
-        if first_step_end is None:
-            first_step_end = io.clock()
-            result.first_step_s = first_step_end - started
-        samples = spec.batch_size * spec.grad_accum
-        heartbeat.update(step=done, loss=loss, samples_per_s=samples / dt, tokens_per_s=samples * spec.seq_len / dt)
-        io.on_step(done, loss)
-        result.final_step, result.final_loss = done, loss
-        if checkpoint_due(done, last_ckpt_step, io.clock() - last_ckpt_time, spec) and done < spec.max_steps:
-            checkpoint(done)
-            last_ckpt_step, last_ckpt_time = done, io.clock()
-    if result.final_step > start_step + 1:
-        result.steps_per_s = (result.final_step - start_step - 1) / (io.clock() - first_step_end)
-    uploader.wait()
-    _write_final(io.store, model, tokenizer, scratch / "final", result)
-    heartbeat.update(publish=True, state=TrainerState.done)
-    log.info("done: step %d, loss %.4f", result.final_step, result.final_loss or float("nan"))
-    return result
+    def _stop(self, step: int, last_ckpt_step: int) -> RunResult:
+        io, result = self.io, self.result
+        noticed = io.clock()
+        log.warning("stopping at step %d (%s): checkpointing", step, self.stop.reason or "another rank's stop")
+        self.heartbeat.update(publish=True, state=TrainerState.checkpointing, stop_reason=self.stop.reason)
+        if step != last_ckpt_step:
+            self._checkpoint(step, urgent=True)
+        if self.world.main:
+            self.uploader.wait()
+            self.metrics.flush()
+        changes = {"state": TrainerState.checkpointed, "last_checkpoint_step": step}
+        if self.stop.request_id:
+            changes["honoured_request_id"] = self.stop.request_id
+        self.heartbeat.update(publish=True, **changes)
+        distributed.barrier(self.world)  # no rank exits before the checkpoint is durable
+        result.exit_code, result.stop_reason = EXIT_CHECKPOINTED, self.stop.reason
+        result.durable_s = io.clock() - noticed
+        return result
 
-
-def _train_step(model, optimizer, scheduler, sampler, step, spec, device) -> float:
-    import torch
-
-    total = 0.0
-    for micro in range(spec.grad_accum):
-        batch = sampler.batch(step * spec.grad_accum + micro).to(device)
-        loss = model(input_ids=batch, labels=batch).loss / spec.grad_accum
-        loss.backward()
-        total += loss.item()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
-    return total
+    def _finish(self) -> RunResult:
+        if self.world.main:
+            self.uploader.wait()
+            _write_final(self.io.store, self.built.inner, self.built.tokenizer, self.scratch / "final",
+                         self.spec.merge_adapter)
+            self.metrics.flush()
+        self.heartbeat.update(publish=True, state=TrainerState.done)
+        distributed.barrier(self.world)
+        log.info("done: step %d, loss %.4f", self.result.final_step, self.result.final_loss or float("nan"))
+        return self.result
 
 
-def _stop(spec, io, stop, heartbeat, uploader, checkpoint, step, last_ckpt_step, result) -> RunResult:
-    noticed = io.clock()
-    log.warning("stopping at step %d (%s): checkpointing", step, stop.reason)
-    heartbeat.update(publish=True, state=TrainerState.checkpointing, stop_reason=stop.reason)
-    if step != last_ckpt_step:
-        checkpoint(step, urgent=True)
-    uploader.wait()
-    changes = {"state": TrainerState.checkpointed, "last_checkpoint_step": step}
-    if stop.request_id:
-        changes["honoured_request_id"] = stop.request_id
-    heartbeat.update(publish=True, **changes)
-    result.exit_code, result.stop_reason = EXIT_CHECKPOINTED, stop.reason
-    result.durable_s = io.clock() - noticed
-    return result
-
-
-def _write_final(store: ObjectStore, model, tokenizer, local: Path, result: RunResult) -> None:
-    """final/: the trained model and tokenizer in save_pretrained layout."""
+def _write_final(store: ObjectStore, model, tokenizer, local: Path, merge: bool) -> None:
+    """final/: the trained model and tokenizer in save_pretrained layout; for LoRA the adapter in
+    PEFT's layout, and with `merge` the merged model under final/merged/."""
     model.save_pretrained(local, safe_serialization=True)
     tokenizer.save_pretrained(local)
-    files = [p for p in local.rglob("*") if p.is_file()]
+    uploads = [(p, FINAL + p.relative_to(local).as_posix()) for p in local.rglob("*") if p.is_file()]
+    if merge and is_adapter(model):
+        merged_dir = local.parent / "merged"
+        merged = model.merge_and_unload()
+        merged.save_pretrained(merged_dir, safe_serialization=True)
+        tokenizer.save_pretrained(merged_dir)
+        uploads += [(p, FINAL_MERGED + p.relative_to(merged_dir).as_posix()) for p in merged_dir.rglob("*") if p.is_file()]
     with ThreadPoolExecutor(max_workers=4) as pool:
-        list(pool.map(lambda p: store.upload_file(p, FINAL + p.relative_to(local).as_posix()), files))
+        list(pool.map(lambda item: store.upload_file(*item), uploads))

@@ -32,3 +32,38 @@ def resolve_model_dir(model: str, scratch: Path, s3=None) -> str:
 
 def read_dataset_bytes(dataset: str, s3=None) -> bytes:
     return read_uri_bytes(dataset, s3)
+
+
+def _load_split(dataset: str, split: str):
+    """One split through the `datasets` library: a Hub dataset (hf://datasets/<owner>/<name>), a
+    directory in a Hub dataset repo's layout (data files), or a save_to_disk directory."""
+    import datasets
+
+    from training.spec import HF_DATASET_PREFIX
+
+    if dataset.startswith(HF_DATASET_PREFIX):
+        return datasets.load_dataset(dataset[len(HF_DATASET_PREFIX):], split=split)
+    path = Path(dataset)
+    if not path.is_dir():
+        raise FileNotFoundError(f"dataset directory {dataset} does not exist")
+    if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
+        loaded = datasets.load_from_disk(str(path))
+        if isinstance(loaded, datasets.DatasetDict):
+            if split not in loaded:
+                raise ValueError(f"dataset {dataset} has no split {split!r}. Choose between {', '.join(loaded)}")
+            return loaded[split]
+        return loaded
+    return datasets.load_dataset(str(path), split=split)
+
+
+def load_records(dataset: str, split: str, text_column: str, s3=None) -> list:
+    """The records (texts, or prompt/completion pairs) of a .txt/.jsonl corpus (local or s3://) or
+    of one split of a `datasets` dataset."""
+    from training.data import parse_records, records_from_columns
+    from training.spec import dataset_kind
+
+    if dataset_kind(dataset) == "corpus":
+        return parse_records(read_dataset_bytes(dataset, s3), dataset)
+    table = _load_split(dataset, split)
+    return records_from_columns({name: table[name] for name in table.column_names}, text_column,
+                                f"dataset {dataset} split {split!r}")

@@ -6,9 +6,9 @@ Lives in training/ so the instance needs no orchestrator code. Never holds a sec
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # Characters allowed in anything that may end up on a shell command line (user-data).
 # No quotes, spaces, `$`, backticks, `;`, `&`, `|`, `<`, `>`, newlines, glob or brace characters.
@@ -26,6 +26,38 @@ def check_shell_safe(value: str, field: str) -> str:
 
 
 PositiveSteps = Annotated[int, Field(ge=1, le=10_000_000)]
+
+METHODS = ("full", "lora", "qlora")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+HF_DATASET_PREFIX = "hf://datasets/"
+
+
+def choose_between(field: str, value: object, allowed: tuple[str, ...]) -> str:
+    """A validation message naming the field and its allowed values."""
+    return f"{field} {value!r} is not allowed. Choose between {', '.join(allowed)}"
+
+
+class LoraSpec(BaseModel):
+    """LoRA adapter settings (method lora or qlora)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    r: int = Field(default=16, ge=1, le=4096, description="adapter rank")
+    alpha: int = Field(default=32, ge=1, le=65536, description="scaling: alpha / r")
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: list[str] | None = Field(
+        default=None, min_length=1,
+        description="module names to adapt; None = a default per model type (training.adapters)")
+
+
+def dataset_kind(dataset: str) -> str:
+    """'hub' (hf://datasets/<owner>/<name>), 'files' (a local dataset directory for the datasets
+    library: the layout of a Hub dataset repo, or save_to_disk), or 'corpus' (.txt/.jsonl)."""
+    if dataset.startswith(HF_DATASET_PREFIX):
+        return "hub"
+    if dataset.endswith((".txt", ".jsonl")):
+        return "corpus"
+    return "files"
 
 
 class TrainingSpec(BaseModel):
@@ -57,6 +89,19 @@ class TrainingSpec(BaseModel):
     )
     instance_id: str | None = Field(default=None, description="reported in progress.json")
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    method: str = Field(default="full", description="full | lora | qlora")
+    precision: str = Field(
+        default="auto", description="auto (bf16 where the GPU has it, fp16 + loss scaling on V100/T4, "
+        "fp32 on CPU) | bf16 | fp16 | fp32; mixed precision keeps fp32 master weights")
+    gradient_checkpointing: bool = False
+    lora: LoraSpec | None = Field(default=None, description="adapter settings (lora/qlora; None = defaults)")
+    merge_adapter: bool = Field(default=False, description="lora/qlora: final/merged/ also gets merged weights")
+    dataset_split: str = Field(default="train", pattern=r"^[A-Za-z0-9_.\-\[\]:%+]+$")
+    dataset_text_column: str = Field(default="text", pattern=r"^[A-Za-z0-9_.\-]+$")
+    eval_split: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.\-\[\]:%+]+$")
+    eval_every_steps: int | None = Field(default=None, ge=1, le=10_000_000,
+                                         description="None = every metrics_every_steps")
+    metrics_every_steps: int = Field(default=10, ge=1, le=10_000_000)
     min_step_seconds: float = Field(
         default=0.0, ge=0, le=60,
         description="pace training so each step takes at least this long (demos and tests; 0 = off)",
@@ -73,6 +118,38 @@ class TrainingSpec(BaseModel):
     @classmethod
     def _shell_safe(cls, v: str, info) -> str:
         return check_shell_safe(v, info.field_name)
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, v: str) -> str:
+        if v not in METHODS:
+            raise ValueError(choose_between("method", v, METHODS))
+        return v
+
+    @field_validator("precision")
+    @classmethod
+    def _precision(cls, v: str) -> str:
+        if v not in PRECISIONS:
+            raise ValueError(choose_between("precision", v, PRECISIONS))
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TrainingSpec":
+        if self.method == "full" and (self.lora is not None or self.merge_adapter):
+            raise ValueError("lora and merge_adapter need method lora or qlora. Choose between lora, qlora "
+                             "for method, or leave lora and merge_adapter out")
+        if self.method == "qlora" and self.device == "cpu":
+            raise ValueError("method qlora needs a CUDA GPU (bitsandbytes 4-bit) but device is cpu. "
+                             "Choose between full, lora for method on CPU")
+        if self.eval_split is not None and dataset_kind(self.dataset) == "corpus":
+            raise ValueError("eval_split needs a dataset with splits (hf://datasets/<owner>/<name> or a dataset "
+                             "directory), not a .txt/.jsonl file")
+        return self
+
+    @property
+    def adapter(self) -> LoraSpec:
+        """The LoRA settings in force (defaults when lora is None)."""
+        return self.lora or LoraSpec()
 
     @field_validator("output")
     @classmethod

@@ -15,13 +15,40 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SPOTSHIFT_", extra="ignore")
 
     home: Path = Field(default=Path(".spotshift"), description="embedded stores and local state")
-    bucket: str = Field(default="spotshift-jobs", description="S3 bucket holding jobs/<job_id>/")
+    bucket: str = Field(default="spotshift-jobs", description="S3 bucket holding jobs/<job_id>/ and artifacts/ "
+                        "(`spotshift aws setup` proposes spotshift-<account>-<region>: see default_bucket_name)")
     compute_backend: Literal["local", "ec2"] = Field(default="local", description="where instances run")
     aws_endpoint_url: str | None = Field(default=None, description="e.g. a moto server: http://127.0.0.1:5000")
     aws_region: str = Field(default="us-east-1", description="region of the bucket and the default client")
-    image_id: str = Field(default="ami-999844e0", description="AMI of the training instances (default: a moto "
-                          "image; set your Deep Learning AMI for EC2)")
+    image_id: str = Field(default="ami-999844e0", description="AMI of the local backend's instances (a moto "
+                          "image); EC2 resolves one image per region (image_ids, image_ssm_parameter)")
     instance_profile: str = Field(default="spotshift-trainer", description="IAM instance profile of trainers")
+    # --- real AWS (spotshift aws setup / check, the EC2 backend); docs/aws.md ---
+    regions: list[str] = Field(default_factory=lambda: ["us-east-1", "us-east-2", "us-west-2"],
+                               description="every region jobs may use: setup, check and the reaper cover all of them")
+    image_ids: dict[str, str] = Field(default_factory=dict, description="per-region image override, e.g. "
+                                      '{"us-east-1": "ami-0123..."} (JSON in SPOTSHIFT_IMAGE_IDS)')
+    image_ssm_parameter: str = Field(
+        default="/aws/service/deeplearning/ami/x86_64/oss-nvidia-driver-gpu-pytorch-2.9-ubuntu-24.04/latest/ami-id",
+        description="public SSM parameter naming the region's AWS Deep Learning AMI (PyTorch)")
+    image_name_pattern: str = Field(default="Deep Learning OSS Nvidia Driver AMI GPU PyTorch 2.9 (Ubuntu 24.04) *",
+                                    description="describe_images name filter when the SSM parameter is missing")
+    image_owners: list[str] = Field(default_factory=lambda: ["amazon"], description="owners for describe_images")
+    trainer_python: str = Field(default="/opt/pytorch/bin/python", description="the image's PyTorch python: "
+                                "the trainer wheel is installed into its environment")
+    trainer_role: str = Field(default="spotshift-trainer", description="IAM role of the trainer instances")
+    security_group: str = Field(default="spotshift-trainer", description="egress-only security group, per region")
+    private_subnets: bool = Field(default=False, description="launch without a public IP (the subnets need a NAT "
+                                  "gateway or VPC endpoints for S3, Secrets Manager and the Hub)")
+    hub_token_secret: str | None = Field(default=None, description="Secrets Manager secret holding a Hugging "
+                                         "Face token for gated models; read by the instance at run time")
+    checkpoint_expire_days: int = Field(default=30, ge=1, description="lifecycle: checkpoints of a job expire "
+                                        "this many days after they were written")
+    pricing_region: str = Field(default="us-east-1", description="endpoint region of the AWS Pricing API")
+    first_heartbeat_seconds: float = Field(default=1800, gt=0, description="a new instance's first heartbeat may "
+                                           "take this long (boot, install, model download)")
+    check_cache_seconds: float = Field(default=3600, ge=0, description="how long a region's preflight check "
+                                       "is reused before a launch there")
     mongodb_url: SecretStr | None = Field(default=None, description="real MongoDB; unset = embedded store")
     mongodb_database: str = Field(default="spotshift")
     supabase_url: str | None = Field(default=None, description="Supabase project URL; unset = embedded ledger")
@@ -39,6 +66,14 @@ class Settings(BaseSettings):
     @property
     def store_dir(self) -> Path:
         return self.home / "store"
+
+    def image_override(self, region: str) -> str | None:
+        return self.image_ids.get(region)
+
+
+def default_bucket_name(account_id: str, region: str) -> str:
+    """spotshift-<account>-<region>: bucket names are global, this one is the account's own."""
+    return f"spotshift-{account_id}-{region}"
 
 
 def get_settings() -> Settings:

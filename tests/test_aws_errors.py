@@ -7,6 +7,7 @@ from botocore.exceptions import ClientError
 
 from spotshift.aws.errors import (
     CapacityUnavailable,
+    ImageUnavailable,
     InvalidRequest,
     NotFound,
     PermissionDenied,
@@ -38,11 +39,11 @@ def client_error(code: str, message: str = "boom", operation: str = "RunInstance
         ("AuthFailure", PermissionDenied),
         ("InvalidClientTokenId", PermissionDenied),
         ("InvalidInstanceID.NotFound", NotFound),
-        ("InvalidAMIID.NotFound", NotFound),
+        ("InvalidAMIID.NotFound", ImageUnavailable),
         ("NoSuchEntity", NotFound),
         ("NoSuchBucket", NotFound),
         ("InvalidParameterValue", InvalidRequest),
-        ("InvalidAMIID.Malformed", InvalidRequest),
+        ("InvalidAMIID.Malformed", ImageUnavailable),
         ("IdempotentParameterMismatch", InvalidRequest),
         ("SomethingNewFromAws", SpotshiftAwsError),
     ],

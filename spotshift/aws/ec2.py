@@ -13,7 +13,10 @@ from typing import Any, Callable, Iterable, Sequence
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from spotshift.aws.errors import CapacityUnavailable, NotFound, WaitTimeout, map_client_error
+from spotshift.aws.errors import (
+    CapacityUnavailable, NotFound, QuotaExceeded, SpotshiftAwsError, WaitTimeout, map_client_error,
+)
+from spotshift.aws.quotas import quota_error
 from spotshift.models import Market, Offer
 
 JOB_TAG = "spotshift:job-id"
@@ -23,6 +26,7 @@ RESERVED_TAG_PREFIXES = ("spotshift:", "aws:")
 USER_DATA_MAX_BYTES = 16 * 1024  # EC2's limit on raw user data
 ALIVE_STATES: tuple[str, ...] = ("pending", "running", "stopping", "stopped")
 GONE_STATES = frozenset({"shutting-down", "terminated"})
+NOT_FOUND_GRACE_S = 60.0  # DescribeInstances may not know an instance this long after RunInstances
 
 
 class LaunchRequest(BaseModel):
@@ -36,7 +40,14 @@ class LaunchRequest(BaseModel):
     offer: Offer = Field(description="where and how: instance type, region, zone, market")
     spec_uri: str = Field(min_length=1, description="s3://bucket/jobs/<job_id>/spec.json the trainer reads")
     user_data: str = Field(default="", description="rendered by training.bootstrap.render_user_data")
-    image_id: str = Field(pattern=r"^ami-[0-9a-f]{8,17}$", description="AMI with the training environment")
+    image_id: str | None = Field(default=None, pattern=r"^ami-[0-9a-f]{8,17}$",
+                                 description="AMI with the training environment; None = the backend resolves "
+                                 "the region's image (spotshift.aws.images)")
+    subnet_id: str | None = Field(default=None, description="subnet of the offer's zone; None = EC2's default "
+                                  "subnet (needs a default VPC)")
+    security_group_ids: tuple[str, ...] = Field(default=(), description="the region's spotshift security group")
+    public_ip: bool = Field(default=True, description="False for private subnets that reach S3 through a NAT "
+                            "gateway or VPC endpoints")
     instance_profile: str | None = Field(
         default="spotshift-trainer", min_length=1, max_length=128,
         description="IAM instance profile name (the instance gets its role, never keys); None = none",
@@ -141,6 +152,15 @@ def plan_run_instances(request: LaunchRequest) -> dict[str, Any]:
         ],
         "ClientToken": client_token(request.workload_id),
     }
+    if request.image_id is None:
+        raise ValueError("image_id is unresolved: the backend resolves the region's image before launching")
+    if request.subnet_id:
+        kwargs["NetworkInterfaces"] = [{
+            "DeviceIndex": 0, "SubnetId": request.subnet_id, "Groups": list(request.security_group_ids),
+            "AssociatePublicIpAddress": request.public_ip, "DeleteOnTermination": True,
+        }]
+    elif request.security_group_ids:
+        kwargs["SecurityGroupIds"] = list(request.security_group_ids)
     if request.instance_profile:
         kwargs["IamInstanceProfile"] = {"Name": request.instance_profile}
     if request.offer.market is Market.SPOT:
@@ -217,9 +237,16 @@ def launch(ec2, request: LaunchRequest) -> LaunchedInstance:
     try:
         response = ec2.run_instances(**plan_run_instances(request))
     except ClientError as exc:
-        raise map_client_error(exc, context=f"launch {request.offer.instance_type} in {request.offer.zone}",
-                               region=request.region) from exc
+        raise launch_error(map_client_error(exc, context=f"launch {request.offer.instance_type} in "
+                                            f"{request.offer.zone}", region=request.region), request.offer) from exc
     return _launched(request, instance_info(response["Instances"][0], request.region))
+
+
+def launch_error(error: SpotshiftAwsError, offer: Offer) -> SpotshiftAwsError:
+    """A quota refusal names the quota the offer counts against; other errors stay as they are."""
+    if isinstance(error, CapacityUnavailable) and error.is_quota and not isinstance(error, QuotaExceeded):
+        return quota_error(error, offer.instance_type, offer.market)
+    return error
 
 
 def _launched(request: LaunchRequest, info: InstanceInfo) -> LaunchedInstance:
@@ -238,12 +265,22 @@ def wait_running(
     poll_s: float = 2.0,
     sleep: Callable[[float], None] = time.sleep,
     monotonic: Callable[[], float] = time.monotonic,
+    not_found_grace_s: float = NOT_FOUND_GRACE_S,
 ) -> InstanceInfo:
     """Wait until the instance is running. A spot instance that dies on the way raises
-    CapacityUnavailable with EC2's reason code; running out of time raises WaitTimeout."""
-    deadline = monotonic() + timeout_s
+    CapacityUnavailable with EC2's reason code; running out of time raises WaitTimeout.
+    InvalidInstanceID.NotFound in the first `not_found_grace_s` counts as pending (EC2's reads
+    are eventually consistent right after RunInstances)."""
+    started = monotonic()
+    deadline = started + timeout_s
     while True:
-        info = describe_instance(ec2, instance_id)
+        try:
+            info = describe_instance(ec2, instance_id)
+        except NotFound:
+            if monotonic() - started >= not_found_grace_s:
+                raise
+            sleep(poll_s)
+            continue
         if info.state == "running":
             return info
         if info.state in GONE_STATES or info.state in ("stopping", "stopped"):

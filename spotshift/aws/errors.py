@@ -106,6 +106,26 @@ class CapacityUnavailable(SpotshiftAwsError):
         return self.code in QUOTA_CODES
 
 
+class QuotaExceeded(CapacityUnavailable):
+    """An account vCPU quota refused the launch: every offer of the region, quota group (G or P)
+    and market is out until the quota is raised. `quota_code` names it in Service Quotas."""
+
+    def __init__(self, message: str, *, quota_code: str = "", quota_name: str = "", **kwargs):
+        self.quota_code = quota_code
+        self.quota_name = quota_name
+        named = f"quota {quota_name} ({quota_code}) is too low: {message}" if quota_code else message
+        super().__init__(named, **kwargs)
+
+    @property
+    def is_quota(self) -> bool:
+        return True
+
+
+class ImageUnavailable(CapacityUnavailable):
+    """The region's image cannot be launched (missing, not shared, wrong architecture): block the
+    offer and take the next one; `spotshift aws check` says how to fix the image."""
+
+
 class Throttled(SpotshiftAwsError):
     """AWS asked us to slow down: retry with backoff."""
 
@@ -128,8 +148,13 @@ class WaitTimeout(SpotshiftAwsError):
     """A resource did not reach the wanted state in time."""
 
 
+IMAGE_CODE_PREFIX = "InvalidAMIID."
+
+
 def error_class(code: str) -> type[SpotshiftAwsError]:
     """The typed error for an AWS error code (SpotshiftAwsError when the code is unknown)."""
+    if code.startswith(IMAGE_CODE_PREFIX):
+        return ImageUnavailable
     if code in CAPACITY_CODES:
         return CapacityUnavailable
     if code in THROTTLING_CODES:

@@ -1,4 +1,5 @@
-"""training.bootstrap: the rendered user-data is valid bash, logs, and passes hostile values through verbatim."""
+"""training.bootstrap: the rendered user-data is valid bash, logs, passes hostile values through verbatim,
+and never installs the project by name from a package index."""
 
 from __future__ import annotations
 
@@ -23,9 +24,10 @@ HOSTILE = [
 
 @pytest.mark.parametrize("value", HOSTILE)
 def test_rendered_script_is_valid_bash_for_hostile_values(value):
-    script = render_user_data(value, package_spec=value, python=value, log_file=value, extra_env={"X": value})
+    script = render_user_data(value, python=value, log_file=value, extra_env={"X": value},
+                              trainer_wheel_uri="s3://" + value, log_uri="s3://" + value, hub_token_secret=value)
     assert script.startswith("#!/bin/bash\n")
-    assert "set -euo pipefail" in script
+    assert "set -uo pipefail" in script and "trap finish EXIT" in script
     checked = subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True)
     assert checked.returncode == 0, checked.stderr
 
@@ -45,17 +47,17 @@ def test_stub_python_receives_the_values_unchanged(value, tmp_path):
     write_stub(bin_dir / "python3", f"""n=$(ls {calls_dir} | wc -l)
 for a in "$@"; do printf '%s\\0' "$a"; done > {calls_dir}/call-$n
 printf '%s' "$SPOTSHIFT_X" > {tmp_path}/env-value
-if [ "$2" = training ]; then exit 75; fi
+if [ "$2" = torch.distributed.run ]; then exit 75; fi
 """)
     log_file = tmp_path / "logs" / "train.log"
-    script = render_user_data(value, package_spec=value, log_file=str(log_file), extra_env={"SPOTSHIFT_X": value})
+    script = render_user_data(value, log_file=str(log_file), extra_env={"SPOTSHIFT_X": value}, gpus=2)
     run = subprocess.run(["bash", "-c", script], env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
                          capture_output=True, text=True, timeout=30)
     assert run.returncode == 75  # the trainer's exit code is the script's
-    pip_call = (calls_dir / "call-0").read_text().split("\0")[:-1]
-    train_call = (calls_dir / "call-1").read_text().split("\0")[:-1]
-    assert pip_call == ["-m", "pip", "install", "--upgrade", value]
-    assert train_call == ["-m", "training", "--spec", value]
+    train_call = (calls_dir / "call-0").read_text().split("\0")[:-1]
+    assert train_call == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "training",
+                          "--spec", value]
+    assert not (calls_dir / "call-1").exists()  # no wheel given: nothing is installed
     assert (tmp_path / "env-value").read_text() == value
     assert not Path("/tmp/pwned-spotshift").exists()
     log = log_file.read_text()
@@ -63,11 +65,18 @@ if [ "$2" = training ]; then exit 75; fi
     assert run.stdout == ""  # everything went to the log file
 
 
-def test_defaults_install_the_train_extra_and_log_to_var_log():
-    script = render_user_data("s3://bucket/jobs/j1/spec.json")
-    assert "-m pip install --upgrade 'spotshift[train]'" in script
+def test_the_wheel_comes_from_the_bucket_and_nothing_is_looked_up_by_name():
+    script = render_user_data("s3://bucket/jobs/j1/spec.json", trainer_wheel_uri="s3://bucket/artifacts/ab/t.whl")
+    assert 'aws s3 cp "$WHEEL_URI"' in script and "WHEEL_URI=s3://bucket/artifacts/ab/t.whl" in script
+    assert "spotshift[" not in script and "--upgrade" not in script
     assert "LOG_FILE=/var/log/spotshift-train.log" in script
-    assert "--spec s3://bucket/jobs/j1/spec.json" in script
+    assert "--nproc_per_node=1 -m training --spec s3://bucket/jobs/j1/spec.json" in script
+
+
+def test_the_hub_token_is_read_at_run_time_and_never_written_into_the_script():
+    script = render_user_data("s3://b/jobs/j/spec.json", hub_token_secret="spotshift/hf-token")
+    assert "get-secret-value --secret-id spotshift/hf-token" in script
+    assert "hf_" not in script and "echo \"$HF_TOKEN" not in script
 
 
 @pytest.mark.parametrize("name", ["AWS_SECRET_ACCESS_KEY", "HF_TOKEN", "AWS_SESSION_TOKEN", "DB_PASSWORD"])
@@ -77,7 +86,9 @@ def test_secret_looking_env_is_refused(name):
 
 
 @pytest.mark.parametrize("kwargs, field", [({"spec_uri": ""}, "spec_uri"), ({"spec_uri": "s3://b", "python": ""}, "python"),
-                                           ({"spec_uri": "s3://b", "extra_env": {"BAD-NAME": "1"}}, "BAD-NAME")])
+                                           ({"spec_uri": "s3://b", "extra_env": {"BAD-NAME": "1"}}, "BAD-NAME"),
+                                           ({"spec_uri": "s3://b", "trainer_wheel_uri": "https://x/t.whl"}, "trainer_wheel_uri"),
+                                           ({"spec_uri": "s3://b", "gpus": 0}, "gpus")])
 def test_bad_input_names_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
         render_user_data(**kwargs)

@@ -49,7 +49,7 @@ def stub(path: Path, body: str) -> None:
 def test_instance_id_from_imdsv2_and_power_off_after_the_trainer(imds, tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    stub(bin_dir / "python3", f'if [ "$2" = training ]; then printf %s "$SPOTSHIFT_INSTANCE_ID" > {tmp_path}/id; exit 75; fi\n')
+    stub(bin_dir / "python3", f'if [ "$2" = torch.distributed.run ]; then printf %s "$SPOTSHIFT_INSTANCE_ID" > {tmp_path}/id; exit 75; fi\n')
     stub(bin_dir / "shutdown", f'echo "$@" > {tmp_path}/shutdown\n')  # never the real one
     script = render_user_data("s3://b/jobs/j/spec.json", log_file=str(tmp_path / "log"), imds=imds, power_off=True)
     run = subprocess.run(["bash", "-c", script], env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, capture_output=True,

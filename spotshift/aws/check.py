@@ -1,0 +1,193 @@
+"""`spotshift aws check`: read-only proof that the account can run a job, one row per check:
+identity, bucket, profile, and per region the image, subnets, security group, G/P quotas and a
+RunInstances DryRun of the real launch plan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Callable
+
+from botocore.exceptions import ClientError
+
+from spotshift.aws.calls import call_aws
+from spotshift.aws.ec2 import LaunchRequest, plan_run_instances
+from spotshift.aws.errors import SpotshiftAwsError, map_client_error
+from spotshift.aws.images import RegionImage, resolve_image
+from spotshift.aws.network import find_security_group, zone_subnets
+from spotshift.aws.quotas import gpu_quotas, quota_value
+from spotshift.aws.setup import SetupError, check_bucket
+from spotshift.catalog import INSTANCE_TYPES
+from spotshift.models import Market, Offer
+
+PROBE_TYPE = "g4dn.xlarge"  # the smallest GPU type the Deep Learning AMI supports in every region
+Clients = Callable[[str, str], Any]  # (service, region) -> boto3 client
+
+
+@dataclass(frozen=True)
+class CheckRow:
+    """One check's outcome; `fix` says what to do when it failed."""
+
+    region: str
+    check: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+@dataclass(frozen=True)
+class CheckConfig:
+    """What the check needs from settings."""
+
+    bucket: str
+    bucket_region: str
+    profile: str
+    security_group: str
+    regions: tuple[str, ...]
+    private_subnets: bool = False
+    image_overrides: tuple[tuple[str, str], ...] = ()
+    image_parameter: str = ""
+    image_name_pattern: str = ""
+    image_owners: tuple[str, ...] = ("amazon",)
+
+
+def _row(region: str, check: str, fn: Callable[[], str], fix: str) -> CheckRow:
+    try:
+        return CheckRow(region, check, True, fn())
+    except (SpotshiftAwsError, CheckFailed) as exc:
+        return CheckRow(region, check, False, str(exc), fix)
+
+
+class CheckFailed(Exception):
+    """A check found something wrong that is not an AWS error."""
+
+
+def check_account(clients: Clients, config: CheckConfig) -> tuple[str, list[CheckRow]]:
+    """(account id, rows for identity, bucket and instance profile)."""
+    home = config.bucket_region
+    identity = call_aws(clients("sts", home).get_caller_identity, region=home)
+    account = identity["Account"]
+    rows = [CheckRow("global", "identity", True, f"{identity['Arn']} (account {account})")]
+    rows.append(_row(home, "bucket", lambda: _bucket(clients("s3", home), config, account),
+                     "run `spotshift aws setup` or choose your own bucket with --bucket"))
+    rows.append(_row("global", "instance profile", lambda: _profile(clients("iam", home), config.profile),
+                     "run `spotshift aws setup`"))
+    return account, rows
+
+
+def _bucket(s3: Any, config: CheckConfig, account: str) -> str:
+    try:
+        located = check_bucket(s3, config.bucket, region=config.bucket_region, account=account)
+    except SetupError as exc:
+        raise CheckFailed(exc.aws_message) from exc
+    return f"{config.bucket} in {located}, owned by {account}"
+
+
+def _profile(iam: Any, name: str) -> str:
+    profile = call_aws(iam.get_instance_profile, region="global", InstanceProfileName=name)["InstanceProfile"]
+    roles = [r["RoleName"] for r in profile.get("Roles", [])]
+    if not roles:
+        raise CheckFailed(f"instance profile {name} holds no role")
+    return f"{name} -> role {', '.join(roles)}"
+
+
+def check_region(clients: Clients, config: CheckConfig, region: str) -> list[CheckRow]:
+    """The rows of one region; the DryRun uses the image, subnet and group found before it."""
+    ec2 = clients("ec2", region)
+    found: dict[str, Any] = {}
+    overrides = dict(config.image_overrides)
+
+    def image() -> str:
+        img = resolve_image(region, ssm=clients("ssm", region), ec2=ec2, override=overrides.get(region),
+                            parameter=config.image_parameter, name_pattern=config.image_name_pattern,
+                            owners=config.image_owners)
+        found["image"] = img
+        return f"{img.image_id} ({img.name or 'unnamed'}, {img.architecture}) from {img.source}"
+
+    def group() -> str:
+        sg = find_security_group(ec2, config.security_group, region=region)
+        if sg is None:
+            raise CheckFailed(f"no security group {config.security_group!r}")
+        if not sg.get("IpPermissionsEgress"):
+            raise CheckFailed(f"{sg['GroupId']} allows no outbound traffic (S3 and the Hub are unreachable)")
+        found["group"] = sg
+        return f"{sg['GroupId']} in {sg['VpcId']}: egress open, {len(sg.get('IpPermissions', []))} inbound rule(s)"
+
+    def subnets() -> str:
+        if "group" not in found:
+            raise CheckFailed("needs the security group's VPC")
+        chosen = zone_subnets(ec2, region=region, vpc_id=found["group"]["VpcId"], private=config.private_subnets)
+        if not chosen:
+            raise CheckFailed(f"no usable subnet in {found['group']['VpcId']}")
+        found["subnets"] = chosen
+        return ", ".join(f"{z}: {s}" for z, s in sorted(chosen.items()))
+
+    rows = [_row(region, "image", image, "set SPOTSHIFT_IMAGE_IDS for this region or check the SSM parameter"),
+            _row(region, "security group", group, f"run `spotshift aws setup --regions {region}`"),
+            _row(region, "subnets", subnets, "use a VPC with a subnet per zone (public, or private with a NAT and "
+                 "SPOTSHIFT_PRIVATE_SUBNETS=true)")]
+    rows += quota_rows(clients("service-quotas", region), region)
+    rows.append(_row(region, "run-instances dry run", lambda: dry_run(ec2, region, found, config),
+                     "attach the policy `spotshift aws setup` prints to this user"))
+    return rows
+
+
+def quota_rows(service_quotas: Any, region: str) -> list[CheckRow]:
+    """One row per G/P x spot/on-demand vCPU quota; zero vCPUs is a failed row."""
+    rows = []
+    for group, market, quota in gpu_quotas():
+        name = f"quota {group} {market.value}"
+        fix = f"request an increase of {quota.describe()} in Service Quotas ({region})"
+        try:
+            vcpus = quota_value(service_quotas, quota, region=region)
+        except SpotshiftAwsError as exc:
+            rows.append(CheckRow(region, name, False, f"{quota.describe()}: {exc}", fix))
+            continue
+        rows.append(CheckRow(region, name, vcpus > 0, f"{quota.describe()}: {vcpus:g} vCPUs", "" if vcpus > 0 else fix))
+    return rows
+
+
+def probe_request(region: str, zone: str, image: RegionImage, subnet: str, group: str, config: CheckConfig) -> LaunchRequest:
+    """The launch plan of a real job, for the smallest GPU type the image supports."""
+    t = INSTANCE_TYPES[PROBE_TYPE]
+    offer = Offer(instance_type=t.name, gpu=t.gpu, gpu_count=t.gpu_count, gpu_memory_gib=t.gpu_memory_gib,
+                  vcpus=t.vcpus, memory_gib=t.memory_gib, region=region, zone=zone, market=Market.SPOT,
+                  usd_per_hour=0.0, observed_at=datetime.now(UTC), source="spotshift aws check")
+    return LaunchRequest(job_id="spotshift-check", workload_id=f"check-{region}", offer=offer,
+                         spec_uri=f"s3://{config.bucket}/jobs/spotshift-check/spec.json", image_id=image.image_id,
+                         instance_profile=config.profile, subnet_id=subnet, security_group_ids=(group,),
+                         public_ip=not config.private_subnets, user_data="#!/bin/bash\nshutdown -h now\n")
+
+
+def dry_run(ec2: Any, region: str, found: dict[str, Any], config: CheckConfig) -> str:
+    missing = [k for k in ("image", "group", "subnets") if k not in found]
+    if missing:
+        raise CheckFailed(f"needs the {', '.join(missing)} checks to pass first")
+    zone, subnet = sorted(found["subnets"].items())[0]
+    request = probe_request(region, zone, found["image"], subnet, found["group"]["GroupId"], config)
+    try:
+        ec2.run_instances(**plan_run_instances(request), DryRun=True)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "DryRunOperation":
+            return f"{PROBE_TYPE} spot in {zone} would launch ({subnet}, {found['image'].image_id})"
+        raise map_client_error(exc, context=f"dry run of {PROBE_TYPE} in {zone}", region=region) from exc
+    raise CheckFailed("EC2 launched an instance for a dry run")  # never: DryRun=True launches nothing
+
+
+def run_check(clients: Clients, config: CheckConfig) -> list[CheckRow]:
+    """Every row: the account's, then each region's."""
+    _, rows = check_account(clients, config)
+    for region in config.regions:
+        rows += check_region(clients, config, region)
+    return rows
+
+
+def render_rows(rows: list[CheckRow]) -> str:
+    """A plain-text table: region, check, OK/FAIL, detail (and the fix under a failed row)."""
+    width = max((len(r.check) for r in rows), default=5)
+    lines = [f"{'region':<14} {'check':<{width}} result  detail"]
+    for r in rows:
+        lines.append(f"{r.region:<14} {r.check:<{width}} {'OK' if r.ok else 'FAIL':<6}  {r.detail}")
+        if not r.ok and r.fix:
+            lines.append(f"{'':<14} {'':<{width}}         fix: {r.fix}")
+    return "\n".join(lines)

@@ -19,35 +19,66 @@ KNOWN_REGIONS: tuple[str, ...] = (
 )
 
 
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
 @dataclass(frozen=True)
 class GpuModel:
-    """One GPU model: memory per device and training throughput relative to a V100 (= 1.0)."""
+    """One GPU model: memory per device and dense peak TFLOPS per training precision.
+
+    fp32 is the CUDA-core rate (PyTorch does not use TF32 for matmuls unless asked); fp16 and bf16
+    are the tensor-core rates without sparsity. bf16 is None where the GPU has no bf16 (before
+    Ampere). `source` cites where each figure comes from.
+    """
 
     name: str
     memory_gib: float
-    relative_throughput: float
+    fp32_tflops: float
+    fp16_tflops: float
+    bf16_tflops: float | None
     source: str
 
+    @property
+    def bf16(self) -> bool:
+        return self.bf16_tflops is not None
 
-# Relative mixed-precision training throughput, V100 16 GB = 1.0. Figures are rounded ratios of
-# published transformer-training benchmarks (Lambda Labs GPU benchmarks 2022-2024, NVIDIA
-# MLPerf Training v3.x per-GPU results) cross-checked against dense FP16/BF16 tensor TFLOPS;
-# they rank offers in dollars per unit of work, they are not a promise of speed.
+    def tflops(self, precision: str) -> float:
+        """Dense peak TFLOPS in `precision` (fp32, fp16 or bf16); ValueError where it has none."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision {precision!r} is unknown. Choose between {', '.join(PRECISIONS)}")
+        value = getattr(self, f"{precision}_tflops")
+        if value is None:
+            raise ValueError(f"{self.name} has no {precision} support. Choose between fp32, fp16")
+        return value
+
+    @property
+    def relative_throughput(self) -> float:
+        """Mixed-precision (bf16, else fp16) peak relative to a V100's fp16 (= 1.0)."""
+        return (self.bf16_tflops or self.fp16_tflops) / V100_FP16_TFLOPS
+
+
+V100_FP16_TFLOPS = 125.0
+
+# Dense peak TFLOPS from each vendor's published specification (no sparsity), memory as sold.
 GPU_MODELS: dict[str, GpuModel] = {
     g.name: g
     for g in (
-        GpuModel("T4", 16, 0.30, "Lambda benchmarks: T4 ~0.3x V100 on fp16 LM training (65 vs 125 TFLOPS peak, 70 W)"),
-        GpuModel("V100", 16, 1.00, "baseline (p3 family)"),
-        GpuModel("V100-32GB", 32, 1.00, "same silicon as V100 16 GB (p3dn)"),
-        GpuModel("A10G", 24, 0.85, "Lambda/AWS g5 benchmarks: ~0.8-0.9x V100 on fp16 LM training"),
-        GpuModel("L4", 24, 0.75, "NVIDIA L4 spec 121 TFLOPS fp16 dense, 300 GB/s: ~0.7-0.8x V100 measured"),
-        GpuModel("L40S", 48, 1.90, "NVIDIA L40S 362 TFLOPS fp16 dense; ~1.8-2.0x V100 in LM fine-tuning"),
-        GpuModel("A100", 40, 2.30, "Lambda benchmarks: A100 40 GB ~2.2-2.5x V100 (BF16/TF32 LM training)"),
-        GpuModel("A100-80GB", 80, 2.60, "A100 80 GB: faster HBM2e, ~1.1x A100 40 GB"),
-        GpuModel("H100", 80, 5.00, "MLPerf Training v3.0: H100 SXM ~2.0-2.3x A100 per GPU"),
-        GpuModel("H200", 141, 5.60, "H200: H100 silicon with 4.8 TB/s HBM3e, ~1.1-1.2x H100"),
+        GpuModel("T4", 16, 8.1, 65, None, "NVIDIA T4 datasheet: FP32 8.1, mixed FP16 65 TFLOPS; Turing has no BF16"),
+        GpuModel("V100", 16, 15.7, 125, None, "NVIDIA V100 datasheet (SXM2): FP32 15.7, tensor 125 TFLOPS; no BF16"),
+        GpuModel("V100-32GB", 32, 15.7, 125, None, "NVIDIA V100 datasheet (SXM2 32 GB, p3dn): FP32 15.7, tensor 125"),
+        GpuModel("A10G", 24, 31.2, 70, 70, "Baseten, 'NVIDIA A10 vs A10G' (AWS's A10G spec: FP32 31.2, "
+                 "BF16/FP16 tensor 70 TFLOPS dense; NVIDIA publishes no A10G datasheet)"),
+        GpuModel("L4", 24, 30.3, 121, 121, "NVIDIA L4 datasheet: FP32 30.3, BF16/FP16 tensor 242 with sparsity = 121 dense"),
+        GpuModel("L40S", 48, 91.6, 362, 362, "NVIDIA L40S datasheet: FP32 91.6, BF16/FP16 tensor 733 with sparsity = 362 dense"),
+        GpuModel("A100", 40, 19.5, 312, 312, "NVIDIA A100 datasheet (SXM4 40 GB): FP32 19.5, BF16/FP16 tensor 312"),
+        GpuModel("A100-80GB", 80, 19.5, 312, 312, "NVIDIA A100 datasheet (SXM4 80 GB): FP32 19.5, BF16/FP16 tensor 312"),
+        GpuModel("H100", 80, 67, 989, 989, "NVIDIA H100 datasheet (SXM5): FP32 67, BF16/FP16 tensor 1979 with sparsity = 989 dense"),
+        GpuModel("H200", 141, 67, 989, 989, "NVIDIA H200 datasheet (SXM): FP32 67, BF16/FP16 tensor 1979 with sparsity = 989 dense"),
     )
 }
+
+# Families whose GPUs talk over NVLink/NVSwitch (the others over PCIe), from AWS's instance pages.
+NVLINK_FAMILIES = frozenset({"p3", "p3dn", "p4d", "p4de", "p5", "p5e", "p5en"})
 
 
 @dataclass(frozen=True)
@@ -71,6 +102,11 @@ class InstanceType:
     @property
     def family(self) -> str:
         return self.name.split(".", 1)[0]
+
+    @property
+    def nvlink(self) -> bool:
+        """True when its GPUs are linked by NVLink/NVSwitch (all-reduce faster than over PCIe)."""
+        return self.family in NVLINK_FAMILIES
 
 
 def _types(family: str, gpu: str, rows: list[tuple[str, int, int, float]]) -> list[InstanceType]:
@@ -109,7 +145,10 @@ KNOWN_GPUS: tuple[str, ...] = tuple(GPU_MODELS)
 KNOWN_INSTANCE_TYPES: tuple[str, ...] = tuple(INSTANCE_TYPES)
 
 
-def work_units_per_hour(instance_type: str) -> float:
-    """Training work one hour of this instance does, in V100-hours."""
-    t = INSTANCE_TYPES[instance_type]
-    return GPU_MODELS[t.gpu].relative_throughput * t.gpu_count
+def work_units_per_hour(instance_type: str, gpus_used: int | None = None) -> float:
+    """Training work one hour of this instance does, in V100-hours, with `gpus_used` of its GPUs
+    (None = all) in mixed precision. A job-specific rate (precision, method, scaling) is
+    spotshift.sizing's `work_units_per_hour`; this one is for callers that know no job."""
+    from spotshift.sizing.speed import instance_work_units_per_hour
+
+    return instance_work_units_per_hour(instance_type, gpus_used=gpus_used)

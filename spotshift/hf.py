@@ -4,6 +4,7 @@ but config.json and safetensors headers."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import struct
@@ -15,6 +16,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from spotshift.models import JobCreate, classify_model_ref
+from spotshift.sizing.model import LinearGroup, ModelSize
 
 GIB = 1024**3
 # Bytes per element of the safetensors dtypes (and the Hub's safetensors parameter keys).
@@ -234,3 +236,115 @@ def min_gpu_memory_gib(meta: ModelMetadata, request: JobCreate, *, training_dtyp
     gradient accumulation adds steps, not memory."""
     return training_memory_gib(meta, batch_size=request.batch_size, seq_len=request.seq_len,
                                training_dtype=training_dtype)
+
+
+# --- parameter counts from config.json alone ---------------------------------------------------
+
+
+def model_size(ref: str, *, hf_api: HubApi | None = None, s3_client=None,
+               hub_cache_dir: str | Path | None = None) -> ModelSize:
+    """Parameters and shape of a Hub repo id, a local directory or an s3:// prefix, from its
+    config.json alone (no weights read)."""
+    return size_from_config(model_config(ref, hf_api=hf_api, s3_client=s3_client, hub_cache_dir=hub_cache_dir))
+
+
+def model_config(ref: str, *, hf_api: HubApi | None = None, s3_client=None,
+                 hub_cache_dir: str | Path | None = None) -> dict[str, Any]:
+    """The config.json of a Hub repo id, a local directory or an s3:// prefix."""
+    kind = classify_model_ref(ref)
+    if kind == "local":
+        return _load_json(Path(ref).expanduser() / "config.json", ref)
+    if kind == "s3":
+        if s3_client is None:
+            raise ValueError(f"model {ref!r} is on S3: pass s3_client (e.g. AwsCredentials.get_s3_client())")
+        bucket, _, prefix = ref.removeprefix("s3://").partition("/")
+        key = (prefix.rstrip("/") + "/" if prefix else "") + "config.json"
+        try:
+            return json.loads(s3_client.get_object(Bucket=bucket, Key=key)["Body"].read())
+        except s3_client.exceptions.NoSuchKey:
+            raise ModelMetadataUnavailable(f"model {ref!r}: no config.json under the prefix") from None
+    if hf_api is None:
+        from huggingface_hub import HfApi
+
+        hf_api = HfApi()
+    extra = {"cache_dir": str(hub_cache_dir)} if hub_cache_dir is not None else {}
+    return _load_json(Path(hf_api.hf_hub_download(ref, "config.json", **extra)), ref)
+
+
+def size_from_config(config: dict[str, Any]) -> ModelSize:
+    """ModelSize of the architecture `config` describes: a model built on the meta device (no
+    memory, any architecture transformers knows), else the decoder formula when torch or
+    transformers is absent or does not know the model type."""
+    try:
+        return _size_on_meta_device(json.dumps(config, sort_keys=True))
+    except (ImportError, ValueError, KeyError):
+        return size_from_formula(config)
+
+
+@functools.lru_cache(maxsize=64)
+def _size_on_meta_device(config_json: str) -> ModelSize:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = json.loads(config_json)
+    fields = {k: v for k, v in config.items() if k not in ("model_type", "architectures", "auto_map")}
+    cfg = AutoConfig.for_model(config["model_type"], **fields)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(cfg)
+    linears: Counter = Counter()
+    for name, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        if isinstance(module, torch.nn.Linear):
+            shape = (module.in_features, module.out_features)
+        elif type(module).__name__ == "Conv1D" and weight is not None and weight.dim() == 2:
+            shape = tuple(weight.shape)  # transformers' Conv1D stores (in, out)
+        else:
+            continue
+        linears[(name.rsplit(".", 1)[-1], *shape)] += 1
+    params = sum(p.numel() for p in model.parameters())
+    embed = model.get_input_embeddings().weight
+    head = model.get_output_embeddings()
+    untied = head is not None and head.weight is not embed
+    embedding_params = embed.numel() + (head.weight.numel() if untied else 0)
+    return _model_size(config, params, embedding_params,
+                       tuple(LinearGroup(name=n, in_features=i, out_features=o, count=c)
+                             for (n, i, o), c in linears.items()))
+
+
+def size_from_formula(config: dict[str, Any]) -> ModelSize:
+    """ModelSize of a Llama-style decoder (attention with grouped KV heads, gated or plain MLP,
+    two norms per layer) from the config's shape fields: the fallback without torch."""
+    s = _shape(config)
+    h, L, kv, inter = s["hidden"], s["n_layers"], s["n_kv_heads"] * (s["hidden"] // s["n_heads"]), s["intermediate"]
+    gated = config.get("hidden_act", config.get("activation_function", "silu")) in ("silu", "swiglu", "swish")
+    groups = {"q_proj": (h, h), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (h, h), "up_proj": (h, inter),
+              "down_proj": (inter, h), **({"gate_proj": (h, inter)} if gated else {})}
+    blocks = [LinearGroup(name=n, in_features=i, out_features=o, count=L) for n, (i, o) in groups.items()]
+    tied = bool(config.get("tie_word_embeddings", False))
+    head = [] if tied else [LinearGroup(name="lm_head", in_features=h, out_features=s["vocab"], count=1)]
+    embedding_params = s["vocab"] * h * (1 if tied else 2)
+    params = embedding_params + sum(g.in_features * g.out_features * g.count for g in blocks) + (2 * L + 1) * h
+    linears = tuple(blocks + head)
+    return _model_size(config, params, embedding_params, linears)
+
+
+def _shape(config: dict[str, Any]) -> dict[str, int]:
+    found = {field: next((config[n] for n in names if isinstance(config.get(n), int)), None)
+             for field, names in _CONFIG_ALIASES.items()}
+    missing = [f for f in ("n_layers", "hidden", "n_heads", "vocab") if not found[f]]
+    if missing:
+        raise ModelMetadataUnavailable(f"config.json has no {missing[0]} ({' / '.join(_CONFIG_ALIASES[missing[0]])})")
+    kv = config.get("num_key_value_heads") or config.get("n_head_kv") or found["n_heads"]
+    return {**found, "n_kv_heads": int(kv), "intermediate": found["intermediate"] or 4 * found["hidden"]}
+
+
+def _model_size(config: dict[str, Any], params: int, embedding_params: int,
+                linears: tuple[LinearGroup, ...]) -> ModelSize:
+    s = _shape(config)
+    gate_width = sum(g.out_features * g.count for g in linears
+                     if g.in_features == s["hidden"] and g.out_features in (s["intermediate"], 2 * s["intermediate"]))
+    return ModelSize(params=params, embedding_params=embedding_params, model_type=config.get("model_type"),
+                     n_layers=s["n_layers"], hidden=s["hidden"], n_heads=s["n_heads"], n_kv_heads=s["n_kv_heads"],
+                     intermediate=s["intermediate"], vocab=s["vocab"],
+                     gated_mlp=gate_width >= 2 * s["intermediate"] * s["n_layers"],
+                     linears=tuple(sorted(linears, key=lambda g: (g.name, g.in_features, g.out_features))))

@@ -397,8 +397,9 @@ class Job(BaseModel):
     cost_usd: float = 0.0
     final_model: str | None = None
     error: str | None = None
-    gpu_memory_gib: float | None = Field(default=None, description="GPU memory a full fine-tune needs")
+    gpu_memory_gib: float | None = Field(default=None, description="GPU memory the job needs on one GPU")
     total_work: float | None = Field(default=None, description="pre-run estimate of the job's work, V100-hours")
+    sizing: JobSizing | None = Field(default=None, description="the model's size and the job's training shape")
     events: list[JobEvent] = Field(default_factory=list)
 
     @field_validator("id")
@@ -427,6 +428,7 @@ class JobUpdate(BaseModel):
     error: str | None = None
     gpu_memory_gib: float | None = Field(default=None, ge=0)
     total_work: float | None = Field(default=None, ge=0)
+    sizing: JobSizing | None = None
 
     def changes(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)
@@ -563,3 +565,10 @@ class MarketSnapshot(BaseModel):
     offers: list[Offer] = Field(default_factory=list)
     failed_regions: dict[str, str] = Field(default_factory=dict, description="region -> error")
     source: str = ""
+
+
+# JobSizing's module needs the enums above; Job and JobUpdate are completed once it is loaded.
+from spotshift.sizing.model import JobSizing  # noqa: E402
+
+Job.model_rebuild()
+JobUpdate.model_rebuild()

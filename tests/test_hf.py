@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import http.server
 import json
+import sys
 import threading
 from datetime import UTC, datetime
 
 import pytest
 
 from spotshift.hf import (
-    GIB, ModelMetadata, ModelMetadataUnavailable, min_gpu_memory_gib, model_metadata, training_memory,
-    training_memory_gib,
+    GIB, ModelMetadata, ModelMetadataUnavailable, min_gpu_memory_gib, model_metadata, model_size, size_from_config,
+    size_from_formula, training_memory, training_memory_gib,
 )
 from spotshift.models import JobCreate
 
@@ -219,3 +220,50 @@ def test_min_gpu_memory_uses_the_jobs_micro_batch_and_sequence():
 def test_unknown_training_dtype_lists_the_choices():
     with pytest.raises(ValueError, match="Choose between fp32, bf16, fp16"):
         training_memory(_meta(10), batch_size=1, seq_len=8, training_dtype="int4")
+
+
+# --- parameter counts from config.json alone ---------------------------------------------------
+
+LLAMA3_8B_CONFIG = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
+                    "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+                    "intermediate_size": 14336, "vocab_size": 128256, "max_position_embeddings": 8192,
+                    "rope_theta": 500000.0, "rms_norm_eps": 1e-5, "tie_word_embeddings": False, "hidden_act": "silu",
+                    "torch_dtype": "bfloat16"}
+
+
+def test_llama3_8b_is_sized_from_its_config_alone(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(LLAMA3_8B_CONFIG))
+    size = model_size(str(tmp_path))
+    assert size.params == 8_030_261_248  # Meta's published count for Llama-3-8B
+    assert size.embedding_params == 2 * 128256 * 4096 and size.gated_mlp and size.n_kv_heads == 8
+    assert {g.name for g in size.linears} == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                              "down_proj", "lm_head"}
+    assert size_from_formula(LLAMA3_8B_CONFIG) == size  # the fallback without torch agrees
+
+
+def test_meta_device_count_matches_the_built_model(tiny_model):
+    directory, model = tiny_model
+    size = model_size(str(directory))
+    assert size.params == sum(p.numel() for p in model.parameters())
+    assert size.model_type == "gpt2" and not size.gated_mlp
+    # GPT-2's Conv1D layers count as linear layers: both c_proj shapes (attention and MLP) are there
+    assert sorted((g.name, g.in_features, g.out_features) for g in size.linears if g.name == "c_proj") == [
+        ("c_proj", 32, 32), ("c_proj", 128, 32)]
+
+
+def test_config_on_s3_is_read_without_weights(s3, bucket, tmp_path):
+    s3.put_object(Bucket=bucket, Key="models/llama/config.json", Body=json.dumps(LLAMA3_8B_CONFIG).encode())
+    assert model_size(f"s3://{bucket}/models/llama", s3_client=s3).params == 8_030_261_248
+    with pytest.raises(ModelMetadataUnavailable, match="no config.json"):
+        model_size(f"s3://{bucket}/models/none", s3_client=s3)
+
+
+def test_without_torch_the_formula_sizes_the_model(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # an install without the train extra
+    assert size_from_config(LLAMA3_8B_CONFIG).params == 8_030_261_248
+
+
+def test_a_config_without_a_shape_is_refused_naming_the_field():
+    with pytest.raises(ModelMetadataUnavailable, match="no hidden"):
+        size_from_config({"model_type": "unknown-arch", "num_hidden_layers": 2, "num_attention_heads": 2,
+                          "vocab_size": 10})

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from spotshift.catalog import work_units_per_hour
 from spotshift.models import Market, MarketSnapshot, MigrationReason, Offer
 from spotshift.policy import (
     DEFAULT_POLICY, POLICIES, JobState, Move, NoFeasiblePlacement, Stay, choose_placement, decide,
@@ -42,11 +43,11 @@ def test_registry_names_and_unknown_name():
 
 
 def test_placement_takes_the_cheapest_work_unit_with_alternatives():
-    a100 = offer("us-west-2a", 2.0, itype="p4d.24xlarge")  # 8 x A100: $2 for 18.4 V100-hours per hour
+    a100 = offer("us-west-2a", 2.0, itype="p4d.24xlarge")  # 8 x A100: $2 for ~18.6 V100-hours per hour
     plan = choose_placement(state(40), snap(offer("us-east-1b", 1.2), a100, offer("us-east-2a", 0.9)), NOW)
     assert plan.offer == a100
     assert [o.zone for o in plan.alternatives][:2] == ["us-east-2a", "us-east-1b"]
-    assert plan.expected_hours == pytest.approx(10 / 18.4 + 0.2)
+    assert plan.expected_hours == pytest.approx(10 / work_units_per_hour("p4d.24xlarge") + 0.2)
     assert plan.deadline_slack_hours == pytest.approx(40 - plan.expected_hours)
 
 

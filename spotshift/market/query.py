@@ -1,4 +1,5 @@
-"""What a scout looks for: regions, instance types or GPUs, markets and the GPU memory a job needs."""
+"""What a scout looks for: regions, instance types or GPUs, markets, and where the job fits (per-GPU
+memory with DDP or FSDP, host memory) by the one sizing model."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from spotshift.catalog import INSTANCE_TYPES, KNOWN_GPUS, KNOWN_INSTANCE_TYPES, KNOWN_REGIONS, InstanceType
 from spotshift.models import JobCreate, Market, Offer
+from spotshift.sizing.fit import fit
+from spotshift.sizing.model import JobSizing
 
 
 def _known(values: tuple[str, ...], allowed: tuple[str, ...], field: str) -> tuple[str, ...]:
@@ -24,7 +27,9 @@ class OfferQuery(BaseModel):
     instance_types: tuple[str, ...] | None = Field(default=None, description="None = every catalog type")
     gpus: tuple[str, ...] | None = Field(default=None, description="None = every GPU model")
     markets: tuple[Market, ...] = Field(default=(Market.SPOT, Market.ON_DEMAND), min_length=1)
-    min_total_gpu_memory_gib: float = Field(default=0.0, ge=0, description="GPU memory the job needs, all GPUs together")
+    min_total_gpu_memory_gib: float = Field(default=0.0, ge=0, description="GPU memory of all GPUs together")
+    min_gpu_memory_gib: float = Field(default=0.0, ge=0, description="memory each GPU must have")
+    sizing: JobSizing | None = Field(default=None, description="the job: only types it fits (GPU and host memory)")
 
     @field_validator("regions")
     @classmethod
@@ -47,14 +52,17 @@ class OfferQuery(BaseModel):
         return tuple(dict.fromkeys(v))
 
     @classmethod
-    def for_job(cls, job: JobCreate, min_total_gpu_memory_gib: float) -> OfferQuery:
-        """The query for a job's allowed regions/types/GPUs/markets and its memory need."""
+    def for_job(cls, job: JobCreate, need: JobSizing | float) -> OfferQuery:
+        """The query for a job's allowed regions/types/GPUs/markets and where it fits: `need` is
+        its JobSizing (per-GPU memory with DDP or FSDP, host memory), or the GiB each GPU must have."""
+        sized = isinstance(need, JobSizing)
         return cls(
             regions=tuple(job.regions),
             instance_types=None if job.instance_types is None else tuple(job.instance_types),
             gpus=None if job.gpus is None else tuple(job.gpus),
             markets=tuple(job.markets),
-            min_total_gpu_memory_gib=min_total_gpu_memory_gib,
+            min_gpu_memory_gib=0.0 if sized else float(need),
+            sizing=need if sized else None,
         )
 
     def instance_types_wanted(self) -> list[InstanceType]:
@@ -66,6 +74,8 @@ class OfferQuery(BaseModel):
             (self.instance_types is None or t.name in self.instance_types)
             and (self.gpus is None or t.gpu in self.gpus)
             and t.total_gpu_memory_gib >= self.min_total_gpu_memory_gib
+            and t.gpu_memory_gib >= self.min_gpu_memory_gib
+            and (self.sizing is None or fit(self.sizing, t.name).fits)
         )
 
     def accepts(self, offer: Offer) -> bool:

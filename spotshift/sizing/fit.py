@@ -1,0 +1,85 @@
+"""Where a job fits: for one instance type, the GPUs it uses, its precision, DDP or FSDP, the
+memory per GPU and on the host, and its rate of work; or why it does not fit."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from spotshift.catalog import GPU_MODELS, INSTANCE_TYPES, InstanceType
+from spotshift.models import Precision
+from spotshift.sizing.memory import gpu_memory, host_memory_gib
+from spotshift.sizing.model import JobSizing
+from spotshift.sizing.speed import work_units_per_hour
+
+
+@dataclass(frozen=True)
+class Fit:
+    """How a job runs on one instance type. `reason` is None when it fits."""
+
+    instance_type: str
+    gpus_used: int
+    precision: str
+    sharded: bool  # FSDP: model states spread over the GPUs used
+    gpu_memory_per_device_gib: float
+    host_memory_gib: float
+    work_units_per_hour: float  # V100-hours per hour, 0 when it does not fit
+    reason: str | None = None
+
+    @property
+    def fits(self) -> bool:
+        return self.reason is None
+
+
+def resolve_precision(requested: Precision, gpu: str | None) -> str:
+    """auto: bf16 where the GPU has it, fp16 (with a loss scaler) where not, fp32 on CPU (gpu None)."""
+    if requested is not Precision.AUTO:
+        return requested.value
+    if gpu is None:
+        return "fp32"
+    return "bf16" if GPU_MODELS[gpu].bf16 else "fp16"
+
+
+def max_world(sizing: JobSizing) -> int:
+    """The most ranks a step can keep busy: each needs at least one sample of the global batch."""
+    return sizing.shape.samples_per_step
+
+
+def fit(sizing: JobSizing, instance_type: str) -> Fit:
+    """How `sizing` runs on `instance_type`: DDP on every usable GPU when the model fits one GPU,
+    else (a full fine-tune) FSDP over them; host memory checked against the instance's RAM."""
+    t = INSTANCE_TYPES[instance_type]
+    precision = resolve_precision(sizing.shape.precision, t.gpu)
+    world = min(t.gpu_count, max_world(sizing))
+    host = host_memory_gib(sizing)
+    if precision == "bf16" and not GPU_MODELS[t.gpu].bf16:
+        return _no(t, world, precision, host, f"{t.gpu} has no bf16. Choose between auto, fp16, fp32")
+    micro = min(sizing.shape.micro_batch, math.ceil(sizing.shape.samples_per_step / world))
+    need = gpu_memory(sizing, precision, world=world, micro_batch=micro).total_gib
+    sharded = False
+    if need > t.gpu_memory_gib and not sizing.shape.adapters and world > 1:
+        sharded, need = True, gpu_memory(sizing, precision, world=world, sharded=True, micro_batch=micro).total_gib
+    if need > t.gpu_memory_gib:
+        how = f"FSDP over {world} GPUs" if sharded else f"{world} GPU(s)"
+        return _no(t, world, precision, host, f"needs {need:.1f} GiB per GPU with {how}; {t.gpu} has {t.gpu_memory_gib:g}",
+                   need, sharded)
+    if host > t.memory_gib:
+        return _no(t, world, precision, host, f"needs {host:.1f} GiB of host memory; {t.name} has {t.memory_gib:g}",
+                   need, sharded)
+    rate = work_units_per_hour(t.name, precision, world, sharded=sharded, method=sizing.shape.method)
+    return Fit(t.name, world, precision, sharded, need, host, rate)
+
+
+def _no(t: InstanceType, world: int, precision: str, host: float, reason: str, need: float = 0.0,
+        sharded: bool = False) -> Fit:
+    return Fit(t.name, world, precision, sharded, need, host, 0.0, reason)
+
+
+def fits(sizing: JobSizing, instance_types: list[str] | tuple[str, ...] | None = None) -> dict[str, Fit]:
+    """The fit on each instance type (default: the whole catalog), feasible or not."""
+    return {name: fit(sizing, name) for name in (instance_types or INSTANCE_TYPES)}
+
+
+def work_rates(sizing: JobSizing) -> dict[str, float]:
+    """instance type -> V100-hours per hour for the types the job fits (a policy's rate table)."""
+    return {name: f.work_units_per_hour for name, f in fits(sizing).items() if f.fits}

@@ -1,0 +1,82 @@
+"""Per-GPU and host memory of a training run, by component, for any method, precision and world size."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from spotshift.models import TrainingMethod
+from spotshift.sizing.model import JobSizing
+
+GIB = 1024**3
+BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+ADAM_BYTES = 8  # two fp32 moments per trainable parameter
+NF4_BYTES = 0.5 + 0.5 / 64 + 4 / (64 * 256)  # 4-bit weights, fp8 absmax per 64, fp32 per 256 absmaxes (QLoRA)
+CUDA_OVERHEAD_GIB = 1.0  # CUDA context, cuBLAS workspace, allocator slack
+HOST_BASELINE_GIB = 3.0  # the trainer process: Python, torch, CUDA host allocations, tokenizer, data
+CHECKPOINT_BYTES_PER_TRAINABLE = 12  # fp32 weights + AdamW moments, pinned for the snapshot
+
+
+@dataclass(frozen=True)
+class GpuMemory:
+    """Bytes one GPU holds at its peak, by component."""
+
+    weights: float  # the model as it computes (frozen base included), this rank's share
+    trainable_states: float  # fp32 master weights, gradients and AdamW moments of what trains
+    activations: float
+    logits: float
+    overhead: float
+
+    @property
+    def total_gib(self) -> float:
+        return (self.weights + self.trainable_states + self.activations + self.logits + self.overhead) / GIB
+
+
+def gpu_memory(sizing: JobSizing, precision: str, *, world: int = 1, sharded: bool = False,
+               micro_batch: int | None = None) -> GpuMemory:
+    """Peak memory of one GPU of `world` training `sizing` in `precision` (fp32, bf16 or fp16).
+
+    With P parameters, T of them trainable, b bytes per element of `precision`:
+      full      weights P*b, states T*(b + 8 + (4 if b < 4)) (grads, AdamW, fp32 master copy);
+                with FSDP (`sharded`) both / world, plus two gathered layers of P/L*b
+      lora      weights P*b (frozen base), states T*16 (fp32 adapters, grads, AdamW)
+      qlora     weights NF4 for the blocks' linear layers, b for the rest; states T*16
+      activations  per layer and token (6h + 2h_kv + k*I) * b, what backward keeps with fused
+                attention: k = 4 for a gated MLP, 2 for a plain one, one less with adapters (the
+                frozen down projection keeps no input); gradient checkpointing keeps h*b per layer
+                and token plus one layer's full set
+      logits    micro_batch * s * V * (b + 4 + 4): the logits, their fp32 copy for the loss, its grad
+    DDP (world > 1, not sharded) adds its gradient buckets: one more copy of the trainable gradients.
+    """
+    b = BYTES[precision]
+    m, shape = sizing.model, sizing.shape
+    trainable = sizing.trainable_params
+    mb = micro_batch or shape.micro_batch
+    tokens = mb * shape.seq_len
+    if shape.method is TrainingMethod.QLORA:
+        quantized = m.layer_linear_params
+        weights = quantized * NF4_BYTES + (m.params - quantized) * b
+    else:
+        weights = m.params * b
+    states = trainable * ((b + ADAM_BYTES + (4 if b < 4 else 0)) if not shape.adapters else 16)
+    if sharded and world > 1:
+        weights = weights / world + 2 * m.params / m.n_layers * b
+        states /= world
+    elif world > 1:
+        states += trainable * (4 if shape.adapters else b)  # DDP's gradient buckets
+    # a frozen linear layer keeps no input for backward: the MLP's last input is not kept with adapters
+    mlp = (4 if m.gated_mlp else 2) - (1 if shape.adapters else 0)
+    per_token_layer = 6 * m.hidden + 2 * m.hidden * m.n_kv_heads // m.n_heads + mlp * m.intermediate
+    if shape.gradient_checkpointing:
+        activations = tokens * b * (m.n_layers * m.hidden + per_token_layer)
+    else:
+        activations = tokens * b * m.n_layers * per_token_layer
+    logits = tokens * m.vocab * (b + 8)
+    return GpuMemory(weights, states, activations, logits, CUDA_OVERHEAD_GIB * GIB)
+
+
+def host_memory_gib(sizing: JobSizing, *, resuming: bool = True) -> float:
+    """Host RAM the trainer needs: its baseline, the pinned checkpoint buffers (fp32 weights and
+    AdamW moments of what trains: 12 bytes per trainable parameter; the adapters only for LoRA)
+    and, at a resume, the downloaded checkpoint of the same size."""
+    snapshot = sizing.trainable_params * CHECKPOINT_BYTES_PER_TRAINABLE
+    return HOST_BASELINE_GIB + snapshot * (2 if resuming else 1) / GIB

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from spotshift.settings import Settings
 from spotshift.stores import EmbeddedLedger, JobStore, Ledger, SupabaseLedger, open_embedded_database
+from spotshift.stores.market_history import MarketHistoryStore
 
 
 def open_job_store(settings: Settings | None = None) -> JobStore:
@@ -28,3 +29,29 @@ def open_ledger(settings: Settings | None = None) -> Ledger:
         return SupabaseLedger(SupabaseCredentials(url=settings.supabase_url, key=settings.supabase_key).get_client())
     embedded = open_embedded_database(settings.store_dir, settings.mongodb_database)
     return EmbeddedLedger(embedded.database, write_lock=embedded.write_lock)
+
+
+def open_token_store(settings: Settings | None = None):
+    """The HTTP API's tokens (hashed), in the job store's database: MongoDB or the embedded store."""
+    from spotshift.stores.tokens import TokenStore
+
+    settings = settings or Settings()
+    if settings.mongodb_url is not None:
+        from blocks.mongodb import MongoDBCredentials
+
+        creds = MongoDBCredentials(connection_string=settings.mongodb_url, database=settings.mongodb_database)
+        return TokenStore(creds.get_database())
+    embedded = open_embedded_database(settings.store_dir, settings.mongodb_database)
+    return TokenStore(embedded.database, write_lock=embedded.write_lock)
+
+
+def open_market_history(settings: Settings | None = None) -> MarketHistoryStore:
+    """The recorded zone observations, in the job store's database (MongoDB or embedded)."""
+    settings = settings or Settings()
+    if settings.mongodb_url is not None:
+        from blocks.mongodb import MongoDBCredentials
+
+        creds = MongoDBCredentials(connection_string=settings.mongodb_url, database=settings.mongodb_database)
+        return MarketHistoryStore(creds.get_database())
+    embedded = open_embedded_database(settings.store_dir, settings.mongodb_database)
+    return MarketHistoryStore(embedded.database, write_lock=embedded.write_lock)

@@ -4,15 +4,16 @@
     job_id = api.submit(JobCreate(...))                # runs the train-job deployment
     api.status(job_id)
     api.approve(job_id)                                # or reject=True
+    api.cancel(job_id)                                 # flow run, instances, workloads; twice is fine
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
+from flows.runtime import TRAIN_JOB_DEPLOYMENT
 from spotshift.models import Job, JobCreate, JobStatus, JobUpdate
 
-TRAIN_JOB_DEPLOYMENT = "train-job/train-job"
 RunMode = Literal["deployment", "inline", "none"]
 
 
@@ -84,3 +85,15 @@ def approve(job_id: str, *, reject: bool = False, comment: str = "", runtime: An
         raise ValueError(f"job {job_id}'s flow run is {state}, not waiting for an approval")
     resume_flow_run(flow_run.id, run_input={"approved": not reject, "comment": comment})
     return str(flow_run.id)
+
+
+def cancel(job_id: str, *, runtime: Any = None, flow_runs: Any = None, reason: str = "cancelled by the user") -> dict:
+    """Cancel the job: its flow run is cancelled through Prefect, every instance of the job is
+    terminated, its open workloads are closed and billed, checkpoints stay in S3, the job ends
+    CANCELLED. Cancelling twice is not an error; a job that already ended raises WrongJobState."""
+    from dataclasses import asdict
+
+    from flows.cancel import PrefectFlowRuns, cancel_job
+
+    outcome = cancel_job(_runtime(runtime), job_id, flow_runs or PrefectFlowRuns(), reason=reason)
+    return asdict(outcome)

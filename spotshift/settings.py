@@ -55,13 +55,18 @@ class Settings(BaseSettings):
     supabase_key: SecretStr | None = Field(default=None, description="Supabase service-role key")
     scout_cache_seconds: float = Field(default=300, ge=0, description="how long a scout result is reused")
     heartbeat_stall_seconds: float = Field(default=600, gt=0, description="no heartbeat for this long = stalled")
-    job_lease_seconds: float = Field(default=7200, gt=0, description="a live job whose flow run has not "
-                                     "refreshed it for this long is reaped (its flow process died)")
+    job_lease_seconds: float = Field(default=1800, gt=0, description="a live job whose flow run has not "
+                                     "refreshed it for this long (plus its approval timeout) is adopted by a new run")
     monitor_poll_seconds: float = Field(default=5, gt=0)
     aws_max_attempts: int = Field(default=5, ge=1, description="attempts per AWS call (botocore's standard "
                                   "retry mode retries throttling and transient errors)")
     aws_task_retry_delay_s: float = Field(default=30, ge=0, description="pause before a Prefect task retries an "
                                           "AWS step that still failed after botocore's attempts")
+    api_cors_origins: list[str] = Field(default_factory=list, description="origins a browser may call the HTTP "
+                                        "API from (JSON list, e.g. [\"https://app.example.com\"]); none by default")
+    api_max_body_bytes: int = Field(default=1_000_000, ge=1_024, description="larger request bodies are refused (413)")
+    prefect_ui_url: str = Field(default="http://127.0.0.1:4200", description="the Prefect UI the job page and "
+                                "GET /jobs/{id} link flow runs to")
 
     @property
     def store_dir(self) -> Path:

@@ -1,4 +1,4 @@
-"""The `spotshift` command: submit | status | jobs | approve | demo | serve | blocks."""
+"""The `spotshift` command: submit | status | jobs | approve | cancel | demo | serve | api | blocks."""
 
 from __future__ import annotations
 
@@ -41,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("serve", help="serve the train-job, continuous-scout and reaper deployments (no worker needed)")
     b = sub.add_parser("blocks", help="Prefect blocks")
     b.add_argument("action", choices=["register"])
+    from deployments.http.commands import add_api_commands
+
+    add_api_commands(sub)  # api [--host --port], api token create|revoke, cancel (issue 15)
     return p
 
 
@@ -88,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
             from deployments.serve import serve_all
 
             serve_all()
+        elif args.command in ("api", "cancel"):
+            from deployments.http.commands import run_api_command
+
+            return run_api_command(args)
         elif args.command == "blocks":
             from blocks.register import register_blocks
             from spotshift.settings import get_settings

@@ -21,8 +21,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.tracebench import WORK_HOURS, Task, add_trace_options, finish, header, read_traces, run_all  # noqa: E402
-from spotshift.market.traces import TraceSet, load_traces  # noqa: E402
+from bench.tracebench import (  # noqa: E402
+    WORK_HOURS, Task, add_trace_options, finish, header, load_split, read_traces, run_all,
+)
+from spotshift.market.traces import TraceSet  # noqa: E402
 from spotshift.policy import get_policy  # noqa: E402
 from spotshift.policy.state import SpotOutlook  # noqa: E402
 from spotshift.sim import TickJob, TraceMarket, optimal_costs, simulate  # noqa: E402
@@ -83,9 +85,9 @@ def run_start(online: TraceMarket, clairvoyant: ClairvoyantRunMarket, start: int
     return rows
 
 
-def _init(traces: str, prices: str | None, zones: str | None, od_price: float) -> None:
+def _init(traces: str, prices: str | None, zones: str | None, half: str | None, od_price: float) -> None:
     global _markets
-    ts = load_traces(traces, prices, zones)
+    ts = load_split(traces, prices, zones, half)
     _markets = (TraceMarket(ts, od_price), ClairvoyantRunMarket(ts, od_price))
 
 
@@ -123,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
     traces, od_price, tasks = read_traces(ap, a)
-    rows = run_all(a.workers, _init, (a.traces, a.prices, a.zones, od_price), _one_start, tasks)
+    rows = run_all(a.workers, _init, (a.traces, a.prices, a.zones, a.half, od_price), _one_start, tasks)
     results = summarize(rows, a.d)
     print(header(a, traces, od_price))
     print(f"policy {POLICY}: online outlook (baseline) vs clairvoyant run_hours (true rest of each zone's run)")

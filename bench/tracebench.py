@@ -4,6 +4,7 @@ on-demand price they read, their jobs (seeded start ticks per home zone) and the
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -19,6 +20,7 @@ from spotshift.sim import TickJob
 WORK_HOURS = 48.0  # C0 of every job
 OD_PRICES = {"v100": 3.06}
 Task = tuple[int, str, list[float], float]  # start tick, home zone, job fractions, changeover hours
+HALVES = ("first", "second")
 
 
 def add_trace_options(ap: argparse.ArgumentParser) -> None:
@@ -32,13 +34,15 @@ def add_trace_options(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--od-price", type=float, help="on-demand $/h (default: 3.06 for v100)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--half", choices=HALVES, help="replay only this half in time of the traces (a split the "
+                    "policy was not tuned on); the outlook sees only that half's past")
 
 
 def read_traces(ap: argparse.ArgumentParser, a: argparse.Namespace) -> tuple[TraceSet, float, list[Task]]:
     """The traces, the on-demand $/h and the jobs the options ask for; a bad option ends in ap.error."""
     if any(not 0 < jf <= 1 for jf in a.jf):
         ap.error(f"--jf values must be in (0, 1], got {a.jf}")
-    traces = load_traces(a.traces, a.prices, a.zones)
+    traces = load_split(a.traces, a.prices, a.zones, a.half)
     if np.isnan(traces.spot_price).all():
         ap.error(f"no spot prices for {a.traces}: pass --prices FILE")
     od_price = a.od_price or OD_PRICES.get(traces.gpu.lower())
@@ -49,6 +53,20 @@ def read_traces(ap: argparse.ArgumentParser, a: argparse.Namespace) -> tuple[Tra
     except ValueError as e:
         ap.error(str(e))
     return traces, od_price, tasks
+
+
+def load_split(traces: str, prices: str | None, zones: str | None, half: str | None) -> TraceSet:
+    """The traces (the zones whose name contains `zones`), whole or only their `half` in time."""
+    ts = load_traces(traces, prices, zones)
+    if half is None:
+        return ts
+    if half not in HALVES:
+        raise ValueError(f"unknown half {half!r}. Choose between {', '.join(HALVES)}")
+    mid = ts.n_ticks // 2
+    lo, hi = (0, mid) if half == "first" else (mid, ts.n_ticks)
+    offsets = None if ts.offsets_s is None else ts.offsets_s[lo:hi] - ts.offsets_s[lo]
+    return dataclasses.replace(ts, start=ts.time_of(lo), available=ts.available[:, lo:hi],
+                               spot_price=ts.spot_price[:, lo:hi], offsets_s=offsets)
 
 
 def start_tasks(traces: TraceSet, jfs: list[float], d: float, starts: int, seed: int) -> list[Task]:
@@ -72,7 +90,8 @@ def run_all(workers: int, init: Callable[..., None], initargs: tuple, one_start:
 
 def header(a: argparse.Namespace, traces: TraceSet, od_price: float) -> str:
     """The first line of a trace benchmark's report: what was replayed."""
-    return (f"traces {a.traces} zones {', '.join(traces.zones)}; tick {traces.tick_seconds:.0f} s; "
+    half = f" ({a.half} half: {traces.start:%Y-%m-%d %H:%M} to {traces.end:%Y-%m-%d %H:%M})" if a.half else ""
+    return (f"traces {a.traces}{half} zones {', '.join(traces.zones)}; tick {traces.tick_seconds:.0f} s; "
             f"C0 {WORK_HOURS} h, d {a.d} h, on-demand ${od_price}/h; {a.starts} starts x {len(traces.zones)} home zones")
 
 

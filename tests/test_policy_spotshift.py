@@ -132,13 +132,13 @@ def test_outlook_is_estimated_from_past_ticks_only():
     replay = market(available)
     seen, other = replay.outlook(100), market(later).outlook(100)
     assert seen == other
-    # as of the last change (tick 60, zone 0 back up, age 0): up in 31 of the 61 ticks seen; the rest
-    # of the 24 h window lies before the trace, where no outage was seen (it counts as up)
-    window = replay.uptime_window
-    assert window == 24 * 3600 / TICK_S
-    assert seen.uptime == pytest.approx((31 + window - 61) / window)
-    # at age 0: the mean of the one past run (5 h) and the 1 h prior
-    assert seen.run_hours == {"us-east-1a": pytest.approx((5.0 + 1.0) / 2)}
+    # tick 100 (16 h 40 min) is estimated as of the last 15-minute refresh, tick 99 (16 h 30 min), later
+    # than the last change (tick 60, zone 0 back up): up in 30 + 39 ticks before it; the rest of the
+    # 24 h window lies before the trace, where no outage was seen (it counts as up)
+    assert seen.as_of == replay.time_of(99)
+    assert seen.uptime == pytest.approx((69 * TICK_S + 24 * 3600 - 99 * TICK_S) / (24 * 3600))
+    # at age 39 ticks (6.5 h) no past run (5 h) outlived it: the age itself is the prior
+    assert seen.run_hours == {"us-east-1a": pytest.approx(6.5)}
 
 
 @pytest.mark.parametrize("jf", [0.9, 0.95])

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from spotshift.catalog import work_units_per_hour
 from spotshift.market.traces import region_of
 from spotshift.models import Market, MarketSnapshot, MigrationReason, Offer
 from spotshift.policy.egress import transfer_cost_usd
@@ -19,6 +20,12 @@ from spotshift.policy.view import HOUR, View, changeover_left, make_view, move_c
 
 DEFAULT_POLICY = "spotshift"
 MONTH_HOURS = 720.0
+TIE_H = 1e-6  # slack this close to a threshold counts as on it: clock arithmetic must not tip a decision
+
+
+def _below(slack: float, level: float) -> bool:
+    """Whether `slack` hours is under `level`, beyond the noise of adding and subtracting times."""
+    return slack < level - TIE_H
 
 
 class Policy(Protocol):
@@ -29,6 +36,12 @@ class Policy(Protocol):
 
 def _later(now: datetime, hours: float) -> datetime:
     return now + timedelta(hours=max(hours, 0.0))
+
+
+def _fresh(state: JobState, until: datetime) -> datetime:
+    """`until`, or earlier when the outlook the decision rests on changes before then."""
+    refresh = state.outlook.refresh_at if state.outlook is not None else None
+    return until if refresh is None else min(until, refresh)
 
 
 def _launch_reason(state: JobState) -> MigrationReason:
@@ -54,10 +67,18 @@ def _safety_net(state: JobState, view: View, margin: float) -> Decision | None:
     if view.best_od is None:
         return None
     if _on_od(state):
-        return None if view.od_slack >= margin else Stay("safety net: on-demand to the end", until=state.deadline)
-    if view.od_slack < margin:
+        return Stay("safety net: on-demand to the end", until=state.deadline) if _below(view.od_slack, margin) else None
+    if _below(view.od_slack, margin):
         return Move(view.best_od, MigrationReason.DEADLINE)
     return None
+
+
+def _spot_until(state: JobState, view: View, now: datetime, margin: float) -> datetime:
+    """How long a Stay on spot holds: training on spot keeps the on-demand slack, but a changeover
+    eats it, so during one the Safety Net may fire before it ends."""
+    if state.ready_at is None or state.ready_at <= now or view.best_od is None:
+        return state.ready_at or state.deadline
+    return min(state.ready_at, _later(now, view.od_slack - margin))
 
 
 def _zone_view(state: JobState, snapshot: MarketSnapshot, now: datetime, multi_zone: bool,
@@ -106,12 +127,12 @@ class Greedy:
         if net is not None or _on_od(state):
             return net or Stay("on-demand to the end", until=state.deadline)
         if state.current is not None:
-            return Stay("spot while it lasts", until=state.ready_at or state.deadline)
-        if view.spot and view.od_slack - d >= margin:
+            return Stay("spot while it lasts", until=_spot_until(state, view, now, margin))
+        if view.spot and not _below(view.od_slack - d, margin):
             return Move(view.spot[0], _launch_reason(state))
-        if view.best_od is not None and view.od_slack - d < margin:
+        if view.best_od is not None and _below(view.od_slack - d, margin):
             return Move(view.best_od, MigrationReason.DEADLINE)
-        return Stay("waiting for spot", until=_later(now, view.od_slack - margin))
+        return Stay("waiting for spot", until=_later(now, view.od_slack - d - margin))
 
 
 @dataclass(frozen=True)
@@ -152,16 +173,16 @@ class UniformProgress:
         if net is not None:
             return net
         ahead = self._ahead(state, now)
-        spot_ok = bool(view.spot) and view.od_slack - d >= margin
+        spot_ok = bool(view.spot) and not _below(view.od_slack - d, margin)
         if _on_od(state):
             if spot_ok and ahead >= self.hysteresis_d * d and changeover_left(state, now) == 0:
                 return Move(view.spot[0], MigrationReason.CHEAPER)
             return Stay("on-demand while behind", until=self._ahead_at(state, now, self.hysteresis_d * d, on_od=True))
         if state.current is not None:
-            return Stay("spot while it lasts", until=state.ready_at or state.deadline)
+            return Stay("spot while it lasts", until=_spot_until(state, view, now, margin))
         if spot_ok:
             return Move(view.spot[0], _launch_reason(state))
-        if view.best_od is not None and (ahead < 0 or view.od_slack - d < margin):
+        if view.best_od is not None and (ahead < 0 or _below(view.od_slack - d, margin)):
             return Move(view.best_od, MigrationReason.DEADLINE)
         until = min(self._ahead_at(state, now, 0.0, on_od=False), _later(now, view.od_slack - d - margin))
         return Stay("waiting for spot", until=until)
@@ -225,6 +246,8 @@ class SpotShift:
     # rather than carry the checkpoint elsewhere when a zone there is expected back within this share of
     # the slack above the reserve, times that slack per work hour left (loose jobs wait, tight ones move)
     default_run_hours: float = 8.0  # a spot run's length when neither outlook nor risk says anything
+    scan_step_h: float = 1 / 60  # a Stay on spot or on-demand looks this finely for the first instant
+    scan_h: float = 0.25  # ... within this many hours (or until the outlook's refresh) a move would pay
     tightness_power: float = 4.0  # tightness = (slack needed / slack left) ** this, at most 1: near 0
     # until the slack is nearly used up, so loose jobs choose by price alone
 
@@ -314,38 +337,107 @@ class SpotShift:
         if net is not None:
             return net
         if state.current is not None and changeover_left(state, now) > 0:
-            return Stay("changeover in progress", until=state.ready_at)
+            until = state.ready_at if _on_od(state) else _spot_until(state, view, now, margin)
+            return Stay("changeover in progress", until=until)
         work = view.hours_left - view.od_slack - d  # hours to finish on the best on-demand offer
         free = view.od_slack - d - margin  # slack above the Safety Net after one more launch
-        per_work = self._reserve_rate(state)
-        spare = free - per_work * work  # slack above the reserve (< 0: waiting would likely end on on-demand)
-        slack_usd = self._slack_usd(state, view, free, work)
-        idle = state.current is None
-        best = self._best_spot(state, view, slack_usd, max(spare, 0.0) / max(work, 1e-9) if idle else 0.0)
         if _on_od(state):
-            # leaving needs slack for the changeover there and, after a preemption, the one back
-            if best is not None and free >= d and self._return_pays(state, view.best_od, best, work):
-                return Move(best[0], MigrationReason.CHEAPER)
-            return Stay("on-demand until a spot run repays its changeovers", until=state.deadline)
+            return self._from_on_demand(state, view, now, free, work)
         if state.current is not None:
-            if best is None or best[0].key == state.current.key:
-                return Stay("already on the best capacity", until=state.deadline)
-            here = self._score(state, state.current, self._run_hours(state, state.current), slack_usd)
-            target = best[0]
-            there = self._score(state, target, best[1], slack_usd, transfer=False)  # move_cost_usd has it
-            saving = (here - there) * min(work, best[1]) - move_cost_usd(state, target) - slack_usd * d
-            if spare >= self.move_spare_d * d and saving > self.move_margin_d * d * target.usd_per_hour:
-                return Move(target, MigrationReason.CHEAPER, expected_saving_usd=saving)
-            return Stay("no move pays back its changeover", until=state.deadline)
+            return self._from_spot(state, view, now, free, work)
+        return self._from_idle(state, view, now, free, work)
+
+    def _return_target(self, state: JobState, view: View, free: float, work: float) -> Offer | None:
+        """The spot offer to leave on-demand for, with `work` on-demand hours left: leaving needs slack
+        for the changeover there and, after a preemption, the one back, and must repay both."""
+        if not view.spot or free < state.changeover_hours:
+            return None
+        best = self._best_spot(state, view, self._slack_usd(state, view, free, work))
+        return best[0] if best is not None and self._return_pays(state, view.best_od, best, work) else None
+
+    def _from_on_demand(self, state: JobState, view: View, now: datetime, free: float, work: float) -> Decision:
+        target = self._return_target(state, view, free, work)
+        if target is not None:
+            return Move(target, MigrationReason.CHEAPER)
+        if not view.spot:
+            return Stay("on-demand until a spot run repays its changeovers", until=state.deadline)
+        # training on on-demand leaves the slack as it is and shortens the work: the return may pay later
+        until = self._first_at(state, now, work, 1.0, lambda w: self._return_target(state, view, free, w) is not None)
+        return Stay("on-demand until a spot run repays its changeovers", until=until)
+
+    def _move_target(self, state: JobState, view: View, free: float, work: float) -> Move | None:
+        """A voluntary move from the spot offer the job trains on, with `work` on-demand hours left:
+        only with `move_spare_d` changeovers of slack above the reserve, saving `move_margin_d` more."""
+        d = state.changeover_hours
+        spare = free - self._reserve_rate(state) * work
+        if spare < self.move_spare_d * d:
+            return None
+        slack_usd = self._slack_usd(state, view, free, work)
+        best = self._best_spot(state, view, slack_usd)
+        if best is None or best[0].key == state.current.key:
+            return None
+        here = self._score(state, state.current, self._run_hours(state, state.current), slack_usd)
+        target, run = best[0], best[1]
+        there = self._score(state, target, run, slack_usd, transfer=False)  # move_cost_usd has it
+        saving = (here - there) * min(work, run) - move_cost_usd(state, target) - slack_usd * d
+        if saving > self.move_margin_d * d * target.usd_per_hour:
+            return Move(target, MigrationReason.CHEAPER, expected_saving_usd=saving)
+        return None
+
+    def _from_spot(self, state: JobState, view: View, now: datetime, free: float, work: float) -> Decision:
+        move = self._move_target(state, view, free, work)
+        if move is not None:
+            return move
+        # training on spot leaves the slack as it is and shortens the work: a move may pay later
+        speed = work_units_per_hour(state.current.instance_type) / work_units_per_hour(view.best_od.instance_type)
+        until = self._first_at(state, now, work, speed, lambda w: self._move_target(state, view, free, w) is not None)
+        return Stay("no move pays back its changeover", until=until)
+
+    def _from_idle(self, state: JobState, view: View, now: datetime, free: float, work: float) -> Decision:
+        spare = free - self._reserve_rate(state) * work  # slack above the reserve (< 0: waiting would
+        # likely end on on-demand)
+        slack_usd = self._slack_usd(state, view, free, work)
+        best = self._best_spot(state, view, slack_usd, max(spare, 0.0) / max(work, 1e-9))
         if best is not None and free >= 0:
             back = self._checkpoint_region_back(state, best[0], slack_usd, spare, work)
             if back is not None:
-                return Stay("waiting for capacity where the checkpoint is", until=_later(now, back))
+                return Stay("waiting for capacity where the checkpoint is", until=_fresh(state, _later(now, back)))
             return Move(best[0], _launch_reason(state))
         if view.best_od is not None and spare < 0:
             return Move(view.best_od, MigrationReason.DEADLINE)
-        # idle: the spare falls by 1 per hour
-        return Stay("waiting for spot capacity", until=_later(now, spare))
+        wait = self._idle_wait(state, view, spare, work)
+        return Stay("waiting for spot capacity", until=_fresh(state, _later(now, wait)))
+
+    def _idle_wait(self, state: JobState, view: View, spare: float, work: float) -> float:
+        """Hours an idle job that launched nothing now waits before its rules could decide otherwise
+        with the same market and outlook: the spare above the reserve falls by one an hour, so the
+        patience floor falls with it until the longest expected spot run clears it (launch), or the
+        spare runs out (on-demand) first."""
+        d = state.changeover_hours
+        longest = max((self._run_hours(state, o) for o in view.spot), default=0.0)
+        if longest > d * self.min_run_d and self.patience_d > 0 and d > 0:
+            # launch once patience_d * d * (spare - t) / work < longest
+            return min(spare, max(0.0, spare - longest * work / (self.patience_d * d)))
+        return spare
+
+    def _first_at(self, state: JobState, now: datetime, work: float, speed: float, pays) -> datetime:
+        """The first instant before the outlook's refresh (or `scan_h` from now) at which `pays(w)`
+        holds, `w` being the on-demand hours of work left while the job trains where it is at `speed`
+        on-demand hours per hour (a scan by `scan_step_h`, then bisection); that refresh if never."""
+        horizon = self.scan_h if state.outlook is None or state.outlook.refresh_at is None else \
+            (state.outlook.refresh_at - now) / HOUR
+        horizon = min(horizon, work / max(speed, 1e-9))
+        lo, t = 0.0, 0.0
+        while t < horizon:
+            t = min(t + self.scan_step_h, horizon)
+            if pays(work - speed * t):
+                hi = t
+                for _ in range(12):
+                    mid = (lo + hi) / 2
+                    lo, hi = (lo, mid) if pays(work - speed * mid) else (mid, hi)
+                return _later(now, hi)
+            lo = t
+        return _fresh(state, _later(now, horizon)) if state.outlook is not None else _later(now, horizon)
 
 
 POLICIES: dict[str, Policy] = {

@@ -1,5 +1,5 @@
 """Trace replay as the policies see it: a cached MarketSnapshot per tick, the ticks where it changes, and
-an online SpotOutlook estimated from past ticks only."""
+the online SpotOutlook of `spotshift.policy.outlook` over the trace's past ticks."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 from spotshift.catalog import GPU_MODELS, INSTANCE_TYPES, InstanceType
 from spotshift.market.traces import TraceSet
 from spotshift.models import InterruptionRisk, Market, MarketSnapshot, Offer
+from spotshift.policy.outlook import MarketHistory, OutlookSettings, outlook_as_of, outlook_from_history
 from spotshift.policy.state import SpotOutlook
 
 SOURCE = "replay"
@@ -30,7 +31,7 @@ class TraceMarket:
 
     def __init__(
         self, traces: TraceSet, od_usd_per_hour: float, uptime_window_h: float = 24.0, prior_run_hours: float = 1.0,
-        run_window_h: float | None = None,
+        run_window_h: float | None = None, outlook_refresh_h: float = 0.25,
     ) -> None:
         self.traces = traces
         self.od_usd_per_hour = od_usd_per_hour
@@ -45,13 +46,10 @@ class TraceMarket:
             np.diff(self.usd_per_tick, axis=1) != 0
         ).any(axis=0)
         self.change_ticks = np.flatnonzero(changed)
-        self.uptime_window = max(1, round(uptime_window_h / self.tick_hours))
-        self.prior_run_ticks = prior_run_hours / self.tick_hours
-        self.run_window = None if run_window_h is None else run_window_h / self.tick_hours
-        self._up_sum = np.concatenate([[0], np.cumsum(self.available.any(axis=0))])
-        self._runs = [_runs(row) for row in self.available]
-        self._gaps = [_runs(~row) for row in self.available]
-        self._outlooks: dict[int, SpotOutlook] = {}
+        self.outlook_settings = OutlookSettings(uptime_window_h, prior_run_hours, run_window_h, outlook_refresh_h)
+        self.history = MarketHistory(
+            traces.zones, traces.start.timestamp() + np.arange(traces.n_ticks) * traces.tick_seconds, self.available)
+        self._outlooks: dict[tuple[float, float] | None, SpotOutlook | None] = {}
         self._offers: dict[tuple[int, float], Offer] = {}
         self._snapshots: dict[int, MarketSnapshot] = {}
         t0 = traces.start
@@ -66,44 +64,15 @@ class TraceMarket:
         i = int(np.searchsorted(self.change_ticks, tick, side="right"))
         return int(self.change_ticks[i]) if i < len(self.change_ticks) else self.traces.n_ticks
 
-    def last_change(self, tick: int) -> int:
-        """The latest tick at or before `tick` where the market changed (0 if none)."""
-        i = int(np.searchsorted(self.change_ticks, tick, side="right")) - 1
-        return int(self.change_ticks[i]) if i >= 0 else 0
-
     def outlook(self, tick: int) -> SpotOutlook:
-        """The spot statistics as of the last market change at or before `tick`, from that tick and
-        earlier ones only: the trailing share of time some zone was up (window ticks before the trace
-        count as up: no outage was seen there), per available zone the expected rest of its current
-        run (the mean excess over its age of the zone's past runs that outlived that age, with one
-        prior run of `prior_run_hours`, or of its age if longer), and per unavailable zone the
-        expected rest of its current outage (the same estimate over its past outages)."""
-        c = self.last_change(tick)
-        cached = self._outlooks.get(c)
-        if cached is not None:
-            return cached
-        lo = max(0, c + 1 - self.uptime_window)
-        unseen = self.uptime_window - (c + 1 - lo)  # window ticks before the trace: no outage seen there
-        uptime = (float(self._up_sum[c + 1] - self._up_sum[lo]) + unseen) / self.uptime_window
-        run_hours, gap_hours = {}, {}
-        for z, up in enumerate(self.available[:, c]):
-            rest = self._expected_rest(self._runs[z] if up else self._gaps[z], c)
-            (run_hours if up else gap_hours)[self.traces.zones[z]] = rest * self.tick_hours
-        out = SpotOutlook(uptime=uptime, run_hours=run_hours, gap_hours=gap_hours)
-        self._outlooks[c] = out
-        return out
-
-    def _expected_rest(self, spells: tuple[np.ndarray, np.ndarray], tick: int) -> float:
-        """Expected ticks left of the spell (run or outage) in progress at `tick`: the mean excess
-        over its age of the past spells that outlived that age, plus one prior spell."""
-        starts, lengths = spells
-        i = int(np.searchsorted(starts, tick, side="right")) - 1
-        age = tick - starts[i]
-        first = 0 if self.run_window is None else int(np.searchsorted(starts, tick - self.run_window))
-        past = lengths[first:i]
-        longer = past[past > age]
-        prior = max(float(age), self.prior_run_ticks)
-        return (float((longer - age).sum()) + prior) / (len(longer) + 1)
+        """The policy's outlook at `tick`: `outlook_from_history` over the trace up to that tick (the
+        live scout's function, on the same history), cached by the instant it is estimated at."""
+        now = self.time_of(tick)
+        as_of = outlook_as_of(self.history, now, self.outlook_settings)
+        cached = self._outlooks.get(as_of)
+        if cached is None:
+            cached = self._outlooks[as_of] = outlook_from_history(self.history, now, self.outlook_settings)
+        return cached
 
     def _offer(self, region: str, zone: str, market: Market, price: float, at) -> Offer:
         t = self.instance
@@ -130,9 +99,3 @@ class TraceMarket:
             self._snapshots[tick] = snap
         return snap
 
-
-def _runs(available: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Start ticks and lengths (in ticks) of the runs of True in `available`, in order."""
-    edges = np.diff(np.concatenate([[0], available.astype(np.int8), [0]]))
-    starts = np.flatnonzero(edges == 1)
-    return starts, np.flatnonzero(edges == -1) - starts

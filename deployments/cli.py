@@ -41,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("serve", help="serve the train-job, continuous-scout and reaper deployments (no worker needed)")
     b = sub.add_parser("blocks", help="Prefect blocks")
     b.add_argument("action", choices=["register"])
+    from deployments.aws_cli import add_aws_parser  # spotshift aws setup|check|teardown|policy (issue 11)
+
+    add_aws_parser(sub)
     from deployments.http.commands import add_api_commands
 
     add_api_commands(sub)  # api [--host --port], api token create|revoke, cancel (issue 15)
@@ -67,6 +70,7 @@ def _job_create(args):
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from deployments import api
+    from spotshift.aws.errors import SpotshiftAwsError
     from spotshift.stores import InvalidTransition, JobNotFound
 
     try:
@@ -91,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
             from deployments.serve import serve_all
 
             serve_all()
+        elif args.command == "aws":
+            from deployments.aws_cli import run_aws
+
+            return run_aws(args)
         elif args.command in ("api", "cancel"):
             from deployments.http.commands import run_api_command
 
@@ -104,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"invalid input:\n{exc}", file=sys.stderr)
         return 2
+    except SpotshiftAwsError as exc:  # setup/check: the typed AWS error says what failed and where
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except (ValueError, KeyError, JobNotFound, InvalidTransition) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

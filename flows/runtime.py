@@ -8,8 +8,31 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable
 
+from spotshift.aws.compute import ComputeBackend
 from spotshift.clock import wall_clock
+from spotshift.market.query import OfferQuery
+from spotshift.market.source import MarketSource
+from spotshift.models import Job, MarketSnapshot
+from spotshift.policy.outlook import ZoneObservation
+from spotshift.policy.state import SpotOutlook
 from spotshift.settings import Settings, get_settings
+from spotshift.stores import JobStore, Ledger
+from spotshift.stores.market_history import MarketHistoryStore, observations_from_snapshot
+from training.contract import JobPaths
+
+
+TRAIN_JOB_DEPLOYMENT = "train-job/train-job"
+
+
+def no_fault(point: str) -> None:
+    """The default fault hook: nothing happens at the named points of a migration."""
+
+
+def restart_by_deployment(job_id: str) -> None:
+    """Start a new train-job flow run for the job (it adopts the job's running instance)."""
+    from prefect.deployments import run_deployment
+
+    run_deployment(TRAIN_JOB_DEPLOYMENT, parameters={"job_id": job_id}, timeout=0)
 
 
 @dataclass
@@ -17,11 +40,11 @@ class Runtime:
     """Everything a spotshift flow needs besides its parameters."""
 
     settings: Settings
-    jobs: Any  # spotshift.stores.JobStore
-    ledger: Any  # spotshift.stores.Ledger
-    s3: Any  # boto3 S3 client
-    market: Any  # spotshift.market.MarketSource
-    backend: Any  # spotshift.aws.compute.ComputeBackend
+    jobs: JobStore
+    ledger: Ledger
+    s3: Any  # boto3 S3 client (botocore builds its class at run time: no static type to name)
+    market: MarketSource | None
+    backend: ComputeBackend | None
     clock: Callable[[], datetime] = wall_clock
     sleep: Callable[[float], None] = time.sleep
     policy: str = "spotshift"
@@ -33,13 +56,48 @@ class Runtime:
     trainer_python: str = "python3"
     imds_endpoint: str | None = None  # the trainer polls it for spot notices (EC2: http://169.254.169.254)
     min_step_seconds: float = 0.0  # trainer pacing for demos and tests; 0 = train at full speed
+    history: MarketHistoryStore | None = None  # recorded zone observations; None = no outlook for the policy
+    fault: Callable[[str], None] = no_fault  # called at each named step of a migration (crash tests kill here)
+    restart_job: Callable[[str], None] | None = None  # start a new train-job run that adopts the job
+    _bucket_regions: dict[str, str] = field(default_factory=dict)
+
+    def outlook(self, query: OfferQuery, now: datetime) -> SpotOutlook | None:
+        """The spot outlook of the query's regions from the recorded history (None without one)."""
+        return self.history.outlook(query.regions, now) if self.history is not None else None
+
+    def record_market(self, snapshot: MarketSnapshot, query: OfferQuery, now: datetime) -> None:
+        """Keep what a scout saw per zone (the history the outlook is built from)."""
+        if self.history is not None:
+            self.history.record(observations_from_snapshot(snapshot, self.history.zones(), now, query.regions),
+                                source="scout")
+
+    def record_zone_lost(self, zone: str, now: datetime, source: str) -> None:
+        """Our own launch found no capacity in `zone`, or our instance there was taken back."""
+        if self.history is not None:
+            self.history.record([ZoneObservation(zone=zone, at=now, available=False)], source=source)
+
+    def paths(self, job: Job) -> JobPaths:
+        """Where the job's files live (its output_bucket, else the configured bucket)."""
+        return job.paths(self.settings.bucket)
+
+    def bucket_region(self, bucket: str) -> str:
+        """The region of a bucket (where a job's checkpoints live), asked once."""
+        if bucket not in self._bucket_regions:
+            from spotshift.aws.s3 import bucket_region
+
+            self._bucket_regions[bucket] = bucket_region(self.s3, bucket)
+        return self._bucket_regions[bucket]
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Runtime:
-        """The runtime a deployment's flow run gets: stores, market and compute from settings/blocks."""
+        """The runtime a deployment's flow run gets: stores, market and compute from settings/blocks.
+        EC2: every allowed region, per-region images and network, the trainer wheel from the
+        bucket; the market reads the Pricing API and the Spot Advisor feed."""
         from blocks.aws import load_aws_credentials
         from spotshift.aws.compute import make_backend
         from spotshift.market.aws import AwsMarket
+        from spotshift.market.pricing import OnDemandPrices
+        from spotshift.market.spot_advisor import SpotAdvisor, fetch_url
         from blocks.stores import open_job_store, open_ledger
 
         settings = settings or get_settings()
@@ -48,17 +106,23 @@ class Runtime:
         def client_for(service: str, region: str):
             return creds.model_copy(update={"region_name": region}).get_client(service)
 
-        if settings.compute_backend == "ec2":
-            backend = make_backend("ec2", clients=lambda region: client_for("ec2", region))
+        on_ec2 = settings.compute_backend == "ec2"
+        if on_ec2:
+            settings, backend = _ec2_backend(settings, client_for)
         else:
             if not settings.aws_endpoint_url:
                 raise ValueError("compute_backend 'local' needs SPOTSHIFT_AWS_ENDPOINT_URL (a moto server)")
             backend = make_backend("local", endpoint_url=settings.aws_endpoint_url,
                                    work_dir=settings.home / "instances")
+        pricing = client_for("pricing", settings.pricing_region) if on_ec2 else None
+        market = AwsMarket(client_for, on_demand=OnDemandPrices(pricing),
+                           risks=SpotAdvisor(fetch_url if on_ec2 else None,
+                                             cache_file=settings.home / "spot-advisor.json"))
         return cls(settings=settings, jobs=open_job_store(settings), ledger=open_ledger(settings),
-                   s3=creds.get_s3_client(), market=AwsMarket(client_for), backend=backend,
-                   poll_seconds=settings.monitor_poll_seconds, image_id=settings.image_id,
-                   imds_endpoint="http://169.254.169.254" if settings.compute_backend == "ec2" else None)
+                   s3=creds.get_s3_client(), market=market, backend=backend,
+                   poll_seconds=settings.monitor_poll_seconds, image_id=None if on_ec2 else settings.image_id,
+                   trainer_python=settings.trainer_python if on_ec2 else "python3",
+                   imds_endpoint="http://169.254.169.254" if on_ec2 else None)
 
     @classmethod
     def stores_only(cls, settings: Settings | None = None) -> Runtime:
@@ -78,7 +142,7 @@ class Runtime:
 
         from spotshift.aws.compute import make_backend
         from spotshift.aws.moto_env import client, ensure_bucket
-        from blocks.stores import open_job_store, open_ledger
+        from blocks.stores import open_job_store, open_ledger, open_market_history
 
         home = Path(home)
         settings = Settings(home=home, bucket=bucket, aws_endpoint_url=endpoint_url,
@@ -86,5 +150,29 @@ class Runtime:
         ensure_bucket(endpoint_url, bucket)
         backend = make_backend("local", endpoint_url=endpoint_url, work_dir=home / "instances", oracle=market,
                                clock=clock, **(backend_options or {}))
+        overrides.setdefault("history", open_market_history(settings))
         return cls(settings=settings, jobs=open_job_store(settings), ledger=open_ledger(settings),
                    s3=client("s3", endpoint_url), market=market, backend=backend, clock=clock, **overrides)
+
+
+def _ec2_backend(settings: Settings, client_for: Callable[[str, str], Any]) -> tuple[Settings, Any]:
+    """(settings with the account's default bucket unless one was set, the EC2 backend)."""
+    from spotshift.aws.compute import make_backend
+    from spotshift.aws.images import settings_resolver
+    from spotshift.aws.launch_env import LaunchEnvironment, TrainerBoot
+    from spotshift.aws.network import LaunchNetwork
+    from spotshift.aws.trainer_artifact import wheel_publisher
+    from spotshift.settings import default_bucket_name
+
+    region = settings.aws_region
+    account = client_for("sts", region).get_caller_identity()["Account"]
+    if "bucket" not in settings.model_fields_set:
+        settings = settings.model_copy(update={"bucket": default_bucket_name(account, region)})
+    ec2 = lambda r: client_for("ec2", r)  # noqa: E731
+    boot = TrainerBoot(wheel_uri=wheel_publisher(client_for("s3", region), settings.bucket, account=account,
+                                                 region=region),
+                       python=settings.trainer_python, bucket_region=region, hub_token_secret=settings.hub_token_secret)
+    env = LaunchEnvironment(images=settings_resolver(settings, client_for),
+                            network=LaunchNetwork(ec2, security_group=settings.security_group,
+                                                  private=settings.private_subnets), boot=boot)
+    return settings, make_backend("ec2", clients=ec2, regions=settings.regions, launch_env=env)

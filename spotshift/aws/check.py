@@ -55,11 +55,15 @@ def _row(region: str, check: str, fn: Callable[[], str], fix: str) -> CheckRow:
     try:
         return CheckRow(region, check, True, fn())
     except (SpotshiftAwsError, CheckFailed) as exc:
-        return CheckRow(region, check, False, str(exc), fix)
+        return CheckRow(region, check, False, str(exc), getattr(exc, "fix", None) or fix)
 
 
 class CheckFailed(Exception):
-    """A check found something wrong that is not an AWS error."""
+    """A check found something wrong that is not an AWS error (`fix`: a better hint than the row's)."""
+
+    def __init__(self, message: str, fix: str = "") -> None:
+        super().__init__(message)
+        self.fix = fix
 
 
 def check_account(clients: Clients, config: CheckConfig) -> tuple[str, list[CheckRow]]:
@@ -115,7 +119,7 @@ def check_region(clients: Clients, config: CheckConfig, region: str) -> list[Che
 
     def subnets() -> str:
         if "group" not in found:
-            raise CheckFailed("needs the security group's VPC")
+            raise CheckFailed("needs the security group's VPC", fix="fix the security group row above")
         chosen = zone_subnets(ec2, region=region, vpc_id=found["group"]["VpcId"], private=config.private_subnets)
         if not chosen:
             raise CheckFailed(f"no usable subnet in {found['group']['VpcId']}")
@@ -162,7 +166,7 @@ def probe_request(region: str, zone: str, image: RegionImage, subnet: str, group
 def dry_run(ec2: Any, region: str, found: dict[str, Any], config: CheckConfig) -> str:
     missing = [k for k in ("image", "group", "subnets") if k not in found]
     if missing:
-        raise CheckFailed(f"needs the {', '.join(missing)} checks to pass first")
+        raise CheckFailed(f"needs the {', '.join(missing)} checks to pass first", fix="fix the failed rows above")
     zone, subnet = sorted(found["subnets"].items())[0]
     request = probe_request(region, zone, found["image"], subnet, found["group"]["GroupId"], config)
     try:

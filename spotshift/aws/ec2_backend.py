@@ -11,6 +11,7 @@ from spotshift.aws.compute import InstanceEvent
 from spotshift.aws import ec2 as ec2_api
 from spotshift.aws.ec2 import GONE_STATES, InstanceInfo, LaunchedInstance, LaunchRequest
 from spotshift.aws.errors import NotFound, SpotshiftAwsError
+from spotshift.aws.launch_env import LaunchEnvironment
 from spotshift.clock import wall_clock
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,9 @@ class Ec2Backend:
     not get there is terminated and the typed error raised (CapacityUnavailable, WaitTimeout).
     poll(): instances it started that are gone -> `preempted` (spot reclaimed) or `exited` (the
     bootstrap powered off after training). close() leaves instances running: the flow owns them.
+    `launch_env` completes each request for its region (image, subnet, security group, user-data).
+    stop()/state() find an instance by the region it was started or listed in, else by scanning
+    every region in `regions` (give it all allowed regions: the reaper and the failure hooks do).
     """
 
     def __init__(
@@ -36,6 +40,7 @@ class Ec2Backend:
         wait_timeout_s: float = 600,
         wait_poll_s: float = 5,
         clock: Callable[[], datetime] = wall_clock,
+        launch_env: LaunchEnvironment | None = None,
     ) -> None:
         self._clients = clients
         self._regions = list(dict.fromkeys(regions))
@@ -43,8 +48,12 @@ class Ec2Backend:
         self._wait_poll_s = wait_poll_s
         self._clock = clock
         self._started: dict[str, LaunchedInstance] = {}
+        self._launch_env = launch_env
+        self._seen_in: dict[str, str] = {}  # instance id -> region, from list()
 
     def start(self, request: LaunchRequest) -> LaunchedInstance:
+        if self._launch_env is not None:
+            request = self._launch_env.complete(request)
         ec2 = self._clients(request.region)
         launched = ec2_api.launch(ec2, request)
         try:
@@ -67,7 +76,9 @@ class Ec2Backend:
         return ec2_api.instance_state(self._clients(self._region_of(instance_id)), instance_id)
 
     def list(self, job_id: str | None = None) -> list[InstanceInfo]:
-        return [i for region in self._regions for i in ec2_api.find_instances(self._clients(region), job_id=job_id)]
+        found = [i for region in self._regions for i in ec2_api.find_instances(self._clients(region), job_id=job_id)]
+        self._seen_in.update({i.instance_id: i.region for i in found})
+        return found
 
     def poll(self) -> list[InstanceEvent]:
         events = []
@@ -93,6 +104,8 @@ class Ec2Backend:
     def _region_of(self, instance_id: str) -> str:
         if instance_id in self._started:
             return self._started[instance_id].region
+        if instance_id in self._seen_in:
+            return self._seen_in[instance_id]
         for region in self._regions:
             try:
                 return ec2_api.describe_instance(self._clients(region), instance_id).region

@@ -59,7 +59,7 @@ PERMISSION_CODES = frozenset({
     "PendingVerification",
 })
 NOT_FOUND_CODES = frozenset({
-    "NotFound", "404", "NoSuchBucket", "NoSuchKey", "NoSuchEntity", "ResourceNotFoundException",
+    "NotFound", "404", "NoSuchBucket", "NoSuchKey", "NoSuchEntity", "ResourceNotFoundException", "ParameterNotFound",
 })
 INVALID_REQUEST_CODES = frozenset({
     "InvalidParameterValue",

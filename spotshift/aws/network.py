@@ -49,6 +49,10 @@ class LaunchNetwork:
         self._private = private
         self._regions: dict[str, tuple[str, dict[str, str]]] = {}
 
+    @property
+    def private(self) -> bool:
+        return self._private
+
     def place(self, region: str, zone: str) -> tuple[str, str]:
         """(subnet id, security group id) for a launch in `zone`; NotFound naming what is missing."""
         if region not in self._regions:

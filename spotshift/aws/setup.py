@@ -46,20 +46,22 @@ def bucket_lifecycle(expire_days: int) -> dict[str, Any]:
 
 def ensure_bucket(s3: Any, bucket: str, *, region: str, account: str, expire_days: int) -> Step:
     """The bucket in `region`, owned by `account`, public access blocked, with the lifecycle rules."""
+    try:  # 403 when another account owns it (ExpectedBucketOwner); NoSuchBucket when it is new
+        check_bucket(s3, bucket, region=region, account=account)
+        status: Status = "exists"
+    except NotFound:
+        status = "created"
     kwargs: dict[str, Any] = {"Bucket": bucket}
     if region != "us-east-1":
         kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
-    status: Status = "created"
-    try:
+    try:  # also when it exists: CreateBucket is what tells a bucket of another account apart everywhere
         call_aws(s3.create_bucket, region=region, **kwargs)
     except SpotshiftAwsError as exc:
-        if exc.code == "BucketAlreadyOwnedByYou":
-            status = "exists"
-        elif exc.code == "BucketAlreadyExists":
+        if exc.code == "BucketAlreadyExists":
             raise SetupError(f"bucket {bucket!r} already exists and belongs to another AWS account: choose "
                              "another name with --bucket (or SPOTSHIFT_BUCKET)", code=exc.code,
                              operation="CreateBucket", region=region) from exc
-        else:
+        if exc.code != "BucketAlreadyOwnedByYou":
             raise
     check_bucket(s3, bucket, region=region, account=account)
     owner = {"ExpectedBucketOwner": account}
@@ -143,8 +145,14 @@ def ensure_spot_service_linked_role(iam: Any) -> Step:
         call_aws(iam.get_role, region="global", RoleName=SPOT_SLR)
         return Step("service-linked role", SPOT_SLR, "exists")
     except NotFound:
+        pass
+    try:
         call_aws(iam.create_service_linked_role, region="global", AWSServiceName="spot.amazonaws.com")
-        return Step("service-linked role", SPOT_SLR, "created")
+    except SpotshiftAwsError as exc:
+        if exc.code != "EntityAlreadyExists":  # created meanwhile (or under another name, as moto does)
+            raise
+        return Step("service-linked role", SPOT_SLR, "exists")
+    return Step("service-linked role", SPOT_SLR, "created")
 
 
 def ensure_security_group(ec2: Any, name: str, *, region: str) -> Step:

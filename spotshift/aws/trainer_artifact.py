@@ -10,7 +10,7 @@ import tomllib
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from spotshift.aws.calls import call_aws
 from spotshift.aws.errors import NotFound
@@ -95,3 +95,24 @@ def publish_trainer_wheel(s3: Any, bucket: str, wheel: TrainerWheel, *, account:
         call_aws(s3.put_object, region=region, Bucket=bucket, Key=wheel.key, Body=wheel.data,
                  ChecksumAlgorithm="SHA256", **owner)
     return wheel.uri(bucket)
+
+
+def checkout_root() -> Path:
+    """The checkout the running orchestrator comes from (training/ and pyproject.toml live there)."""
+    import training
+
+    return Path(training.__file__).resolve().parents[1]
+
+
+def wheel_publisher(s3: Any, bucket: str, *, account: str | None = None, region: str = "",
+                    repo: Path | None = None) -> Callable[[], str]:
+    """A callable that builds and uploads the wheel on its first call and returns its URI (the
+    same URI after that: one wheel per orchestrator process)."""
+    uri: list[str] = []
+
+    def publish() -> str:
+        if not uri:
+            uri.append(publish_trainer_wheel(s3, bucket, build_trainer_wheel(repo or checkout_root()),
+                                             account=account, region=region))
+        return uri[0]
+    return publish

@@ -195,6 +195,7 @@ class _Start:
     samples_seen: int = 0
     honoured: str | None = None
     resumed: bool = False
+    loss_window: list[float] = field(default_factory=list)  # losses of the steps since the last metrics record
 
 
 class _Run:
@@ -266,6 +267,7 @@ class _Run:
         start.step, start.resumed = state["step"], True
         start.samples_seen = state.get("samples_seen", state["data_position"] * state["micro_batch_size"])
         start.honoured = state.get("honoured_request_id") or start.honoured
+        start.loss_window = list(state.get("loss_window", []))
         saved_world = state.get("world_size", 1)
         rng = rng_of_rank(state["rng"], world.rank)
         if rng is not None:
@@ -296,7 +298,7 @@ class _Run:
                               last_checkpoint_step=start.step if start.resumed else None)
         last_ckpt_step = start.step if start.resumed else -1  # -1: no checkpoint yet
         last_ckpt_time = io.clock()
-        first_step_end, window = None, []
+        first_step_end, self.window = None, list(start.loss_window)
         samples_per_step = spec.batch_size * spec.grad_accum * world.size
         built.model.train()
         stop_now = distributed.sum_across(world, [float(self.stop.is_set())], built.device)[0] > 0
@@ -321,10 +323,10 @@ class _Run:
                                   tokens_per_s=samples_per_step * spec.seq_len / dt)
             io.on_step(done, loss)
             result.final_step, result.final_loss = done, loss
-            window.append(loss)
+            self.window.append(loss)
             if done % spec.metrics_every_steps == 0 or done == spec.max_steps or eval_due(done, spec):
-                self._record_metrics(done, window, eval_stream)
-                window = []
+                self._record_metrics(done, self.window, eval_stream)
+                self.window = []
             due = checkpoint_due(done, last_ckpt_step, 0.0, spec) or timed > 0
             if due and done < spec.max_steps and done != last_ckpt_step:
                 self._checkpoint(done)
@@ -402,7 +404,7 @@ class _Run:
             "step": step, "samples_seen": self.result.samples_seen, "data_position": step * spec.grad_accum,
             "micro_batch_size": spec.batch_size, "world_size": self.world.size, "seed": spec.seed,
             "job_id": spec.job_id, "method": spec.method, "precision": built.precision,
-            "loss": self.heartbeat.progress.loss,
+            "loss": self.heartbeat.progress.loss, "loss_window": self.window,
             "honoured_request_id": self.stop.request_id or self.start_state.honoured,
         }
         small = {RNG_FILE: rng_file(rngs)}

@@ -100,6 +100,15 @@ class JobSizing(BaseModel):
     model: ModelSize
     shape: TrainingShape
 
+    @classmethod
+    def of_job(cls, job: JobCreate, model: ModelSize) -> JobSizing:
+        """The sizing of `job` training `model` (its size from spotshift.hf.model_size)."""
+        return cls(model=model, shape=TrainingShape.of_job(job))
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.shape.samples_per_step * self.shape.seq_len
+
     @property
     def trainable_params(self) -> int:
         if self.shape.adapters:

@@ -73,3 +73,8 @@ def flops_per_token(sizing: JobSizing) -> float:
 def work_v100_hours(sizing: JobSizing, tokens: int) -> float:
     """The work of training on `tokens` tokens, in V100-hours."""
     return flops_per_token(sizing) * tokens / V100_FLOPS_PER_HOUR
+
+
+def job_work_v100_hours(sizing: JobSizing, max_steps: int) -> float:
+    """The pre-run estimate of a whole job's work: max_steps global batches of seq_len tokens."""
+    return work_v100_hours(sizing, max_steps * sizing.tokens_per_step)

@@ -3,7 +3,7 @@ over a market snapshot, ranked by expected cost (`spotshift estimate`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
@@ -12,6 +12,7 @@ from spotshift.market.ranking import rank_offers
 from spotshift.market.source import MarketSource
 from spotshift.models import JobCreate, MarketSnapshot, Offer, Precision
 from spotshift.sizing import Fit, JobSizing, ModelSize, fits, gpu_memory, host_memory_gib, job_work_v100_hours
+from spotshift.stores.throughput import Throughput, measured_rates
 
 HOUR = timedelta(hours=1)
 
@@ -31,6 +32,7 @@ class Placement:
     zone: str
     usd_per_hour: float
     usd_per_work_unit: float  # the whole $/h over the work of the GPUs used, per V100-hour
+    measured_rate: bool  # the hours come from a measured rate of this shape, not the table
     expected_hours: float
     expected_cost_usd: float
     deadline_slack_hours: float
@@ -53,12 +55,14 @@ class Estimate:
         return asdict(self)
 
 
-def estimate(job: JobCreate, sizing: JobSizing, snapshot: MarketSnapshot, now: datetime) -> Estimate:
+def estimate(job: JobCreate, sizing: JobSizing, snapshot: MarketSnapshot, now: datetime,
+             measured: Mapping[str, float] | None = None) -> Estimate:
     """Every offer of `snapshot` the job may use and fits (per-GPU and host memory) that finishes
-    before the deadline, with its expected hours and cost; the instance types it cannot use, why."""
+    before the deadline, with its expected hours and cost; the instance types it cannot use, why.
+    `measured`: instance type -> measured V100-hours per hour of this shape, used over the table."""
     work = job_work_v100_hours(sizing, job.max_steps)
     query = OfferQuery.for_job(job, sizing)
-    by_type = fits(sizing, sorted({o.instance_type for o in snapshot.offers}))
+    by_type = fits(sizing, sorted({o.instance_type for o in snapshot.offers}), measured)
     rates = {name: f.work_units_per_hour for name, f in by_type.items() if f.fits}
     hours_left = (job.deadline - now) / HOUR
     placements, refused = [], {name: f.reason for name, f in by_type.items() if not f.fits}
@@ -87,22 +91,26 @@ def _placement(offer: Offer, f: Fit, hours: float, hours_left: float, budget_usd
         instance_type=offer.instance_type, gpus_used=f.gpus_used, gpu_count=offer.gpu_count, precision=f.precision,
         fsdp=f.sharded, gpu_memory_per_device_gib=round(f.gpu_memory_per_device_gib, 2), market=offer.market.value,
         region=offer.region, zone=offer.zone, usd_per_hour=offer.usd_per_hour,
-        usd_per_work_unit=round(offer.usd_per_hour / f.work_units_per_hour, 4), expected_hours=round(hours, 4),
+        usd_per_work_unit=round(offer.usd_per_hour / f.work_units_per_hour, 4), measured_rate=f.measured,
+        expected_hours=round(hours, 4),
         expected_cost_usd=round(cost, 2), deadline_slack_hours=round(hours_left - hours, 3),
         within_budget=cost <= budget_usd)
 
 
 def estimate_offline(job: JobCreate, now: datetime, *, market: MarketSource | None = None,
-                     size_of: Callable[[str], ModelSize] | None = None) -> Estimate:
+                     size_of: Callable[[str], ModelSize] | None = None,
+                     measurements: Iterable[Throughput] = ()) -> Estimate:
     """`estimate` with the model sized from its config.json (spotshift.hf.model_size; a local
     directory or the Hub cache) over `market`, by default the embedded on-demand table. The
-    snapshot is taken without the job's sizing, so `refused` says why each other type cannot run it."""
+    snapshot is taken without the job's sizing, so `refused` says why each other type cannot run it;
+    `measurements` of this model and method replace the table's rates where their shape matches."""
     from spotshift.hf import model_size
     from spotshift.market.catalog_market import CatalogMarket
 
     sizing = JobSizing.of_job(job, (size_of or model_size)(job.model))
     snapshot = (market or CatalogMarket()).snapshot(OfferQuery.for_job(job, 0.0), now)
-    return estimate(job, sizing, snapshot, now)
+    same_job = [m for m in measurements if m.model == job.model and m.method == job.method.value]
+    return estimate(job, sizing, snapshot, now, measured_rates(sizing, same_job))
 
 
 def render(est: Estimate, top: int = 10) -> str:

@@ -4,7 +4,8 @@ memory per GPU and on the host, and its rate of work; or why it does not fit."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 
 from spotshift.catalog import GPU_MODELS, INSTANCE_TYPES, InstanceType
 from spotshift.models import Precision
@@ -25,6 +26,7 @@ class Fit:
     host_memory_gib: float
     work_units_per_hour: float  # V100-hours per hour, 0 when it does not fit
     reason: str | None = None
+    measured: bool = False  # the rate is a measurement of this shape, not the table's
 
     @property
     def fits(self) -> bool:
@@ -75,11 +77,17 @@ def _no(t: InstanceType, world: int, precision: str, host: float, reason: str, n
     return Fit(t.name, world, precision, sharded, need, host, 0.0, reason)
 
 
-def fits(sizing: JobSizing, instance_types: list[str] | tuple[str, ...] | None = None) -> dict[str, Fit]:
-    """The fit on each instance type (default: the whole catalog), feasible or not."""
-    return {name: fit(sizing, name) for name in (instance_types or INSTANCE_TYPES)}
+def fits(sizing: JobSizing, instance_types: Iterable[str] | None = None,
+         measured: Mapping[str, float] | None = None) -> dict[str, Fit]:
+    """The fit on each instance type (default: the whole catalog), feasible or not; a `measured`
+    rate (instance type -> V100-hours per hour, spotshift.stores.throughput) replaces the table's."""
+    out = {name: fit(sizing, name) for name in (instance_types or INSTANCE_TYPES)}
+    for name, rate in (measured or {}).items():
+        if name in out and out[name].fits:
+            out[name] = replace(out[name], work_units_per_hour=rate, measured=True)
+    return out
 
 
-def work_rates(sizing: JobSizing) -> dict[str, float]:
+def work_rates(sizing: JobSizing, measured: Mapping[str, float] | None = None) -> dict[str, float]:
     """instance type -> V100-hours per hour for the types the job fits (a policy's rate table)."""
-    return {name: f.work_units_per_hour for name, f in fits(sizing).items() if f.fits}
+    return {name: f.work_units_per_hour for name, f in fits(sizing, measured=measured).items() if f.fits}

@@ -25,7 +25,7 @@ DUPLICATE_KEY_ERRORS: tuple[type[Exception], ...] = (
 )
 
 LOCK_TIMEOUT_S = 60.0
-COLLECTIONS = ("jobs", "plans", "workloads", "migrations", "api_tokens", "zone_observations")
+COLLECTIONS = ("jobs", "plans", "workloads", "migrations", "api_tokens", "zone_observations", "throughput")
 
 
 class PerThreadDatabase:

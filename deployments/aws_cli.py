@@ -58,7 +58,8 @@ def run_aws(args: argparse.Namespace, *, settings: Settings | None = None, clien
 def _policy(args, settings, clients, account, bucket, regions, out) -> int:
     from spotshift.aws.iam import orchestrator_policy
 
-    print(json.dumps(orchestrator_policy(bucket=bucket, trainer_role=settings.trainer_role, account=account),
+    print(json.dumps(orchestrator_policy(bucket=bucket, trainer_role=settings.trainer_role,
+                                         instance_profile=settings.instance_profile, account=account),
                      indent=2), file=out)
     return 0
 
@@ -72,7 +73,8 @@ def _setup(args, settings, clients, account, bucket, regions, out) -> int:
              setup.ensure_bucket(clients("s3", home), bucket, region=home, account=account,
                                  expire_days=settings.checkpoint_expire_days)]
     secret = setup.secret_arn(clients("secretsmanager", home), settings.hub_token_secret, region=home)
-    steps += setup.ensure_trainer_role(iam, settings.trainer_role, bucket=bucket, secret=secret)
+    steps += setup.ensure_trainer_role(iam, settings.trainer_role, bucket=bucket, secret=secret,
+                                       profile_name=settings.instance_profile)
     steps += [setup.ensure_security_group(clients("ec2", r), settings.security_group, region=r) for r in regions]
     _print_steps(steps, out)
     print(f"\nThe orchestrator's IAM policy (attach it to the user or role that runs spotshift; "
@@ -88,7 +90,7 @@ def _teardown(args, settings, clients, account, bucket, regions, out) -> int:
 
     home = settings.aws_region
     steps = [setup.teardown_region(clients("ec2", r), settings.security_group, region=r) for r in regions]
-    steps += setup.teardown_role(clients("iam", home), settings.trainer_role)
+    steps += setup.teardown_role(clients("iam", home), settings.trainer_role, settings.instance_profile)
     steps.append(setup.teardown_bucket(clients("s3", home), bucket, region=home, account=account,
                                        delete_objects=args.delete_bucket))
     _print_steps(steps, out)

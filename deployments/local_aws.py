@@ -30,11 +30,12 @@ def moto_server(port: int = 0) -> Iterator[str]:
 
 
 @contextmanager
-def moto_server_process(timeout_s: float = 60.0, nice: int = 0) -> Iterator[str]:
+def moto_server_process(timeout_s: float = 60.0, nice: int = 0, env: dict[str, str] | None = None) -> Iterator[str]:
     """A moto server in its own process on 127.0.0.1 (its CPU work does not share this process's
     GIL, as a remote endpoint would not); yield its endpoint URL. `nice` > 0 lowers its priority,
     so that on a small machine it takes CPU from the measured work only when that work is idle
-    (a remote S3's CPU is not the instance's)."""
+    (a remote S3's CPU is not the instance's). `env` adds moto settings to the server's environment
+    (e.g. INITIAL_NO_AUTH_ACTION_COUNT, MOTO_ENABLE_AMI_VALIDATION)."""
     import socket
     import subprocess
     import sys
@@ -46,6 +47,7 @@ def moto_server_process(timeout_s: float = 60.0, nice: int = 0) -> Iterator[str]
         port = sock.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, **env} if env else None,
                             preexec_fn=(lambda: os.nice(nice)) if nice else None)
     endpoint = f"http://127.0.0.1:{port}"
     try:

@@ -21,7 +21,8 @@ def _stmt(sid: str, actions: list[str], resources: list[str] | str, condition: d
 
 
 def orchestrator_statements(*, bucket: str = "spotshift-*", trainer_role: str = "spotshift-trainer",
-                            account: str = "*", partition: str = "aws") -> list[Statement]:
+                            instance_profile: str | None = None, account: str = "*",
+                            partition: str = "aws") -> list[Statement]:
     """Every action spotshift (setup, check, scout, deployer, reaper, teardown) calls, each scoped
     as tightly as the action allows; Describe* and the price APIs take no resource scope."""
     ec2 = f"arn:{partition}:ec2:*:{account}"
@@ -56,7 +57,7 @@ def orchestrator_statements(*, bucket: str = "spotshift-*", trainer_role: str = 
             "iam:GetRole", "iam:CreateRole", "iam:DeleteRole", "iam:PutRolePolicy", "iam:DeleteRolePolicy",
             "iam:GetInstanceProfile", "iam:CreateInstanceProfile", "iam:DeleteInstanceProfile",
             "iam:AddRoleToInstanceProfile", "iam:RemoveRoleFromInstanceProfile",
-        ], [f"{iam}:role/{trainer_role}", f"{iam}:instance-profile/{trainer_role}"]),
+        ], [f"{iam}:role/{trainer_role}", f"{iam}:instance-profile/{instance_profile or trainer_role}"]),
         _stmt("SpotServiceLinkedRole", ["iam:GetRole"],
               f"{iam}:role/aws-service-role/spot.amazonaws.com/AWSServiceRoleForEC2Spot"),
         _stmt("CreateSpotServiceLinkedRole", ["iam:CreateServiceLinkedRole"],
@@ -73,7 +74,7 @@ def orchestrator_statements(*, bucket: str = "spotshift-*", trainer_role: str = 
     ]
 
 
-def orchestrator_policy(**kwargs: str) -> dict[str, Any]:
+def orchestrator_policy(**kwargs: Any) -> dict[str, Any]:
     """The orchestrator's IAM policy (docs/iam/orchestrator-policy.json is this with the defaults)."""
     return {"Version": "2012-10-17", "Statement": orchestrator_statements(**kwargs)}
 

@@ -78,9 +78,9 @@ def check_bucket(s3: Any, bucket: str, *, region: str, account: str) -> str:
         answer = call_aws(s3.get_bucket_location, region=region, Bucket=bucket, ExpectedBucketOwner=account)
     except SpotshiftAwsError as exc:
         if exc.code in ("AccessDenied", "403"):
-            raise SetupError(f"bucket {bucket!r} is not owned by account {account} (or this user may not read "
-                             "it): choose another name with --bucket", code=exc.code, operation="GetBucketLocation",
-                             region=region) from exc
+            raise SetupError(f"GetBucketLocation of bucket {bucket!r} was refused: another account owns it (choose "
+                             "another name with --bucket), or this user lacks s3:GetBucketLocation on it",
+                             code=exc.code, operation="GetBucketLocation", region=region) from exc
         raise
     located = answer.get("LocationConstraint") or "us-east-1"
     if located != region:
@@ -102,10 +102,12 @@ def secret_arn(secrets: Any, name: str | None, *, region: str) -> str | None:
                          code=exc.code, operation="DescribeSecret", region=region) from exc
 
 
-def ensure_trainer_role(iam: Any, role: str, *, bucket: str, secret: str | None, wait: Callable[[], None] | None = None,
-                        attempts: int = 30) -> list[Step]:
-    """The role (EC2 may assume it), its inline policy, and an instance profile of the same name
-    holding it; returns once the profile shows the role (IAM is eventually consistent)."""
+def ensure_trainer_role(iam: Any, role: str, *, bucket: str, secret: str | None, profile_name: str | None = None,
+                        wait: Callable[[], None] | None = None, attempts: int = 30) -> list[Step]:
+    """The role (EC2 may assume it), its inline policy, and an instance profile (named
+    `profile_name`, default the role's name) holding it; returns once the profile shows the role
+    (IAM is eventually consistent)."""
+    profile_name = profile_name or role
     steps = []
     try:
         call_aws(iam.get_role, region="global", RoleName=role)
@@ -118,21 +120,21 @@ def ensure_trainer_role(iam: Any, role: str, *, bucket: str, secret: str | None,
              PolicyDocument=json.dumps(trainer_policy(bucket=bucket, secret_arn=secret)))
     steps.append(Step("iam role policy", TRAINER_POLICY_NAME, "updated"))
     try:
-        profile = call_aws(iam.get_instance_profile, region="global", InstanceProfileName=role)["InstanceProfile"]
-        steps.append(Step("instance profile", role, "exists"))
+        profile = call_aws(iam.get_instance_profile, region="global", InstanceProfileName=profile_name)["InstanceProfile"]
+        steps.append(Step("instance profile", profile_name, "exists"))
     except NotFound:
-        profile = call_aws(iam.create_instance_profile, region="global", InstanceProfileName=role)["InstanceProfile"]
-        steps.append(Step("instance profile", role, "created"))
+        profile = call_aws(iam.create_instance_profile, region="global", InstanceProfileName=profile_name)["InstanceProfile"]
+        steps.append(Step("instance profile", profile_name, "created"))
     if role not in {r["RoleName"] for r in profile.get("Roles", [])}:
-        call_aws(iam.add_role_to_instance_profile, region="global", InstanceProfileName=role, RoleName=role)
-    wait_profile_ready(iam, role, wait=wait or (lambda: time.sleep(2)), attempts=attempts)
+        call_aws(iam.add_role_to_instance_profile, region="global", InstanceProfileName=profile_name, RoleName=role)
+    wait_profile_ready(iam, profile_name, role, wait=wait or (lambda: time.sleep(2)), attempts=attempts)
     return steps
 
 
-def wait_profile_ready(iam: Any, profile: str, *, wait: Callable[[], None], attempts: int) -> None:
+def wait_profile_ready(iam: Any, profile: str, role: str, *, wait: Callable[[], None], attempts: int) -> None:
     for _ in range(attempts):
         found = call_aws(iam.get_instance_profile, region="global", InstanceProfileName=profile)["InstanceProfile"]
-        if any(r["RoleName"] == profile for r in found.get("Roles", [])):
+        if any(r["RoleName"] == role for r in found.get("Roles", [])):
             return
         wait()
     raise WaitTimeout(f"instance profile {profile!r} still has no role", code="WaitTimeout",
@@ -187,18 +189,19 @@ def teardown_region(ec2: Any, name: str, *, region: str) -> Step:
     return Step("security group", name, "deleted", region)
 
 
-def teardown_role(iam: Any, role: str) -> list[Step]:
+def teardown_role(iam: Any, role: str, profile_name: str | None = None) -> list[Step]:
     """Remove the instance profile and the trainer role (the spot service-linked role stays)."""
     steps = []
+    profile_name = profile_name or role
     try:
-        profile = call_aws(iam.get_instance_profile, region="global", InstanceProfileName=role)["InstanceProfile"]
+        profile = call_aws(iam.get_instance_profile, region="global", InstanceProfileName=profile_name)["InstanceProfile"]
         for r in profile.get("Roles", []):
-            call_aws(iam.remove_role_from_instance_profile, region="global", InstanceProfileName=role,
+            call_aws(iam.remove_role_from_instance_profile, region="global", InstanceProfileName=profile_name,
                      RoleName=r["RoleName"])
-        call_aws(iam.delete_instance_profile, region="global", InstanceProfileName=role)
-        steps.append(Step("instance profile", role, "deleted"))
+        call_aws(iam.delete_instance_profile, region="global", InstanceProfileName=profile_name)
+        steps.append(Step("instance profile", profile_name, "deleted"))
     except NotFound:
-        steps.append(Step("instance profile", role, "absent"))
+        steps.append(Step("instance profile", profile_name, "absent"))
     try:
         call_aws(iam.delete_role_policy, region="global", RoleName=role, PolicyName=TRAINER_POLICY_NAME)
     except NotFound:

@@ -309,19 +309,20 @@ class _Run:
             loss = self._train_step(built, stream, result.samples_seen)
             if spec.min_step_seconds:
                 time.sleep(max(0.0, spec.min_step_seconds - (io.clock() - t0)))
+            done = step + 1
+            io.on_step(done, loss)  # this rank's loss
             timed_due = spec.checkpoint_every_seconds is not None and \
                 io.clock() - last_ckpt_time >= spec.checkpoint_every_seconds
             loss_sum, stops, timed = distributed.sum_across(
                 world, [loss, float(self.stop.is_set()), float(timed_due)], built.device)
             loss, stop_now = loss_sum / world.size, stops > 0
-            dt, done = io.clock() - t0, step + 1
+            dt = io.clock() - t0
             result.samples_seen += samples_per_step
             if first_step_end is None:
                 first_step_end = io.clock()
                 result.first_step_s = first_step_end - self.started
             self.heartbeat.update(step=done, loss=loss, samples_per_s=samples_per_step / dt,
                                   tokens_per_s=samples_per_step * spec.seq_len / dt)
-            io.on_step(done, loss)
             result.final_step, result.final_loss = done, loss
             self.window.append(loss)
             if done % spec.metrics_every_steps == 0 or done == spec.max_steps or eval_due(done, spec):

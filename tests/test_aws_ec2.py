@@ -207,3 +207,60 @@ def test_wait_running_gives_up_after_the_timeout_on_a_stuck_pending_instance():
     clock = iter([0.0, 5.0, 10.0, 20.0])
     with stub, pytest.raises(WaitTimeout, match="still pending"):
         wait_running(ec2, "i-0abc", timeout_s=15, poll_s=1, sleep=lambda s: None, monotonic=lambda: next(clock))
+
+
+@pytest.mark.parametrize("code", ["VcpuLimitExceeded", "MaxSpotInstanceCountExceeded"])
+def test_a_quota_refusal_names_the_quota_of_the_offers_family_and_market(code):
+    from spotshift.aws.errors import QuotaExceeded
+
+    ec2, stub = stubbed_ec2()
+    stub.add_response("describe_instances", {"Reservations": []})
+    stub.add_client_error("run_instances", service_error_code=code, service_message="You have requested more vCPU "
+                          "capacity than your current vCPU limit of 0 allows")
+    with stub, pytest.raises(QuotaExceeded) as info:
+        launch(ec2, request(zone="us-east-1d"))  # g5.xlarge spot
+    assert info.value.quota_code == "L-3819A6DF" and info.value.is_quota
+    assert "quota All G and VT Spot Instance Requests (L-3819A6DF)" in str(info.value)
+
+
+def test_an_image_missing_in_the_region_blocks_the_offer_not_the_flow():
+    from spotshift.aws.errors import ImageUnavailable
+
+    ec2, stub = stubbed_ec2()
+    stub.add_response("describe_instances", {"Reservations": []})
+    stub.add_client_error("run_instances", service_error_code="InvalidAMIID.NotFound", service_message="no image")
+    with stub, pytest.raises(ImageUnavailable) as info:
+        launch(ec2, request())
+    assert isinstance(info.value, CapacityUnavailable)  # the flow blocklists it and takes the next offer
+
+
+def test_not_found_right_after_the_launch_counts_as_pending():
+    ec2, stub = stubbed_ec2()
+    running = {"Reservations": [{"Instances": [{"InstanceId": "i-0abc", "State": {"Name": "running", "Code": 16},
+                                                "Placement": {"AvailabilityZone": "us-east-1a"}}]}]}
+    stub.add_client_error("describe_instances", service_error_code="InvalidInstanceID.NotFound", service_message="?")
+    stub.add_client_error("describe_instances", service_error_code="InvalidInstanceID.NotFound", service_message="?")
+    stub.add_response("describe_instances", running)
+    clock = iter([0.0, 10.0, 30.0, 40.0])
+    with stub:
+        info = wait_running(ec2, "i-0abc", timeout_s=600, poll_s=1, sleep=lambda s: None, monotonic=lambda: next(clock))
+    assert info.state == "running"
+
+
+def test_not_found_after_the_grace_period_is_not_found():
+    ec2, stub = stubbed_ec2()
+    for _ in range(2):
+        stub.add_client_error("describe_instances", service_error_code="InvalidInstanceID.NotFound", service_message="?")
+    clock = iter([0.0, 30.0, 61.0])
+    with stub, pytest.raises(NotFound):
+        wait_running(ec2, "i-0abc", timeout_s=600, poll_s=1, sleep=lambda s: None, monotonic=lambda: next(clock))
+
+
+def test_the_launch_plan_puts_the_instance_in_the_subnet_with_the_group_and_a_public_ip():
+    plan = plan_run_instances(request(subnet_id="subnet-1", security_group_ids=("sg-1",)))
+    assert plan["NetworkInterfaces"] == [{"DeviceIndex": 0, "SubnetId": "subnet-1", "Groups": ["sg-1"],
+                                          "AssociatePublicIpAddress": True, "DeleteOnTermination": True}]
+    private = plan_run_instances(request(subnet_id="subnet-1", security_group_ids=("sg-1",), public_ip=False))
+    assert private["NetworkInterfaces"][0]["AssociatePublicIpAddress"] is False
+    with pytest.raises(ValueError, match="image_id is unresolved"):
+        plan_run_instances(request(image_id=None))

@@ -14,11 +14,10 @@ from flows.migrate_job import migrate_job
 from flows.runtime import Runtime
 from spotshift.market.query import OfferQuery
 from spotshift.models import Job, JobStatus, MarketSnapshot, Workload
-from spotshift.planning import offer_of_workload, remaining_work
+from spotshift.lifecycle.state import live_job_state
 from spotshift.policy import decide
 from spotshift.policy.state import Decision, JobState, Move
 from tasks.scout import scout
-from training.contract import read_progress
 
 
 @dataclass(frozen=True)
@@ -43,34 +42,22 @@ def for_job(snapshot: MarketSnapshot, query: OfferQuery) -> MarketSnapshot:
     return snapshot.model_copy(update={"offers": [o for o in snapshot.offers if query.accepts(o)]})
 
 
-def steps_per_hour(progress) -> float | None:
-    """The trainer's own rate since it (re)started, from its heartbeat."""
-    if progress is None or progress.started_at is None:
-        return None
-    hours = (progress.updated_at - progress.started_at).total_seconds() / 3600
-    done = progress.step - (progress.resumed_from_step or 0)
-    return done / hours if hours > 0 and done > 0 else None
-
-
 @task(name="running-jobs", cache_policy=NO_CACHE)
-def running_jobs(rt: Runtime, now: datetime, default_changeover_hours: float) -> list[RunningJob]:
-    """Every running job with its open workload and the JobState the policy needs."""
+def running_jobs(rt: Runtime, now: datetime) -> list[RunningJob]:
+    """Every running job with its open workload and the JobState the policy needs (built from the
+    stores by the same function train-job uses)."""
     open_by_id = {w.id: w for w in rt.ledger.open_workloads()}
     out = []
     for job in rt.jobs.list(JobStatus.RUNNING):
         w = open_by_id.get(job.current_workload_id or "")
         if w is None:
             continue
-        progress = read_progress(rt.s3, f"s3://{rt.settings.bucket}/{job.output_prefix}")
-        step = progress.step if progress else job.step
-        offer = offer_of_workload(w, now)
-        total = job.total_work or 0.0
-        state = JobState(job_id=job.id, deadline=job.request.deadline, current=offer, placed_at=w.started_at,
-                         remaining_work=remaining_work(step, job.request.max_steps, steps_per_hour(progress),
-                                                       w.instance_type, total),
-                         changeover_hours=default_changeover_hours, checkpoint_region=w.region, total_work=total,
-                         started_at=job.created_at, budget_usd=job.request.budget_usd, spent_usd=job.cost_usd)
-        out.append(RunningJob(job, w, OfferQuery.for_job(job.request, job.gpu_memory_gib or 0.0), state))
+        query = OfferQuery.for_job(job.request, job.gpu_memory_gib or 0.0)
+        state = live_job_state(job, rt.ledger.workloads(job.id), now=now,
+                               default_changeover_hours=rt.changeover_hours,
+                               checkpoint_region=rt.bucket_region(rt.paths(job).bucket),
+                               outlook=rt.outlook(query, now))
+        out.append(RunningJob(job, w, query, state))
     return out
 
 
@@ -85,11 +72,13 @@ def continuous_scout(runtime: Runtime | None = None, migrate: bool = True) -> di
     logger = get_run_logger()
     rt = runtime or Runtime.from_settings()
     now = rt.clock()
-    jobs = running_jobs(rt, now, rt.changeover_hours)
+    jobs = running_jobs(rt, now)
     if not jobs:
         logger.info("No running jobs")
         return {}
-    snapshot = scout(rt.market, union_query([j.query for j in jobs]), now)
+    query = union_query([j.query for j in jobs])
+    snapshot = scout(rt.market, query, now)
+    rt.record_market(snapshot, query, now)
     decisions = decide_all(jobs, snapshot, now, rt.policy)
     create_table_artifact(key="continuous-scout", table=[
         {"job": j.job.id, "zone": j.workload.zone, "decision": type(d).__name__,

@@ -11,9 +11,11 @@ from prefect.runtime import flow_run as current_flow_run
 
 from flows import hooks
 from flows.runtime import Runtime
-from flows.steps import JobRun, finalize, follow_handover, move, place, recover, transition
+from flows.adoption import adopt
+from flows.moves import follow_handover, move, recover
+from flows.steps import JobRun, finalize, job_state, place, transition
 from spotshift.market.query import OfferQuery
-from spotshift.models import EndReason, JobStatus, MigrationReason
+from spotshift.models import EndReason, JobStatus, Market, MigrationReason
 from spotshift.monitoring import Verdict
 from spotshift.planning import estimate_work_v100_hours
 from spotshift.policy import decide
@@ -57,7 +59,8 @@ def summary(rt: Runtime, job_id: str) -> dict:
 @flow(name="train-job", on_failure=[hooks.on_failure], on_crashed=[hooks.on_crashed],
       on_cancellation=[hooks.on_cancellation], flow_run_name="train-{job_id}")
 def train_job(job_id: str, runtime: Runtime | None = None) -> dict:
-    """Run a stored job to the end on the cheapest capacity that meets its deadline."""
+    """Run a stored job to the end on the cheapest capacity that meets its deadline. A job another
+    run started (its flow process died) is adopted: its instances and ledger are reconciled first."""
     logger = get_run_logger()
     rt = runtime or Runtime.from_settings()
     flow_run_id = str(current_flow_run.id or "")
@@ -66,56 +69,74 @@ def train_job(job_id: str, runtime: Runtime | None = None) -> dict:
     if job.status.terminal:
         logger.info("Job %s is already %s", job_id, job.status)
     else:
-        spec = training_spec(job, rt.settings.bucket, imds_endpoint=rt.imds_endpoint,
-                             min_step_seconds=rt.min_step_seconds)
-        params, memory_gib = model_needs(job.request.model, job.request.batch_size, job.request.seq_len, rt.s3)
-        run = JobRun(job=job, query=OfferQuery.for_job(job.request, memory_gib),
-                     total_work=estimate_work_v100_hours(params, job.request), output=spec.output,
-                     flow_run_id=flow_run_id)
-        run.spec_uri = publish_spec(rt.s3, spec)
-        if job.status is not JobStatus.PENDING:
-            raise RuntimeError(f"job {job_id} is {job.status}: another flow run owns it")
-        transition(rt, run, JobStatus.PLANNING, "planning", flow_run_id=flow_run_id, gpu_memory_gib=memory_gib,
-                   total_work=run.total_work)
-        if place(rt, run) is None:
-            finalize(rt, run, JobStatus.CANCELLED, "plan not approved")
+        run = _prepare(rt, job, flow_run_id)
+        if job.status is JobStatus.PENDING:
+            transition(rt, run, JobStatus.PLANNING, "planning", flow_run_id=flow_run_id,
+                       gpu_memory_gib=run.job.gpu_memory_gib, total_work=run.job.total_work)
+            started = place(rt, run) is not None
         else:
-            _train_until_done(rt, run)
+            started = adopt(rt, run)
+        if not started:
+            finalize(rt, run, JobStatus.CANCELLED, "plan not approved")
+        elif _train_until_done(rt, run):
             finalize(rt, run, JobStatus.SUCCEEDED, "final model written")
     hooks.ACTIVE_RUNTIMES.pop(flow_run_id, None)
     return summary(rt, job_id)
 
 
-def _train_until_done(rt: Runtime, run: JobRun) -> None:
+def _prepare(rt: Runtime, job, flow_run_id: str) -> JobRun:
+    """The run's view of its job: the spec in S3, the model's needs, the offers it may use."""
+    paths = rt.paths(job)
+    spec = training_spec(job, paths.bucket, imds_endpoint=rt.imds_endpoint, min_step_seconds=rt.min_step_seconds)
+    publish_spec(rt.s3, spec)
+    if job.gpu_memory_gib is None or job.total_work is None:
+        params, memory_gib = model_needs(job.request.model, job.request.batch_size, job.request.seq_len, rt.s3)
+        job = job.model_copy(update={"gpu_memory_gib": memory_gib,
+                                     "total_work": estimate_work_v100_hours(params, job.request)})
+    return JobRun(job=job, query=OfferQuery.for_job(job.request, job.gpu_memory_gib), paths=paths,
+                  flow_run_id=flow_run_id)
+
+
+def _train_until_done(rt: Runtime, run: JobRun) -> bool:
+    """Watch, recover, move until the trainer is done (True) or another run took the job (False)."""
     logger = get_run_logger()
     while True:
         assert run.watch is not None and run.workload is not None
         outcome = watch_instance(run.watch, s3=rt.s3, output=run.output, backend=rt.backend, jobs=rt.jobs,
                                  job_id=run.job.id, clock=rt.clock, sleep=rt.sleep, poll_seconds=rt.poll_seconds,
-                                 stall_seconds=rt.settings.heartbeat_stall_seconds, wall_budget_s=rt.rescout_seconds)
+                                 stall_seconds=rt.settings.heartbeat_stall_seconds, wall_budget_s=rt.rescout_seconds,
+                                 flow_run_id=run.flow_run_id)
         if outcome.verdict is Verdict.DONE:
-            return
+            return True
+        if outcome.disowned:
+            logger.warning("Job %s: %s; this run leaves it", run.job.id, outcome.detail)
+            return False
         if outcome.rescout_due:
             _review(rt, run)
             continue
         if outcome.handover:
             if not follow_handover(rt, run):
-                return
+                return True
             continue
-        now = rt.clock()
-        if outcome.lost or outcome.verdict is Verdict.CHECKPOINTED:
-            ok = recover(rt, run, MigrationReason.PREEMPTED, EndReason.PREEMPTED, now)
-        elif outcome.verdict is Verdict.STALLED:
-            ok = recover(rt, run, MigrationReason.STALLED, EndReason.STALLED, now)
-        else:  # the trainer failed
-            run.failures += 1
-            detail = outcome.progress.error if outcome.progress else "unknown error"
-            if run.failures >= MAX_TRAINER_FAILURES:
-                raise RuntimeError(f"the trainer failed {run.failures} times; last: {detail}")
-            logger.warning("Trainer failed (%s); restarting from the last checkpoint", detail)
-            ok = recover(rt, run, MigrationReason.STALLED, EndReason.FAILED, now)
-        if not ok:
+        if not _recover_from(rt, run, outcome):
             raise NoFeasiblePlacement(run.job.id, "the new placement was not approved")
+
+
+def _recover_from(rt: Runtime, run: JobRun, outcome) -> bool:
+    """The instance stopped training: lost, stalled or failed; resume elsewhere."""
+    now = rt.clock()
+    if outcome.lost or outcome.verdict is Verdict.CHECKPOINTED:
+        if run.workload.market is Market.SPOT:
+            rt.record_zone_lost(run.workload.zone, now, "preemption")
+        return recover(rt, run, MigrationReason.PREEMPTED, EndReason.PREEMPTED, now)
+    if outcome.verdict is Verdict.STALLED:
+        return recover(rt, run, MigrationReason.STALLED, EndReason.STALLED, now)
+    run.failures += 1
+    detail = outcome.progress.error if outcome.progress else "unknown error"
+    if run.failures >= MAX_TRAINER_FAILURES:
+        raise RuntimeError(f"the trainer failed {run.failures} times; last: {detail}")
+    get_run_logger().warning("Trainer failed (%s); restarting from the last checkpoint", detail)
+    return recover(rt, run, MigrationReason.STALLED, EndReason.FAILED, now)
 
 
 def _review(rt: Runtime, run: JobRun) -> None:
@@ -123,6 +144,7 @@ def _review(rt: Runtime, run: JobRun) -> None:
     decision for one job, made inside the flow run that owns it)."""
     now = rt.clock()
     snapshot = scout(rt.market, run.query, now)
-    decision = decide(run.state(now, rt.changeover_hours), snapshot, now, policy=rt.policy)
+    rt.record_market(snapshot, run.query, now)
+    decision = decide(job_state(rt, run, now), snapshot, now, policy=rt.policy)
     if isinstance(decision, Move):
-        move(rt, run, decision.target, decision.reason, decision.expected_saving_usd)
+        move(rt, run, decision)

@@ -10,7 +10,7 @@ import uuid
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 from pydantic import (
     AfterValidator,
@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from spotshift.catalog import KNOWN_GPUS, KNOWN_INSTANCE_TYPES, KNOWN_REGIONS
+from training.contract import JobPaths
 from training.spec import JOB_ID, check_shell_safe
 
 
@@ -220,8 +221,8 @@ class LoraOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    r: int = Field(default=16, ge=1, le=1024, description="adapter rank")
-    alpha: float = Field(default=32, gt=0, le=4096, description="LoRA scaling numerator (scale = alpha / r)")
+    r: int = Field(default=16, ge=1, le=4096, description="adapter rank")
+    alpha: int = Field(default=32, ge=1, le=65536, description="LoRA scaling numerator (scale = alpha / r)")
     dropout: float = Field(default=0.05, ge=0, lt=1)
     target_modules: list[str] | None = Field(default=None, min_length=1, max_length=64,
                                              description="module names to adapt, e.g. q_proj, v_proj")
@@ -380,6 +381,19 @@ class JobEvent(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
+class JobMeasurements(BaseModel):
+    """What the orchestrator measured of a running job, on its own clock, kept with the job so that
+    every flow (train-job, continuous-scout, an adopting run) builds the same JobState."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    steps_per_hour: float | None = Field(default=None, gt=0, description="training rate on rate_instance_type")
+    rate_instance_type: str | None = Field(default=None, description="the instance type the rate was measured on")
+    changeover_hours: float | None = Field(default=None, ge=0, description="slowest start-to-first-step seen")
+    training_workload_id: str | None = Field(default=None, description="the last workload whose trainer trained")
+    checkpoint_gb: float = Field(default=0.0, ge=0, description="size of the latest checkpoint (LATEST manifest)")
+
+
 class Job(BaseModel):
     """A job as stored in the job store (MongoDB or the embedded document store)."""
 
@@ -400,6 +414,9 @@ class Job(BaseModel):
     gpu_memory_gib: float | None = Field(default=None, description="GPU memory the job needs on one GPU")
     total_work: float | None = Field(default=None, description="pre-run estimate of the job's work, V100-hours")
     sizing: JobSizing | None = Field(default=None, description="the model's size and the job's training shape")
+    measured: JobMeasurements = Field(default_factory=JobMeasurements)
+    lease_until: datetime | None = Field(default=None, description="the owning run is known busy until then "
+                                         "(waiting for a human), however stale updated_at is")
     events: list[JobEvent] = Field(default_factory=list)
 
     @field_validator("id")
@@ -409,10 +426,9 @@ class Job(BaseModel):
             raise ValueError("id must be 1-63 lowercase letters, digits or '-'")
         return v
 
-    @property
-    def output_prefix(self) -> str:
-        """jobs/<job_id>/ — the job's S3 prefix inside its bucket."""
-        return f"jobs/{self.id}/"
+    def paths(self, default_bucket: str) -> JobPaths:
+        """Where the job's files live: its own output_bucket when it names one, else `default_bucket`."""
+        return JobPaths(bucket=self.request.output_bucket or default_bucket, job_id=self.id)
 
 
 class JobUpdate(BaseModel):
@@ -429,12 +445,23 @@ class JobUpdate(BaseModel):
     gpu_memory_gib: float | None = Field(default=None, ge=0)
     total_work: float | None = Field(default=None, ge=0)
     sizing: JobSizing | None = None
+    measured: JobMeasurements | None = None
+    lease_until: datetime | None = None
 
     def changes(self) -> dict[str, Any]:
-        return self.model_dump(exclude_none=True)
+        return self.model_dump(mode="json", exclude_none=True)
 
 
 # --- what the scout finds and the optimizer decides ---------------------------------------------
+
+
+class OfferKey(NamedTuple):
+    """What names an offer in a blocklist: (region, zone, instance type, market)."""
+
+    region: str
+    zone: str
+    instance_type: str
+    market: str
 
 
 class InterruptionRisk(BaseModel):
@@ -473,9 +500,9 @@ class Offer(BaseModel):
     source: str = Field(description="where the price came from, e.g. 'ec2:spot-price-history', 'replay'")
 
     @property
-    def key(self) -> tuple[str, str, str, str]:
+    def key(self) -> OfferKey:
         """(region, zone, instance type, market): what a blocklist holds."""
-        return (self.region, self.zone, self.instance_type, self.market.value)
+        return OfferKey(self.region, self.zone, self.instance_type, self.market.value)
 
     @property
     def total_gpu_memory_gib(self) -> float:

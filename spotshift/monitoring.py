@@ -10,6 +10,8 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
+from training.contract import TrainerState
+
 
 class Verdict(str, Enum):
     STARTING = "starting"  # no heartbeat from this instance yet
@@ -29,12 +31,12 @@ def assess(progress: Any, *, instance_id: str, now: datetime, last_sign_of_life:
     stalled = (now - last_sign_of_life).total_seconds() > stall_seconds
     if progress is None or progress.instance_id != instance_id:
         return Verdict.STALLED if stalled else Verdict.STARTING
-    state = getattr(progress.state, "value", progress.state)
-    if state == "done":
+    state = TrainerState(progress.state)
+    if state is TrainerState.done:
         return Verdict.DONE
-    if state == "checkpointed":
+    if state is TrainerState.checkpointed:
         return Verdict.CHECKPOINTED
-    if state == "failed":
+    if state is TrainerState.failed:
         return Verdict.FAILED
     return Verdict.STALLED if stalled else Verdict.TRAINING
 
@@ -67,3 +69,13 @@ def remaining_hours(step: int, max_steps: int, steps_per_hour: float | None, fal
     if steps_per_hour is None:
         return fallback
     return max(0, max_steps - step) / steps_per_hour
+
+
+def measurements_after(measured: Any, meter: RateMeter, workload: Any) -> Any:
+    """The job's measurements once `workload`'s trainer reported a training step: it trains (its
+    changeover is over) and, once two steps are seen, its rate on that instance type."""
+    rate = meter.steps_per_hour
+    update = {"training_workload_id": workload.id}
+    if rate is not None:
+        update |= {"steps_per_hour": rate, "rate_instance_type": workload.instance_type}
+    return measured.model_copy(update=update)

@@ -10,7 +10,9 @@ from typing import Any, Callable
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from training.contract import CONTROL, ControlRequest, Progress, read_latest, read_progress, write_control
+from training.contract import (
+    CONTROL, ControlRequest, Progress, TrainerState, read_latest, read_progress, write_control,
+)
 from training.storage import split_s3_uri
 
 
@@ -44,7 +46,7 @@ def wait_for_checkpoint(s3: Any, output: str, request_id: str, *, timeout_s: flo
     deadline = clock() + timedelta(seconds=timeout_s)
     while clock() <= deadline:
         p = read_progress(s3, output)
-        if p is not None and p.honoured_request_id == request_id and p.state.value in ("checkpointed", "done"):
+        if p is not None and p.honoured_request_id == request_id and p.state in (TrainerState.checkpointed, TrainerState.done):
             latest = read_latest(s3, output)
             clear_control(s3, output)
             return latest.step if latest else p.step
@@ -65,9 +67,9 @@ def wait_for_heartbeat(s3: Any, output: str, instance_id: str, after_step: int, 
     deadline = clock() + timedelta(seconds=timeout_s)
     while clock() <= deadline:
         p = read_progress(s3, output)
-        if p is not None and p.instance_id == instance_id and (p.step > after_step or p.state.value == "done"):
+        if p is not None and p.instance_id == instance_id and (p.step > after_step or p.state is TrainerState.done):
             return p, clock()
-        if p is not None and p.instance_id == instance_id and p.state.value == "failed":
+        if p is not None and p.instance_id == instance_id and p.state is TrainerState.failed:
             raise MigrationTimeout(f"the trainer on {instance_id} failed: {p.error}")
         if not is_alive():
             raise MigrationTimeout(f"instance {instance_id} went away before its first heartbeat")

@@ -3,7 +3,7 @@ something needs the flow: done, stopped, failed, stalled, taken back, or a re-sc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable
 from uuid import UUID
@@ -12,9 +12,9 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
-from spotshift.models import JobStatus, JobUpdate, Workload
-from spotshift.monitoring import RateMeter, Verdict, assess
-from training.contract import Progress, read_progress
+from spotshift.models import JobMeasurements, JobStatus, JobUpdate, Workload
+from spotshift.monitoring import RateMeter, Verdict, assess, measurements_after
+from training.contract import Progress, TrainerState, read_progress
 
 LOST_STATES = frozenset({"shutting-down", "terminated", "stopping", "stopped"})
 
@@ -28,6 +28,7 @@ class WatchOutcome:
     lost: bool = False
     rescout_due: bool = False
     handover: bool = False  # another flow run (migrate-job) is moving the job
+    disowned: bool = False  # another train-job run adopted the job: this one must leave it alone
     detail: str = ""
 
 
@@ -41,6 +42,7 @@ class Watch:
     last_step: int = 0
     last_beat: datetime | None = None  # updated_at of the last heartbeat seen (the trainer's clock)
     last_sign_of_life: datetime | None = None  # when it last changed, on the orchestrator's clock
+    measured: JobMeasurements = field(default_factory=JobMeasurements)  # the job's, as last stored
 
 
 def new_watch(workload: Workload, job_id: str) -> Watch:
@@ -52,7 +54,7 @@ def new_watch(workload: Workload, job_id: str) -> Watch:
 @task(name="monitor", cache_policy=NO_CACHE, task_run_name="watch-{watch.workload.instance_id}")
 def watch_instance(watch: Watch, *, s3: Any, output: str, backend: Any, jobs: Any, job_id: str,
                    clock: Callable[[], datetime], sleep: Callable[[float], None], poll_seconds: float,
-                   stall_seconds: float, wall_budget_s: float | None = None) -> WatchOutcome:
+                   stall_seconds: float, wall_budget_s: float | None = None, flow_run_id: str = "") -> WatchOutcome:
     """Poll until the instance needs the flow; refreshes the job's lease and the progress artifact."""
     logger = get_run_logger()
     w = watch.workload
@@ -60,17 +62,22 @@ def watch_instance(watch: Watch, *, s3: Any, output: str, backend: Any, jobs: An
     while True:
         now = clock()
         progress = read_progress(s3, output)
+        measured = None
         if progress is not None and progress.instance_id == w.instance_id and progress.updated_at != watch.last_beat:
             watch.last_beat, watch.last_sign_of_life = progress.updated_at, now
-            if progress.state.value == "training":  # not the start-up (model load) nor the last save
+            if progress.state is TrainerState.training:  # not the start-up (model load) nor the last save
                 watch.meter.observe(progress.step, now)
+                measured = measurements_after(watch.measured, watch.meter, w)
             if progress.step != watch.last_step:
                 watch.last_step = progress.step
                 if watch.artifact_id is not None:
                     update_progress_artifact(watch.artifact_id, progress=100.0 * progress.step / progress.max_steps)
         verdict = assess(progress, instance_id=w.instance_id or "", now=now,
                          last_sign_of_life=watch.last_sign_of_life or w.started_at, stall_seconds=stall_seconds)
-        job = jobs.update(job_id, JobUpdate(step=watch.last_step), now=now)  # also the job's lease
+        job = jobs.update(job_id, JobUpdate(step=watch.last_step, measured=measured), now=now)  # also the job's lease
+        watch.measured = job.measured
+        if flow_run_id and job.flow_run_id not in (None, flow_run_id):
+            return WatchOutcome(verdict, progress, disowned=True, detail=f"adopted by flow run {job.flow_run_id}")
         if job.status is JobStatus.MIGRATING or job.current_workload_id not in (None, w.id):
             return WatchOutcome(verdict, progress, handover=True, detail="moved by another flow run")
         if verdict in (Verdict.DONE, Verdict.CHECKPOINTED, Verdict.FAILED, Verdict.STALLED):

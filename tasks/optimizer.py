@@ -9,7 +9,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from spotshift.models import MarketSnapshot, Plan
-from spotshift.policy import choose_placement
+from spotshift.lifecycle.plans import Wait, plan_place
 from spotshift.policy.state import JobState
 
 
@@ -20,9 +20,13 @@ def _row(rank: int, o) -> dict:
 
 @task(name="optimizer", cache_policy=NO_CACHE, task_run_name="plan-{state.job_id}")
 def plan_placement(state: JobState, snapshot: MarketSnapshot, now: datetime, ledger,
-                   blocked: frozenset = frozenset(), policy: str = "spotshift") -> Plan:
-    """choose_placement over the snapshot; the plan goes to the ledger and a table artifact."""
-    plan = choose_placement(state, snapshot, now, blocked, policy=policy)
+                   blocked: frozenset = frozenset(), policy: str = "spotshift") -> Plan | Wait:
+    """The policy's placement over the snapshot (a Wait when it would rather idle for capacity);
+    a plan goes to the ledger and a table artifact."""
+    plan = plan_place(state, snapshot, now, blocked, policy)
+    if isinstance(plan, Wait):
+        get_run_logger().info("No launch now: %s", plan.reason)
+        return plan
     ledger.record_plan(plan)
     create_table_artifact(
         key=f"plan-{state.job_id}",

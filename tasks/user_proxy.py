@@ -4,6 +4,7 @@ for a typed answer from the Prefect UI or `spotshift approve` (resume_flow_run).
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Callable
 
 from prefect import get_run_logger, task
 from prefect.exceptions import FlowPauseTimeout
@@ -70,7 +71,13 @@ def policy_decision(policy: ApprovalPolicy, request: ApprovalRequest, now: datet
     return decision
 
 
-def approve(policy: ApprovalPolicy, request: ApprovalRequest, now: datetime) -> ApprovalDecision:
-    """The UserProxy: the policy decides where it may, a human otherwise."""
+def approve(policy: ApprovalPolicy, request: ApprovalRequest, now: datetime,
+            on_ask: Callable[[], object] | None = None) -> ApprovalDecision:
+    """The UserProxy: the policy decides where it may (decided once), a human otherwise (`on_ask`
+    runs first, e.g. to show the job as awaiting approval)."""
     decision = policy_decision(policy, request, now)
-    return decision if decision is not None else ask_human(request, policy.timeout_s, now)
+    if decision is not None:
+        return decision
+    if on_ask is not None:
+        on_ask()
+    return ask_human(request, policy.timeout_s, now)

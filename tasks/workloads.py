@@ -19,7 +19,7 @@ def training_spec(job: Job, bucket: str, *, imds_endpoint: str | None = None,
     """What the instance receives for a job: hyper-parameters and the S3 prefix. No secrets.
     `min_step_seconds` paces the steps (the demo's, so its market timeline holds on any CPU)."""
     r = job.request
-    return TrainingSpec(job_id=job.id, model=r.model, dataset=r.dataset, output=f"s3://{bucket}/{job.output_prefix}",
+    return TrainingSpec(job_id=job.id, model=r.model, dataset=r.dataset, output=job.paths(bucket).output,
                         max_steps=r.max_steps, batch_size=r.batch_size, grad_accum=r.grad_accum,
                         learning_rate=r.learning_rate, seq_len=r.seq_len, seed=r.seed,
                         checkpoint_every_steps=r.checkpoint_steps, checkpoint_every_seconds=r.checkpoint_every_seconds,
@@ -34,12 +34,21 @@ def publish_spec(s3, spec: TrainingSpec) -> str:
 
 
 @task(name="open-workload", cache_policy=NO_CACHE)
-def open_workload(ledger, job: Job, plan: Plan, workload_id: str, instance_id: str, now: datetime) -> Workload:
+def open_workload(ledger, job: Job, plan: Plan, workload_id: str, instance_id: str | None, now: datetime) -> Workload:
+    """The workload's ledger row, opened before its instance starts (instance_id None until then)."""
     o = plan.offer
     w = Workload(id=workload_id, job_id=job.id, plan_id=plan.id, instance_id=instance_id, instance_type=o.instance_type,
                  region=o.region, zone=o.zone, market=o.market, usd_per_hour=o.usd_per_hour, started_at=now)
     ledger.upsert_workload(w)
     return w
+
+
+@task(name="record-instance", cache_policy=NO_CACHE)
+def record_instance(ledger, workload: Workload, instance_id: str) -> Workload:
+    """The instance a workload's launch started."""
+    started = workload.model_copy(update={"instance_id": instance_id})
+    ledger.upsert_workload(started)
+    return started
 
 
 @task(name="close-workload", cache_policy=NO_CACHE)

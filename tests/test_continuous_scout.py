@@ -7,15 +7,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from deployments.demo_market import DemoTimeline, demo_traces
-from flows.continuous_scout import decide_all, for_job, running_jobs, steps_per_hour, union_query
+from flows.continuous_scout import decide_all, for_job, running_jobs, union_query
 from flows.runtime import Runtime
 from spotshift.market.query import OfferQuery
 from spotshift.market.replay import ReplayMarket
-from spotshift.models import JobCreate, JobStatus, JobUpdate, Market, Workload
+from spotshift.models import JobCreate, JobMeasurements, JobStatus, JobUpdate, Market, Workload
 from spotshift.policy.state import Move, Stay
 from spotshift.settings import Settings
 from blocks.stores import open_job_store, open_ledger
-from training.contract import Progress, TrainerState, write_progress
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -32,14 +31,6 @@ def test_union_query_covers_every_job_and_each_job_sees_only_its_offers():
     mine = for_job(snap, a)
     assert mine.offers and all(o.region == "us-east-1" and o.market is Market.SPOT for o in mine.offers)
     assert for_job(snap, b).offers == []  # the replay only has V100s
-
-
-def test_rate_comes_from_the_trainers_own_heartbeat():
-    p = Progress(state=TrainerState.training, step=150, max_steps=300, updated_at=T0 + timedelta(hours=2),
-                 started_at=T0, resumed_from_step=50)
-    assert steps_per_hour(p) == 50
-    assert steps_per_hour(p.model_copy(update={"step": 50})) is None
-    assert steps_per_hour(None) is None
 
 
 @pytest.fixture
@@ -65,9 +56,9 @@ def _running_job(rt: Runtime, zone: str, price: float, step: int, key: str) -> s
     for status in (JobStatus.PLANNING, JobStatus.PROVISIONING):
         rt.jobs.transition(job.id, status, now=T0)
     rt.jobs.transition(job.id, JobStatus.RUNNING, now=T0, update=JobUpdate(current_workload_id=w.id, total_work=30.0))
-    write_progress(rt.s3, f"s3://scout-test/{job.output_prefix}", Progress(
-        state=TrainerState.training, step=step, max_steps=10_000, instance_id=w.instance_id,
-        updated_at=T0, started_at=T0 - timedelta(hours=1), resumed_from_step=0))
+    # what the train-job run watching it measured and stored: 1,000 steps per hour on a p3.2xlarge
+    rt.jobs.update(job.id, JobUpdate(step=step, measured=JobMeasurements(
+        steps_per_hour=1_000, rate_instance_type="p3.2xlarge", training_workload_id=w.id)), now=T0)
     return job.id
 
 
@@ -75,7 +66,7 @@ def test_a_job_on_dear_capacity_moves_and_one_on_the_cheapest_stays(rt):
     now = T0 + timedelta(minutes=45)  # us-west-2a is the cheapest zone since minute 30
     dear = _running_job(rt, "us-east-2a", 1.30, step=1_000, key="dear")
     cheap = _running_job(rt, "us-west-2a", 0.55, step=1_000, key="cheap")
-    jobs = running_jobs.fn(rt, now, 0.2)
+    jobs = running_jobs.fn(rt, now)
     assert {j.job.id for j in jobs} == {dear, cheap}
     by_id = {j.job.id: j for j in jobs}
     assert by_id[dear].state.remaining_work == pytest.approx(9_000 / 1_000)  # 1,000 steps per hour measured
@@ -84,3 +75,18 @@ def test_a_job_on_dear_capacity_moves_and_one_on_the_cheapest_stays(rt):
     assert isinstance(decisions[dear], Move) and decisions[dear].target.zone == "us-west-2a"
     assert decisions[dear].expected_saving_usd > 0
     assert isinstance(decisions[cheap], Stay)
+
+
+def test_continuous_scout_and_train_job_build_the_same_state(rt):
+    """One builder: the state the scout decides over is the one the job's own run decides over."""
+    from flows.steps import JobRun, job_state
+
+    now = T0 + timedelta(minutes=45)
+    job_id = _running_job(rt, "us-east-2a", 1.30, step=2_500, key="same")
+    [scouted] = running_jobs.fn(rt, now)
+    job = rt.jobs.get(job_id)
+    run = JobRun(job=job, query=scouted.query, paths=rt.paths(job))
+    own = job_state(rt, run, now)
+    assert own == scouted.state
+    assert own.remaining_work == pytest.approx(7_500 / 1_000) and own.ready_at is None  # it trains
+    assert own.current.zone == "us-east-2a" and own.checkpoint_region == "us-east-1"  # the bucket's region

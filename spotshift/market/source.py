@@ -10,6 +10,7 @@ from spotshift.models import MarketSnapshot
 
 
 @runtime_checkable
+@runtime_checkable
 class MarketSource(Protocol):
     """Answers "what can I run where, at what price, now"."""
 

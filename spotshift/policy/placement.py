@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from spotshift.models import MarketSnapshot, Plan
+from spotshift.models import OfferKey, MarketSnapshot, Plan
 from spotshift.policy.policies import DEFAULT_POLICY, get_policy
 from spotshift.policy.state import JobState, Move, NoFeasiblePlacement
 from spotshift.policy.view import hours_to_finish, make_view, move_cost_usd
@@ -16,7 +16,7 @@ def choose_placement(
     job_state: JobState,
     snapshot: MarketSnapshot,
     now: datetime,
-    blocked: frozenset[tuple[str, str, str, str]] = frozenset(),
+    blocked: frozenset[OfferKey] = frozenset(),
     policy: str = DEFAULT_POLICY,
 ) -> Plan:
     """Plan the job's next placement: the offer the policy would launch now (when it would rather

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from spotshift.catalog import work_units_per_hour
 from spotshift.market.ranking import rank_offers, usd_per_work_unit
-from spotshift.models import Market, MarketSnapshot, Offer
+from spotshift.models import OfferKey, Market, MarketSnapshot, Offer
 from spotshift.policy.egress import transfer_cost_usd
 from spotshift.policy.state import JobState
 
@@ -52,7 +52,7 @@ def make_view(
     snapshot: MarketSnapshot,
     now: datetime,
     zone: str | None = None,
-    blocked: frozenset[tuple[str, str, str, str]] = frozenset(),
+    blocked: frozenset[OfferKey] = frozenset(),
 ) -> View:
     """Rank the snapshot's offers for `state` (only `zone`'s spot and its region's on-demand when
     given) and compute the slack left if the job finished on on-demand."""

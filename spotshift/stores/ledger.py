@@ -6,7 +6,7 @@ Writes are idempotent upserts on the records' ids; reads come back oldest first.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from pymongo import ASCENDING
 
@@ -15,6 +15,7 @@ from spotshift.models import Migration, Plan, Workload
 PLAN_COLUMNS = ("id", "job_id", "expected_hours", "expected_cost_usd", "deadline_slack_hours", "reason", "created_at")
 
 
+@runtime_checkable
 class Ledger(Protocol):
     def record_plan(self, plan: Plan) -> None: ...
     def upsert_workload(self, workload: Workload) -> None: ...

@@ -1,0 +1,66 @@
+"""Adopting a running job whose flow run died (a worker restart, a redeploy): take ownership,
+reconcile the job's instances with the ledger (spotshift.lifecycle.adoption decides), then watch
+the instance that trains it, or resume from the last checkpoint when none does."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger
+
+from flows.moves import recover
+from flows.runtime import Runtime
+from flows.steps import JobRun, transition, watch_existing
+from spotshift.lifecycle.adoption import Adoption, plan_adoption
+from spotshift.models import EndReason, JobStatus, JobUpdate, MigrationReason
+from tasks.deployer import stop_instance
+from tasks.workloads import close_workload, record_instance
+from training.contract import read_progress
+
+# the statuses a job may be RUNNING again from, and the way there
+_TO_RUNNING = {JobStatus.PLANNING: (JobStatus.PROVISIONING, JobStatus.RUNNING),
+               JobStatus.AWAITING_APPROVAL: (JobStatus.PROVISIONING, JobStatus.RUNNING),
+               JobStatus.PROVISIONING: (JobStatus.RUNNING,), JobStatus.MIGRATING: (JobStatus.RUNNING,),
+               JobStatus.RUNNING: ()}
+
+
+def reconcile(rt: Runtime, run: JobRun) -> Adoption:
+    """Decide and carry out what makes the ledger match EC2 again; returns the decision."""
+    job = run.job
+    workloads = rt.ledger.workloads(job.id)
+    current = next((w for w in workloads if w.id == job.current_workload_id), None)
+    progress = read_progress(rt.s3, run.output)
+    exited = bool(current and progress and progress.instance_id == current.instance_id and progress.state.ended)
+    adoption = plan_adoption(workloads, rt.backend.list(job.id), rt.ledger.migrations(job.id),
+                             job.current_workload_id, exited)
+    for instance in adoption.stop:
+        stop_instance(instance.instance_id, "adopted job: not the instance that trains it", rt.backend)
+    for workload, reason in adoption.close:
+        close_workload(rt.ledger, workload, reason, rt.clock())
+    for migration, succeeded in adoption.finish:
+        rt.ledger.upsert_migration(migration.model_copy(update={"succeeded": succeeded,
+                                                                "finished_at": migration.finished_at or rt.clock()}))
+    return adoption
+
+
+def adopt(rt: Runtime, run: JobRun) -> bool:
+    """Take the job over from a dead flow run and leave it training (True), or False when a new
+    placement was not approved."""
+    logger = get_run_logger()
+    run.job = rt.jobs.update(run.job.id, JobUpdate(flow_run_id=run.flow_run_id), now=rt.clock())
+    adoption = reconcile(rt, run)
+    rt.fault("adopted")
+    logger.info("Adopting job %s: keep %s, stopped %d instance(s), closed %d workload(s)", run.job.id,
+                adoption.keep.instance_id if adoption.keep else None, len(adoption.stop), len(adoption.close))
+    if adoption.keep is None:
+        lost = next((r for _, r in adoption.close), EndReason.FAILED)
+        reason = MigrationReason.PREEMPTED if lost is EndReason.PREEMPTED else MigrationReason.STALLED
+        return recover(rt, run, reason, EndReason.FAILED, rt.clock())
+    keep = adoption.keep
+    if keep.instance_id and not next(w for w in rt.ledger.workloads(run.job.id) if w.id == keep.id).instance_id:
+        keep = record_instance(rt.ledger, keep, keep.instance_id)
+    for status in _TO_RUNNING.get(run.job.status, ()):
+        transition(rt, run, status, f"adopted by flow run {run.flow_run_id}", current_workload_id=keep.id)
+    if run.job.status is JobStatus.RUNNING and run.job.current_workload_id != keep.id:
+        run.job = rt.jobs.update(run.job.id, JobUpdate(current_workload_id=keep.id), now=rt.clock())
+    watch_existing(run, keep)
+    run.watch.last_step = run.job.step
+    return True

@@ -1,0 +1,165 @@
+"""Moving a job: recover after its instance was lost (re-plan, resume from the last checkpoint
+elsewhere) and a move of a healthy job (checkpoint now -> start there -> first step -> stop the
+old one). Each writes its Migration row when it starts and finishes it at the end, and calls the
+runtime's fault hook at its named steps, so a crash anywhere leaves what an adopting run needs."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from prefect import get_run_logger
+
+from flows.runtime import Runtime
+from flows.steps import (
+    DECLINED_MOVE_QUIET, JobRun, checkpoint_step, close_current, end_workload, job_state, launch, place, transition,
+    watch_existing,
+)
+from spotshift.aws.errors import CapacityUnavailable
+from spotshift.lifecycle.plans import migration_row, move_request, plan_move
+from spotshift.models import EndReason, JobStatus, JobUpdate, MigrationReason, Plan, Workload
+from spotshift.planning import offer_of_workload
+from spotshift.policy.state import Move, NoFeasiblePlacement
+from tasks.deployer import stop_instance
+from tasks.migration import MigrationTimeout, request_checkpoint, wait_for_checkpoint, wait_for_heartbeat
+from tasks.monitor import LOST_STATES
+from tasks.user_proxy import approve
+
+MAX_NEW_INSTANCES = 5
+
+
+def first_step(rt: Runtime, run: JobRun, workload: Workload, after_step: int) -> datetime:
+    """When the new instance's trainer first reported a step past `after_step`; the changeover it
+    took is measured (the slowest seen so far: the safety net keeps only a small margin above it)."""
+    _, seen = wait_for_heartbeat(rt.s3, run.output, workload.instance_id, after_step,
+                                 timeout_s=rt.settings.heartbeat_stall_seconds, poll_s=rt.poll_seconds,
+                                 sleep=rt.sleep, clock=rt.clock,
+                                 is_alive=lambda: rt.backend.state(workload.instance_id) not in LOST_STATES)
+    measured = run.job.measured
+    took = max(0.0, (seen - workload.started_at).total_seconds() / 3600)
+    run.job = rt.jobs.update(run.job.id, JobUpdate(measured=measured.model_copy(update={
+        "changeover_hours": max(measured.changeover_hours or 0.0, took),
+        "training_workload_id": workload.id})), now=rt.clock())
+    return seen
+
+
+def recover(rt: Runtime, run: JobRun, reason: MigrationReason, end: EndReason, lost_at: datetime) -> bool:
+    """The instance is gone (taken back, stalled, failed): re-plan and resume from the last
+    checkpoint elsewhere, until an instance trains again; the Migration row records the downtime.
+    False = the new plan was not approved."""
+    old = end_workload(rt, run, end)
+    pending = migration_row(run.job.id, old, None, reason, started_at=lost_at, finished_at=lost_at,
+                            checkpoint_step=None) if old else None
+    if pending is not None:
+        rt.ledger.upsert_migration(pending.model_copy(update={"succeeded": None, "finished_at": None}))
+    for _ in range(MAX_NEW_INSTANCES):
+        transition(rt, run, JobStatus.PLANNING, f"{reason}: re-planning")
+        step = checkpoint_step(rt, run)
+        new = place(rt, run)
+        if new is None:
+            if pending is not None:
+                rt.ledger.upsert_migration(pending.model_copy(update={"finished_at": rt.clock()}))
+            return False
+        try:
+            seen = first_step(rt, run, new, step)
+            break
+        except MigrationTimeout as exc:
+            get_run_logger().warning("The new instance never trained (%s); re-planning", exc)
+            end_workload(rt, run, EndReason.FAILED)
+    else:
+        raise NoFeasiblePlacement(run.job.id, f"{MAX_NEW_INSTANCES} new instances never trained")
+    if old is not None:
+        rt.ledger.upsert_migration(migration_row(run.job.id, old, new, reason, started_at=lost_at, finished_at=seen,
+                                                 checkpoint_step=step, first_step_at=seen, migration_id=pending.id))
+    return True
+
+
+def move(rt: Runtime, run: JobRun, decision: Move) -> bool:
+    """Checkpoint now -> start on the target -> first step past the checkpoint -> terminate the
+    old instance -> finish the Migration. If the new placement fails, the job resumes from the
+    checkpoint on the next best placement (the target blocked)."""
+    logger = get_run_logger()
+    old = run.workload
+    assert old is not None
+    now = rt.clock()
+    if run.declined.get(decision.target.key, now) > now:
+        return False  # declined lately: not asked again before then
+    plan = plan_move(job_state(rt, run, now), decision, now)
+    if not _approve_move(rt, run, plan, decision, now):
+        return False
+    transition(rt, run, JobStatus.MIGRATING, f"moving to {decision.target.zone} ({decision.reason})")
+    started = rt.clock()
+    pending = migration_row(run.job.id, old, None, decision.reason, started_at=started, finished_at=started,
+                            checkpoint_step=None, expected_saving_usd=decision.expected_saving_usd)
+    rt.ledger.upsert_migration(pending.model_copy(update={"succeeded": None, "finished_at": None}))
+    step = _checkpoint_now(rt, run, old, decision)
+    if step is None:
+        rt.ledger.upsert_migration(pending.model_copy(update={"finished_at": rt.clock()}))
+        transition(rt, run, JobStatus.RUNNING, "move abandoned: no checkpoint")
+        return False
+    # the old trainer exited after its checkpoint and its instance shuts itself down: its workload
+    # ends now, so one workload is open at a time
+    close_current(rt, run, EndReason.MIGRATED)
+    rt.ledger.record_plan(plan)
+    try:
+        new = launch(rt, run, plan)
+        rt.ledger.upsert_migration(pending.model_copy(update={"succeeded": None, "finished_at": None,
+                                                              "to_workload_id": new.id, "checkpoint_step": step}))
+        seen = first_step(rt, run, new, step)
+    except (CapacityUnavailable, MigrationTimeout) as exc:
+        logger.warning("New placement on %s failed (%s); resuming from the checkpoint", decision.target.zone, exc)
+        stop_instance(old.instance_id, "migrated", rt.backend)
+        rt.ledger.upsert_migration(migration_row(
+            run.job.id, old, run.workload, decision.reason, started_at=started, finished_at=rt.clock(),
+            checkpoint_step=step, expected_saving_usd=decision.expected_saving_usd, migration_id=pending.id))
+        run.blocked.add(decision.target.key)
+        return recover(rt, run, decision.reason, EndReason.FAILED, started)
+    rt.fault("before_old_stopped")
+    stop_instance(old.instance_id, "migrated", rt.backend)  # for sure; a no-op once it shut itself down
+    rt.fault("after_old_stopped")
+    rt.ledger.upsert_migration(migration_row(
+        run.job.id, old, new, decision.reason, started_at=started, finished_at=seen, checkpoint_step=step,
+        expected_saving_usd=decision.expected_saving_usd, first_step_at=seen, migration_id=pending.id))
+    transition(rt, run, JobStatus.RUNNING, f"moved to {new.instance_id}", current_workload_id=new.id)
+    return True
+
+
+def _approve_move(rt: Runtime, run: JobRun, plan: Plan, decision: Move, now: datetime) -> bool:
+    current = offer_of_workload(run.workload, now)
+    policy = run.job.request.approval
+    asking = JobUpdate(lease_until=now + timedelta(seconds=policy.timeout_s))  # paused: no lease refresh meanwhile
+    verdict = approve(policy, move_request(plan, current, decision), now,
+                      on_ask=lambda: rt.jobs.update(run.job.id, asking, now=rt.clock()))
+    if not verdict.approved:
+        get_run_logger().info("Move to %s not made (%s: %s)", decision.target.zone, verdict.decided_by, verdict.comment)
+        run.declined[decision.target.key] = now + DECLINED_MOVE_QUIET
+        return False
+    return True
+
+
+def _checkpoint_now(rt: Runtime, run: JobRun, old: Workload, decision: Move) -> int | None:
+    """Ask the old trainer to checkpoint and exit; the checkpoint's step, or None when it never came."""
+    rid = request_checkpoint(rt.s3, run.output, f"{decision.reason}: move to {decision.target.zone}")
+    rt.fault("after_checkpoint_request")
+    try:
+        return wait_for_checkpoint(rt.s3, run.output, rid, timeout_s=rt.settings.heartbeat_stall_seconds,
+                                   poll_s=rt.poll_seconds, sleep=rt.sleep, clock=rt.clock,
+                                   is_alive=lambda: rt.backend.state(old.instance_id) not in LOST_STATES)
+    except MigrationTimeout as exc:
+        get_run_logger().warning("Move abandoned, the job stays where it is: %s", exc)
+        return None
+
+
+def follow_handover(rt: Runtime, run: JobRun) -> bool:
+    """Another flow run (migrate-job from continuous-scout) moved the job: wait for the move to end
+    and watch the job's new workload. False when the job ended meanwhile."""
+    while True:
+        run.job = rt.jobs.get(run.job.id)
+        if run.job.status is not JobStatus.MIGRATING:
+            break
+        rt.sleep(rt.poll_seconds)
+    if run.job.status.terminal or not run.job.current_workload_id:
+        return False
+    workload = next(w for w in rt.ledger.workloads(run.job.id) if w.id == run.job.current_workload_id)
+    watch_existing(run, workload)
+    run.watch.last_step = run.job.step
+    return True

@@ -114,11 +114,7 @@ def _check(args, settings, clients, account, bucket, regions, out) -> int:
 def check_config(settings: Settings, bucket: str, regions: list[str]):
     from spotshift.aws.check import CheckConfig
 
-    return CheckConfig(bucket=bucket, bucket_region=settings.aws_region, profile=settings.instance_profile,
-                       security_group=settings.security_group, regions=tuple(regions),
-                       private_subnets=settings.private_subnets, image_overrides=tuple(settings.image_ids.items()),
-                       image_parameter=settings.image_ssm_parameter, image_name_pattern=settings.image_name_pattern,
-                       image_owners=tuple(settings.image_owners))
+    return CheckConfig.from_settings(settings, bucket=bucket, regions=regions)
 
 
 def _print_steps(steps, out) -> None:

@@ -157,6 +157,7 @@ class Runtime:
 
 def _ec2_backend(settings: Settings, client_for: Callable[[str, str], Any]) -> tuple[Settings, Any]:
     """(settings with the account's default bucket unless one was set, the EC2 backend)."""
+    from spotshift.aws.check import CheckConfig, RegionPreflight
     from spotshift.aws.compute import make_backend
     from spotshift.aws.images import settings_resolver
     from spotshift.aws.launch_env import LaunchEnvironment, TrainerBoot
@@ -175,4 +176,5 @@ def _ec2_backend(settings: Settings, client_for: Callable[[str, str], Any]) -> t
     env = LaunchEnvironment(images=settings_resolver(settings, client_for),
                             network=LaunchNetwork(ec2, security_group=settings.security_group,
                                                   private=settings.private_subnets), boot=boot)
-    return settings, make_backend("ec2", clients=ec2, regions=settings.regions, launch_env=env)
+    preflight = RegionPreflight(client_for, CheckConfig.from_settings(settings), ttl_s=settings.check_cache_seconds)
+    return settings, make_backend("ec2", clients=ec2, regions=settings.regions, launch_env=env, preflight=preflight)

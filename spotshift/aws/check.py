@@ -12,10 +12,10 @@ from botocore.exceptions import ClientError
 
 from spotshift.aws.calls import call_aws
 from spotshift.aws.ec2 import LaunchRequest, plan_run_instances
-from spotshift.aws.errors import SpotshiftAwsError, map_client_error
+from spotshift.aws.errors import PermissionDenied, QuotaExceeded, SpotshiftAwsError, map_client_error
 from spotshift.aws.images import RegionImage, resolve_image
 from spotshift.aws.network import find_security_group, zone_subnets
-from spotshift.aws.quotas import gpu_quotas, quota_value
+from spotshift.aws.quotas import gpu_quotas, quota_for, quota_group, quota_value
 from spotshift.aws.setup import SetupError, check_bucket
 from spotshift.catalog import INSTANCE_TYPES
 from spotshift.models import Market, Offer
@@ -49,6 +49,14 @@ class CheckConfig:
     image_parameter: str = ""
     image_name_pattern: str = ""
     image_owners: tuple[str, ...] = ("amazon",)
+
+    @classmethod
+    def from_settings(cls, settings: Any, *, bucket: str | None = None, regions: list[str] | None = None) -> CheckConfig:
+        return cls(bucket=bucket or settings.bucket, bucket_region=settings.aws_region,
+                   profile=settings.instance_profile, security_group=settings.security_group,
+                   regions=tuple(regions or settings.regions), private_subnets=settings.private_subnets,
+                   image_overrides=tuple(settings.image_ids.items()), image_parameter=settings.image_ssm_parameter,
+                   image_name_pattern=settings.image_name_pattern, image_owners=tuple(settings.image_owners))
 
 
 def _row(region: str, check: str, fn: Callable[[], str], fix: str) -> CheckRow:
@@ -140,7 +148,7 @@ def quota_rows(service_quotas: Any, region: str) -> list[CheckRow]:
     """One row per G/P x spot/on-demand vCPU quota; zero vCPUs is a failed row."""
     rows = []
     for group, market, quota in gpu_quotas():
-        name = f"quota {group} {market.value}"
+        name = quota_row_name(group, market)
         fix = f"request an increase of {quota.describe()} in Service Quotas ({region})"
         try:
             vcpus = quota_value(service_quotas, quota, region=region)
@@ -174,8 +182,35 @@ def dry_run(ec2: Any, region: str, found: dict[str, Any], config: CheckConfig) -
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") == "DryRunOperation":
             return f"{PROBE_TYPE} spot in {zone} would launch ({subnet}, {found['image'].image_id})"
-        raise map_client_error(exc, context=f"dry run of {PROBE_TYPE} in {zone}", region=region) from exc
+        error = map_client_error(exc, context=f"dry run of {PROBE_TYPE} in {zone}", region=region)
+        fix = ("attach the policy `spotshift aws policy` prints to this user" if isinstance(error, PermissionDenied)
+               else "run `spotshift aws setup` (instance profile, security group) or fix what the error names")
+        raise CheckFailed(str(error), fix=fix) from exc
     raise CheckFailed("EC2 launched an instance for a dry run")  # never: DryRun=True launches nothing
+
+
+class RegionNotReady(SpotshiftAwsError):
+    """A region's preflight check failed on something only the user can fix (image, network, rights)."""
+
+
+def quota_row_name(group: str, market: Market) -> str:
+    return f"quota {group} {Market(market).value}"
+
+
+def launch_verdict(offer: Offer, rows: list[CheckRow]) -> None:
+    """Raise when the region's rows say this offer cannot launch: RegionNotReady naming each failed
+    row and its fix (image, network, rights), QuotaExceeded when the quota the offer counts against
+    is zero (the flow blocks the offers under that quota and goes on). Other quotas do not matter."""
+    quota = quota_for(offer.instance_type, offer.market)
+    own_quota = quota_row_name(quota_group(offer.instance_type), offer.market)
+    failed = [r for r in rows if not r.ok and not r.check.startswith("quota ")]
+    if failed:
+        raise RegionNotReady("; ".join(f"{r.check}: {r.detail} (fix: {r.fix})" for r in failed),
+                             code="RegionNotReady", operation="spotshift aws check", region=offer.region)
+    zero = [r for r in rows if not r.ok and r.check == own_quota]
+    if zero:
+        raise QuotaExceeded(f"{zero[0].detail}; {zero[0].fix}", quota_code=quota.code, quota_name=quota.name,
+                            code="VcpuLimitExceeded", operation="GetServiceQuota", region=offer.region)
 
 
 def run_check(clients: Clients, config: CheckConfig) -> list[CheckRow]:
@@ -195,3 +230,28 @@ def render_rows(rows: list[CheckRow]) -> str:
         if not r.ok and r.fix:
             lines.append(f"{'':<14} {'':<{width}}         fix: {r.fix}")
     return "\n".join(lines)
+
+
+class RegionPreflight:
+    """check_region per region, kept for `ttl_s` seconds: what the flow runs before a job's first
+    launch in a region (`spotshift aws check`'s rows, without the account rows)."""
+
+    def __init__(self, clients: Clients, config: CheckConfig, *, ttl_s: float = 3600,
+                 monotonic: Callable[[], float] | None = None) -> None:
+        import time
+
+        self._clients = clients
+        self._config = config
+        self._ttl_s = ttl_s
+        self._monotonic = monotonic or time.monotonic
+        self._rows: dict[str, tuple[float, list[CheckRow]]] = {}
+
+    def rows(self, region: str) -> tuple[list[CheckRow], bool]:
+        """(the region's rows, whether they came from the cache)."""
+        now = self._monotonic()
+        cached = self._rows.get(region)
+        if cached and now - cached[0] < self._ttl_s:
+            return cached[1], True
+        rows = check_region(self._clients, self._config, region)
+        self._rows[region] = (now, rows)
+        return rows, False

@@ -11,6 +11,7 @@ from spotshift.aws.compute import InstanceEvent
 from spotshift.aws import ec2 as ec2_api
 from spotshift.aws.ec2 import GONE_STATES, InstanceInfo, LaunchedInstance, LaunchRequest
 from spotshift.aws.errors import NotFound, SpotshiftAwsError
+from spotshift.aws.check import RegionPreflight
 from spotshift.aws.launch_env import LaunchEnvironment
 from spotshift.clock import wall_clock
 
@@ -41,6 +42,7 @@ class Ec2Backend:
         wait_poll_s: float = 5,
         clock: Callable[[], datetime] = wall_clock,
         launch_env: LaunchEnvironment | None = None,
+        preflight: RegionPreflight | None = None,
     ) -> None:
         self._clients = clients
         self._regions = list(dict.fromkeys(regions))
@@ -49,6 +51,7 @@ class Ec2Backend:
         self._clock = clock
         self._started: dict[str, LaunchedInstance] = {}
         self._launch_env = launch_env
+        self.preflight = preflight  # tasks/aws_check.py runs it before a job's first launch in a region
         self._seen_in: dict[str, str] = {}  # instance id -> region, from list()
 
     def start(self, request: LaunchRequest) -> LaunchedInstance:

@@ -6,7 +6,7 @@ New accounts start at 0 vCPUs for G and P instances: the quota, not capacity, re
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 from spotshift.aws.calls import call_aws
 from spotshift.aws.errors import CapacityUnavailable, NotFound, QuotaExceeded
@@ -82,3 +82,12 @@ def quota_error(error: CapacityUnavailable, instance_type: str, market: Market) 
 
 def same_quota(a_type: str, a_market: Market, b_type: str, b_market: Market) -> bool:
     return quota_group(a_type) == quota_group(b_type) and Market(a_market) == Market(b_market)
+
+
+def blocked_by(error: CapacityUnavailable, offer: Any, offers: Iterable[Any]) -> set:
+    """The offer keys a failed launch takes out: a quota error every offer of the region, quota
+    group and market (the quota is the account's, not the zone's); anything else the offer alone."""
+    if not error.is_quota:
+        return {offer.key}
+    return {o.key for o in offers if o.region == offer.region and same_quota(
+        o.instance_type, o.market, offer.instance_type, offer.market)} | {offer.key}

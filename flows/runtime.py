@@ -95,9 +95,6 @@ class Runtime:
         bucket; the market reads the Pricing API and the Spot Advisor feed."""
         from blocks.aws import load_aws_credentials
         from spotshift.aws.compute import make_backend
-        from spotshift.market.aws import AwsMarket
-        from spotshift.market.pricing import OnDemandPrices
-        from spotshift.market.spot_advisor import SpotAdvisor, fetch_url
         from blocks.stores import open_job_store, open_ledger
 
         settings = settings or get_settings()
@@ -114,12 +111,9 @@ class Runtime:
                 raise ValueError("compute_backend 'local' needs SPOTSHIFT_AWS_ENDPOINT_URL (a moto server)")
             backend = make_backend("local", endpoint_url=settings.aws_endpoint_url,
                                    work_dir=settings.home / "instances")
-        pricing = client_for("pricing", settings.pricing_region) if on_ec2 else None
-        market = AwsMarket(client_for, on_demand=OnDemandPrices(pricing),
-                           risks=SpotAdvisor(fetch_url if on_ec2 else None,
-                                             cache_file=settings.home / "spot-advisor.json"))
         return cls(settings=settings, jobs=open_job_store(settings), ledger=open_ledger(settings),
-                   s3=creds.get_s3_client(), market=market, backend=backend,
+                   s3=creds.get_s3_client(), market=_aws_market(settings, client_for, backend, live=on_ec2),
+                   backend=backend,
                    poll_seconds=settings.monitor_poll_seconds, image_id=None if on_ec2 else settings.image_id,
                    trainer_python=settings.trainer_python if on_ec2 else "python3",
                    imds_endpoint="http://169.254.169.254" if on_ec2 else None)
@@ -135,9 +129,11 @@ class Runtime:
 
     @classmethod
     def local(cls, endpoint_url: str, home, *, market: Any, clock: Callable[[], datetime] = wall_clock,
-              bucket: str = "spotshift-jobs", backend_options: dict | None = None, **overrides: Any) -> Runtime:
+              bucket: str = "spotshift-jobs", backend_options: dict | None = None, seed_history: bool = True,
+              **overrides: Any) -> Runtime:
         """The embedded runtime: a moto server for EC2 and S3, embedded stores under `home`, the
-        local compute backend (interruptions follow `market`), and `clock` for market and bills."""
+        local compute backend (interruptions follow `market`), and `clock` for market and bills.
+        `seed_history`: record the market's past (a replay's ticks before now) as the scouts would have."""
         from pathlib import Path
 
         from spotshift.aws.compute import make_backend
@@ -150,7 +146,10 @@ class Runtime:
         ensure_bucket(endpoint_url, bucket)
         backend = make_backend("local", endpoint_url=endpoint_url, work_dir=home / "instances", oracle=market,
                                clock=clock, **(backend_options or {}))
-        overrides.setdefault("history", open_market_history(settings))
+        history = overrides.setdefault("history", open_market_history(settings))
+        past = getattr(market, "past_observations", None)  # what a scout would have seen before now
+        if seed_history and past is not None and history is not None and not history.zones():
+            history.record(past(clock()), source="replay")
         return cls(settings=settings, jobs=open_job_store(settings), ledger=open_ledger(settings),
                    s3=client("s3", endpoint_url), market=market, backend=backend, clock=clock, **overrides)
 
@@ -178,3 +177,20 @@ def _ec2_backend(settings: Settings, client_for: Callable[[str, str], Any]) -> t
                                                   private=settings.private_subnets), boot=boot)
     preflight = RegionPreflight(client_for, CheckConfig.from_settings(settings), ttl_s=settings.check_cache_seconds)
     return settings, make_backend("ec2", clients=ec2, regions=settings.regions, launch_env=env, preflight=preflight)
+
+
+def _aws_market(settings: Settings, client_for: Callable[[str, str], Any], backend: Any, *, live: bool) -> Any:
+    """AwsMarket; live (EC2): on-demand prices from the Pricing API through its own endpoint region,
+    interruption risk from the Spot Advisor feed (dated fallback / unknown only when unreachable),
+    and only instance families the region's image supports."""
+    from spotshift.market.aws import AwsMarket
+    from spotshift.market.pricing import OnDemandPrices
+    from spotshift.market.spot_advisor import SpotAdvisor, fetch_url
+
+    if not live:
+        return AwsMarket(client_for)
+    env = getattr(backend, "launch_env", None)
+    images = env.images if env is not None else None
+    return AwsMarket(client_for, on_demand=OnDemandPrices(client_for("pricing", settings.pricing_region)),
+                     risks=SpotAdvisor(fetch_url, cache_file=settings.home / "spot-advisor.json"),
+                     supports=(lambda region, instance_type: images(region).supports(instance_type)) if images else None)

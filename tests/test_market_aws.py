@@ -221,3 +221,18 @@ def test_a_type_whose_description_fails_in_one_region_is_described_in_the_next()
     assert list(snap.failed_regions) == ["us-east-1"]
     assert "UnauthorizedOperation" in snap.failed_regions["us-east-1"]
     assert [(o.zone, o.vcpus) for o in snap.offers] == [("us-east-2a", 4)]
+
+
+def test_types_the_regions_image_cannot_boot_are_not_offered(moto_endpoint):
+    from spotshift.aws.errors import ImageUnavailable
+    from spotshift.aws.images import RegionImage
+
+    def supports(region, instance_type):
+        if region == "eu-west-1":
+            raise ImageUnavailable("no image", code="ImageNotResolved", region=region)
+        return RegionImage(region, "ami-1", "ssm:p").supports(instance_type)
+
+    market = AwsMarket(lambda s, r: client(s, moto_endpoint, r), placement_scores=False, supports=supports)
+    snap = market.snapshot(OfferQuery(regions=("us-east-1", "eu-west-1"), gpus=("V100", "A10G")), NOW)
+    assert {o.instance_type.split(".")[0] for o in snap.offers} == {"g5"}  # p3 (V100) is not on the DLAMI
+    assert "ImageNotResolved" in snap.failed_regions["eu-west-1"]

@@ -54,6 +54,10 @@ class Ec2Backend:
         self.preflight = preflight  # tasks/aws_check.py runs it before a job's first launch in a region
         self._seen_in: dict[str, str] = {}  # instance id -> region, from list()
 
+    @property
+    def launch_env(self) -> LaunchEnvironment | None:
+        return self._launch_env
+
     def start(self, request: LaunchRequest) -> LaunchedInstance:
         if self._launch_env is not None:
             request = self._launch_env.complete(request)

@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 class AwsMarket:
     """MarketSource over EC2 (+ Pricing API + Spot Advisor). A region that fails is reported in
     snapshot.failed_regions; the others still answer. At most `max_workers` AWS calls run at once
-    (1 = one call at a time)."""
+    (1 = one call at a time). `supports(region, instance_type)` leaves out types the region's
+    image cannot boot (an image that does not resolve fails the region)."""
 
     def __init__(
         self,
@@ -44,6 +45,7 @@ class AwsMarket:
         max_workers: int = 16,
         placement_scores: bool = True,
         cache_token: str = "aws",
+        supports: Callable[[str, str], bool] | None = None,
     ) -> None:
         self.client_for = client_for
         self.on_demand = on_demand or OnDemandPrices(None)
@@ -51,6 +53,7 @@ class AwsMarket:
         self.max_workers = max(1, max_workers)
         self.placement_scores = placement_scores
         self._cache_token = cache_token
+        self.supports = supports
         self._specs: dict[str, dict] = {}  # instance type -> its describe_instance_types row (the same in every region)
         self._specs_lock = threading.Lock()
 
@@ -78,13 +81,20 @@ class AwsMarket:
                     continue
                 try:
                     prices = spot_prices[region].result() if spot else {}
+                    region_zones = self._bootable(region, zones[region])
                 except AWS_ERRORS as exc:
                     self._fail(failed, region, exc)
                     continue
                 offers.extend(self._region_offers(
-                    region, zones[region], prices, on_demand[region].result() if region in on_demand else {},
+                    region, region_zones, prices, on_demand[region].result() if region in on_demand else {},
                     scores[region].result() if region in scores else {}, now, risks))
         return MarketSnapshot(taken_at=now, offers=rank_offers(offers), failed_regions=failed, source="aws")
+
+    def _bootable(self, region: str, zones_of: ZonesOf) -> ZonesOf:
+        """The region's types that its image can boot (all of them without a `supports`)."""
+        if self.supports is None:
+            return zones_of
+        return {name: z for name, z in zones_of.items() if self.supports(region, name)}
 
     def _clients(self, regions: tuple[str, ...], failed: dict[str, str]) -> dict[str, Any]:
         clients = {}

@@ -104,15 +104,19 @@ class Runtime:
             return creds.model_copy(update={"region_name": region}).get_client(service)
 
         on_ec2 = settings.compute_backend == "ec2"
+        s3 = creds.get_s3_client()
         if on_ec2:
-            settings, backend = _ec2_backend(settings, client_for)
+            from spotshift.aws.bucket_owner import expect_bucket_owner
+
+            settings, backend, account = _ec2_backend(settings, client_for)
+            s3 = expect_bucket_owner(s3, account)
         else:
             if not settings.aws_endpoint_url:
                 raise ValueError("compute_backend 'local' needs SPOTSHIFT_AWS_ENDPOINT_URL (a moto server)")
             backend = make_backend("local", endpoint_url=settings.aws_endpoint_url,
                                    work_dir=settings.home / "instances")
         return cls(settings=settings, jobs=open_job_store(settings), ledger=open_ledger(settings),
-                   s3=creds.get_s3_client(), market=_aws_market(settings, client_for, backend, live=on_ec2),
+                   s3=s3, market=_aws_market(settings, client_for, backend, live=on_ec2),
                    backend=backend,
                    poll_seconds=settings.monitor_poll_seconds, image_id=None if on_ec2 else settings.image_id,
                    trainer_python=settings.trainer_python if on_ec2 else "python3",
@@ -154,8 +158,8 @@ class Runtime:
                    s3=client("s3", endpoint_url), market=market, backend=backend, clock=clock, **overrides)
 
 
-def _ec2_backend(settings: Settings, client_for: Callable[[str, str], Any]) -> tuple[Settings, Any]:
-    """(settings with the account's default bucket unless one was set, the EC2 backend)."""
+def _ec2_backend(settings: Settings, client_for: Callable[[str, str], Any]) -> tuple[Settings, Any, str]:
+    """(settings with the account's default bucket unless one was set, the EC2 backend, the account)."""
     from spotshift.aws.check import CheckConfig, RegionPreflight
     from spotshift.aws.compute import make_backend
     from spotshift.aws.images import settings_resolver
@@ -176,7 +180,8 @@ def _ec2_backend(settings: Settings, client_for: Callable[[str, str], Any]) -> t
                             network=LaunchNetwork(ec2, security_group=settings.security_group,
                                                   private=settings.private_subnets), boot=boot)
     preflight = RegionPreflight(client_for, CheckConfig.from_settings(settings), ttl_s=settings.check_cache_seconds)
-    return settings, make_backend("ec2", clients=ec2, regions=settings.regions, launch_env=env, preflight=preflight)
+    backend = make_backend("ec2", clients=ec2, regions=settings.regions, launch_env=env, preflight=preflight)
+    return settings, backend, account
 
 
 def _aws_market(settings: Settings, client_for: Callable[[str, str], Any], backend: Any, *, live: bool) -> Any:

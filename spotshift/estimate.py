@@ -10,8 +10,10 @@ from datetime import datetime, timedelta
 from spotshift.market.query import OfferQuery
 from spotshift.market.ranking import rank_offers
 from spotshift.market.source import MarketSource
-from spotshift.models import JobCreate, MarketSnapshot, Offer, Precision
-from spotshift.sizing import Fit, JobSizing, ModelSize, fits, gpu_memory, host_memory_gib, job_work_v100_hours
+from spotshift.models import JobCreate, MarketSnapshot, Offer
+from spotshift.sizing import (
+    Fit, JobSizing, ModelSize, fits, host_memory_gib, job_work_v100_hours, single_gpu_memory_gib,
+)
 from spotshift.stores.throughput import Throughput, measured_rates
 
 HOUR = timedelta(hours=1)
@@ -74,15 +76,10 @@ def estimate(job: JobCreate, sizing: JobSizing, snapshot: MarketSnapshot, now: d
             continue
         placements.append(_placement(offer, f, hours, hours_left, job.budget_usd))
     placements.sort(key=lambda p: (p.expected_cost_usd, p.expected_hours))
-    return Estimate(gpu_memory_per_device_gib=round(gpu_memory(sizing, headline_precision(sizing)).total_gib, 2),
+    return Estimate(gpu_memory_per_device_gib=round(single_gpu_memory_gib(sizing), 2),
                     host_memory_gib=round(host_memory_gib(sizing), 2), params=sizing.model.params,
                     trainable_params=sizing.trainable_params, total_work_v100_hours=round(work, 6),
                     offers=placements, refused=refused)
-
-
-def headline_precision(sizing: JobSizing) -> str:
-    """The precision of the job's one-GPU need: auto reads as bf16 (fp16 takes the same bytes)."""
-    return "bf16" if sizing.shape.precision is Precision.AUTO else sizing.shape.precision.value
 
 
 def _placement(offer: Offer, f: Fit, hours: float, hours_left: float, budget_usd: float) -> Placement:

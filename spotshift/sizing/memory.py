@@ -74,6 +74,13 @@ def gpu_memory(sizing: JobSizing, precision: str, *, world: int = 1, sharded: bo
     return GpuMemory(weights, states, activations, logits, CUDA_OVERHEAD_GIB * GIB)
 
 
+def single_gpu_memory_gib(sizing: JobSizing) -> float:
+    """GiB the job needs on one GPU, unsharded, in its precision (auto counts as bf16: fp16 takes
+    the same bytes, and only a CPU would run fp32)."""
+    precision = sizing.shape.precision.value
+    return gpu_memory(sizing, "bf16" if precision == "auto" else precision).total_gib
+
+
 def host_memory_gib(sizing: JobSizing, *, resuming: bool = True) -> float:
     """Host RAM the trainer needs: its baseline, the pinned checkpoint buffers (fp32 weights and
     AdamW moments of what trains: 12 bytes per trainable parameter; the adapters only for LoRA)

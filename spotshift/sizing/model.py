@@ -6,7 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from spotshift.models import JobCreate, Precision, TrainingMethod
 
-# Modules LoRA adapts when a job names none: peft's defaults for the usual model types.
+# Modules LoRA adapts when a job names none and PEFT is not installed: PEFT's defaults for common types.
 DEFAULT_LORA_TARGETS: dict[str, tuple[str, ...]] = {
     "gpt2": ("c_attn",), "gpt_neox": ("query_key_value",), "bloom": ("query_key_value",),
     "falcon": ("query_key_value",), "phi": ("q_proj", "v_proj", "fc1", "fc2"),
@@ -52,7 +52,12 @@ class ModelSize(BaseModel):
         """The module names LoRA adapts: the job's, else the default for the model type."""
         if target_modules:
             return tuple(target_modules)
-        return DEFAULT_LORA_TARGETS.get(self.model_type or "", FALLBACK_LORA_TARGETS)
+        try:  # the trainer's defaults (training.adapters): PEFT's table per model type
+            from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_DEFAULTS
+        except ImportError:
+            PEFT_DEFAULTS = {}
+        found = PEFT_DEFAULTS.get(self.model_type or "") or DEFAULT_LORA_TARGETS.get(self.model_type or "")
+        return tuple(found or FALLBACK_LORA_TARGETS)
 
     def lora_params(self, r: int, target_modules: list[str] | tuple[str, ...] | None) -> int:
         """Trainable parameters of rank-`r` adapters: r x (in + out) per adapted linear layer."""

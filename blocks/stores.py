@@ -6,6 +6,7 @@ from __future__ import annotations
 from spotshift.settings import Settings
 from spotshift.stores import EmbeddedLedger, JobStore, Ledger, SupabaseLedger, open_embedded_database
 from spotshift.stores.market_history import MarketHistoryStore
+from spotshift.stores.throughput import ThroughputStore
 
 
 def open_job_store(settings: Settings | None = None) -> JobStore:
@@ -55,3 +56,16 @@ def open_market_history(settings: Settings | None = None) -> MarketHistoryStore:
         return MarketHistoryStore(creds.get_database())
     embedded = open_embedded_database(settings.store_dir, settings.mongodb_database)
     return MarketHistoryStore(embedded.database, write_lock=embedded.write_lock)
+
+
+def open_throughput_store(settings: Settings | None = None) -> ThroughputStore:
+    """Measured training rates (steps/s per instance type, model, method, precision), in the job
+    store's database: MongoDB or the embedded store."""
+    settings = settings or Settings()
+    if settings.mongodb_url is not None:
+        from blocks.mongodb import MongoDBCredentials
+
+        creds = MongoDBCredentials(connection_string=settings.mongodb_url, database=settings.mongodb_database)
+        return ThroughputStore(creds.get_database())
+    embedded = open_embedded_database(settings.store_dir, settings.mongodb_database)
+    return ThroughputStore(embedded.database, write_lock=embedded.write_lock)

@@ -1,4 +1,4 @@
-"""The `spotshift` command: submit | status | jobs | approve | cancel | demo | serve | api | blocks."""
+"""The `spotshift` command: submit | estimate | status | jobs | approve | cancel | demo | serve | api | blocks."""
 
 from __future__ import annotations
 
@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     from deployments.http.commands import add_api_commands
 
     add_api_commands(sub)  # api [--host --port], api token create|revoke, cancel (issue 15)
+    from deployments.estimate_cli import add_estimate_parser
+
+    add_estimate_parser(sub)  # estimate --file job.json [--json] (issue 12)
     return p
 
 
@@ -99,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
             from deployments.aws_cli import run_aws
 
             return run_aws(args)
+        elif args.command == "estimate":
+            from deployments.estimate_cli import run_estimate
+
+            return run_estimate(args)
         elif args.command in ("api", "cancel"):
             from deployments.http.commands import run_api_command
 

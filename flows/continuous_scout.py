@@ -52,7 +52,7 @@ def running_jobs(rt: Runtime, now: datetime) -> list[RunningJob]:
         w = open_by_id.get(job.current_workload_id or "")
         if w is None:
             continue
-        query = OfferQuery.for_job(job.request, job.gpu_memory_gib or 0.0)
+        query = OfferQuery.for_job(job.request, job.sizing or job.gpu_memory_gib or 0.0)
         state = live_job_state(job, rt.ledger.workloads(job.id), now=now,
                                default_changeover_hours=rt.changeover_hours,
                                checkpoint_region=rt.bucket_region(rt.paths(job).bucket),

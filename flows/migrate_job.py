@@ -22,8 +22,8 @@ def running_job(rt: Runtime, job_id: str) -> JobRun | None:
     workload = next((w for w in rt.ledger.workloads(job_id) if w.id == job.current_workload_id), None)
     if workload is None or not workload.open:
         return None
-    run = JobRun(job=job, query=OfferQuery.for_job(job.request, job.gpu_memory_gib or 0.0), paths=rt.paths(job),
-                 flow_run_id=str(current_flow_run.id or ""))
+    run = JobRun(job=job, query=OfferQuery.for_job(job.request, job.sizing or job.gpu_memory_gib or 0.0),
+                 paths=rt.paths(job), flow_run_id=str(current_flow_run.id or ""))
     watch_existing(run, workload)
     run.watch.last_step = job.step
     return run

@@ -15,11 +15,11 @@ from flows.adoption import adopt
 from flows.moves import follow_handover, move, recover
 from flows.steps import JobRun, finalize, job_state, place, transition
 from spotshift.market.query import OfferQuery
-from spotshift.models import EndReason, JobStatus, Market, MigrationReason
+from spotshift.models import EndReason, JobCreate, JobStatus, Market, MigrationReason
 from spotshift.monitoring import Verdict
-from spotshift.planning import estimate_work_v100_hours
 from spotshift.policy import decide
 from spotshift.policy.state import Move, NoFeasiblePlacement
+from spotshift.sizing import JobSizing, job_work_v100_hours, single_gpu_memory_gib
 from tasks.monitor import watch_instance
 from tasks.scout import scout
 from tasks.workloads import publish_spec, training_spec
@@ -28,12 +28,11 @@ MAX_TRAINER_FAILURES = 3
 
 
 @task(name="model-metadata", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def model_needs(model: str, batch_size: int, seq_len: int, s3: Any) -> tuple[int, float]:
-    """(parameters, GPU memory in GiB a full fine-tune needs) from the model's metadata."""
-    from spotshift.hf import model_metadata, training_memory_gib
+def model_needs(request: JobCreate, s3: Any) -> JobSizing:
+    """The model's size from its config.json and the job's training shape (spotshift.sizing)."""
+    from spotshift.hf import model_size
 
-    meta = model_metadata(model, s3_client=s3)
-    return meta.params, training_memory_gib(meta, batch_size=batch_size, seq_len=seq_len)
+    return JobSizing.of_job(request, model_size(request.model, s3_client=s3))
 
 
 def summary(rt: Runtime, job_id: str) -> dict:
@@ -72,7 +71,7 @@ def train_job(job_id: str, runtime: Runtime | None = None) -> dict:
         run = _prepare(rt, job, flow_run_id)
         if job.status is JobStatus.PENDING:
             transition(rt, run, JobStatus.PLANNING, "planning", flow_run_id=flow_run_id,
-                       gpu_memory_gib=run.job.gpu_memory_gib, total_work=run.job.total_work)
+                       gpu_memory_gib=run.job.gpu_memory_gib, total_work=run.job.total_work, sizing=run.job.sizing)
             started = place(rt, run) is not None
         else:
             started = adopt(rt, run)
@@ -89,11 +88,11 @@ def _prepare(rt: Runtime, job, flow_run_id: str) -> JobRun:
     paths = rt.paths(job)
     spec = training_spec(job, paths.bucket, imds_endpoint=rt.imds_endpoint, min_step_seconds=rt.min_step_seconds)
     publish_spec(rt.s3, spec)
-    if job.gpu_memory_gib is None or job.total_work is None:
-        params, memory_gib = model_needs(job.request.model, job.request.batch_size, job.request.seq_len, rt.s3)
-        job = job.model_copy(update={"gpu_memory_gib": memory_gib,
-                                     "total_work": estimate_work_v100_hours(params, job.request)})
-    return JobRun(job=job, query=OfferQuery.for_job(job.request, job.gpu_memory_gib), paths=paths,
+    if job.sizing is None or job.total_work is None:
+        sizing = model_needs(job.request, rt.s3)
+        job = job.model_copy(update={"sizing": sizing, "gpu_memory_gib": single_gpu_memory_gib(sizing),
+                                     "total_work": job_work_v100_hours(sizing, job.request.max_steps)})
+    return JobRun(job=job, query=OfferQuery.for_job(job.request, job.sizing), paths=paths,
                   flow_run_id=flow_run_id)
 
 

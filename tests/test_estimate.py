@@ -129,3 +129,27 @@ def test_the_one_gpu_need_is_the_sizing_models(tmp_path):
     assert est.gpu_memory_per_device_gib == round(gpu_memory(sizing, "fp32").total_gib, 2)
     assert est.host_memory_gib == round(host_memory_gib(sizing), 2)
     assert math.isclose(est.total_work_v100_hours, 6 * est.params * 1000 * 256 / (125e12 * 0.3 * 3600), rel_tol=1e-3)
+
+
+def test_the_cli_prints_the_estimate_as_json_and_uses_a_recorded_rate(tmp_path, monkeypatch, capsys):
+    from deployments.cli import main
+    from spotshift.stores.embedded import open_embedded_database
+    from spotshift.stores.throughput import Throughput, ThroughputStore
+
+    monkeypatch.setenv("SPOTSHIFT_HOME", str(tmp_path / "home"))
+    model = config_dir(tmp_path, TINYLLAMA_1B)
+    request = {"model": model, "dataset": "s3://bucket-x/train.jsonl", "max_steps": 100, "batch_size": 2,
+               "seq_len": 512, "method": "lora", "budget_usd": 50, "regions": ["us-east-1"],
+               "deadline": (datetime.now(UTC) + timedelta(days=1)).isoformat()}
+    (tmp_path / "job.json").write_text(json.dumps(request))
+    db = open_embedded_database(tmp_path / "home" / "store")
+    ThroughputStore(db.database, write_lock=db.write_lock).record(Throughput(
+        instance_type="g5.xlarge", model=model, method="lora", precision="bf16", gpus_used=1, steps_per_second=0.01,
+        tokens_per_step=1024, measured_at=NOW))
+    assert main(["estimate", "--file", str(tmp_path / "job.json"), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    g5 = next(o for o in data["offers"] if o["instance_type"] == "g5.xlarge")
+    assert g5["measured_rate"] and g5["expected_hours"] == pytest.approx(100 / 0.01 / 3600, rel=1e-3)
+    assert data["gpu_memory_per_device_gib"] < 24 and data["host_memory_gib"] < 4
+    assert main(["estimate", "--file", str(tmp_path / "job.json")]) == 0
+    assert "feasible offers" in capsys.readouterr().out

@@ -51,11 +51,6 @@ class GpuModel:
             raise ValueError(f"{self.name} has no {precision} support. Choose between fp32, fp16")
         return value
 
-    @property
-    def relative_throughput(self) -> float:
-        """Mixed-precision (bf16, else fp16) peak relative to a V100's fp16 (= 1.0)."""
-        return (self.bf16_tflops or self.fp16_tflops) / V100_FP16_TFLOPS
-
 
 V100_FP16_TFLOPS = 125.0
 

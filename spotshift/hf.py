@@ -1,6 +1,7 @@
-"""Hugging Face model metadata (parameters, weight bytes, shape) from the Hub, a local directory or
-S3, and the GPU memory a full fine-tune of it needs. Clients are passed in; nothing is downloaded
-but config.json and safetensors headers."""
+"""Hugging Face model metadata from the Hub, a local directory or S3: parameters and shape from
+config.json alone (a model built on the meta device), stored weight bytes from safetensors headers.
+Clients are passed in; nothing is downloaded but config.json and safetensors headers. What training
+it needs is spotshift.sizing's."""
 
 from __future__ import annotations
 
@@ -9,23 +10,19 @@ import json
 import math
 import struct
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from spotshift.models import JobCreate, classify_model_ref
+from spotshift.models import classify_model_ref
 from spotshift.sizing.model import LinearGroup, ModelSize
 
-GIB = 1024**3
 # Bytes per element of the safetensors dtypes (and the Hub's safetensors parameter keys).
 DTYPE_BYTES: dict[str, float] = {
     "F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2, "U16": 2,
     "F8_E4M3": 1, "F8_E5M2": 1, "I8": 1, "U8": 1, "BOOL": 1, "F4": 0.5,
 }
-TRAINING_DTYPES = {"fp32": 4, "bf16": 2, "fp16": 2}
-TRAINER_DTYPE = "fp32"  # training/loop.py loads and trains the model in float32
 
 # config.json spells the same things differently per architecture; first name found wins.
 _CONFIG_ALIASES = {
@@ -166,76 +163,6 @@ def _load_json(path: Path, ref: str) -> dict[str, Any]:
     if not path.is_file():
         raise ModelMetadataUnavailable(f"model {ref!r}: no config.json at {path}")
     return json.loads(path.read_text())
-
-
-# --- memory a full fine-tune needs -------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TrainingMemory:
-    """GPU memory of a full fine-tune, by component, in bytes."""
-
-    weights: float
-    gradients: float
-    optimizer: float
-    master_weights: float
-    activations: float
-    overhead: float
-
-    @property
-    def model_states(self) -> float:
-        return self.weights + self.gradients + self.optimizer + self.master_weights
-
-    @property
-    def total_gib(self) -> float:
-        return (self.model_states + self.activations + self.overhead) / GIB
-
-
-def training_memory(
-    meta: ModelMetadata, *, batch_size: int, seq_len: int, training_dtype: str = TRAINER_DTYPE, overhead_gib: float = 1.0,
-) -> TrainingMemory:
-    """Memory of a full fine-tune with AdamW on one GPU, no activation checkpointing.
-
-    With P parameters, b = bytes per element of `training_dtype` (fp32 4, bf16/fp16 2), L layers,
-    h hidden size, a heads, V vocabulary, batch B and sequence s:
-
-        weights        = P * b
-        gradients      = P * b
-        optimizer      = P * 8                 (AdamW: two fp32 moments)
-        master_weights = P * 4 if b < 4 else 0 (fp32 copy kept by mixed precision)
-        activations    = L * s*B*h * (34 + 5*a*s/h) * b/2      (Korthikanti et al. 2022, eq. 2)
-                         + B*s*V * 8                           (fp32 logits and their gradient)
-        overhead       = overhead_gib          (CUDA context, allocator slack)
-
-    Model states are 16 bytes per parameter either way (ZeRO, Rajbhandari et al. 2020). Shape
-    fields missing from config.json count as 0 activation bytes for that term.
-    """
-    if training_dtype not in TRAINING_DTYPES:
-        raise ValueError(f"training_dtype {training_dtype!r} is unknown. Choose between {', '.join(TRAINING_DTYPES)}")
-    if batch_size < 1 or seq_len < 1:
-        raise ValueError(f"batch_size ({batch_size}) and seq_len ({seq_len}) must be at least 1")
-    b, p = TRAINING_DTYPES[training_dtype], meta.params
-    layers, hidden, heads = meta.n_layers or 0, meta.hidden or 0, meta.n_heads or 0
-    per_layer = seq_len * batch_size * hidden * (34 + 5 * heads * seq_len / hidden) * b / 2 if hidden else 0.0
-    logits = batch_size * seq_len * (meta.vocab or 0) * 8
-    return TrainingMemory(
-        weights=p * b, gradients=p * b, optimizer=p * 8, master_weights=p * 4 if b < 4 else 0,
-        activations=layers * per_layer + logits, overhead=overhead_gib * GIB,
-    )
-
-
-def training_memory_gib(meta: ModelMetadata, *, batch_size: int, seq_len: int, training_dtype: str = TRAINER_DTYPE,
-                        overhead_gib: float = 1.0) -> float:
-    """GiB a full AdamW fine-tune needs on one GPU (see `training_memory` for the formula)."""
-    return training_memory(meta, batch_size=batch_size, seq_len=seq_len, training_dtype=training_dtype,
-                           overhead_gib=overhead_gib).total_gib
-
-
-def min_gpu_memory_gib(meta: ModelMetadata, request: JobCreate, *, training_dtype: str = TRAINER_DTYPE) -> float:
-    """Smallest per-GPU memory that runs the job. `request.batch_size` is the trainer's micro-batch;
-    gradient accumulation adds steps, not memory."""
-    return training_memory_gib(meta, batch_size=request.batch_size, seq_len=request.seq_len,
-                               training_dtype=training_dtype)
 
 
 # --- parameter counts from config.json alone ---------------------------------------------------

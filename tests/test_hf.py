@@ -1,4 +1,4 @@
-"""Model metadata from a local directory, S3 (ranged GETs only) and recorded Hub replies; memory sizing."""
+"""Model metadata from a local directory, S3 (ranged GETs only) and recorded Hub replies; sizes from config.json."""
 
 from __future__ import annotations
 
@@ -6,15 +6,11 @@ import http.server
 import json
 import sys
 import threading
-from datetime import UTC, datetime
 
 import pytest
 
-from spotshift.hf import (
-    GIB, ModelMetadata, ModelMetadataUnavailable, min_gpu_memory_gib, model_metadata, model_size, size_from_config,
-    size_from_formula, training_memory, training_memory_gib,
-)
-from spotshift.models import JobCreate
+from spotshift.hf import ModelMetadataUnavailable, model_metadata, model_size, size_from_config, size_from_formula
+from spotshift.sizing import JobSizing, TrainingShape, gpu_memory
 
 torch = pytest.importorskip("torch", reason="the train extra (torch, transformers) builds the tiny model")
 transformers = pytest.importorskip("transformers", reason="the train extra builds the tiny model")
@@ -169,18 +165,7 @@ def test_hub_repo_without_safetensors_is_a_clear_error(recorded_hub, tmp_path, m
 # --- memory -------------------------------------------------------------------------------------
 
 
-def _meta(params: int, **shape) -> ModelMetadata:
-    return ModelMetadata(ref="x", source="local", params=params, weight_bytes=4 * params, dtype="F32", **shape)
-
-
-@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
-def test_model_states_are_16_bytes_per_parameter(dtype):
-    """ZeRO (Rajbhandari et al. 2020): a 7.5B-parameter model needs 120 GB of model states with Adam."""
-    memory = training_memory(_meta(7_500_000_000), batch_size=1, seq_len=128, training_dtype=dtype)
-    assert memory.model_states == pytest.approx(120e9)
-
-
-def test_model_states_match_a_real_adamw_step(tiny_model):
+def test_model_states_of_the_sizing_model_match_a_real_adamw_step(tiny_model):
     """Weights + gradients + AdamW moments, as bytes of the real tensors after one optimizer step."""
     directory, _ = tiny_model
     model = transformers.GPT2LMHeadModel.from_pretrained(directory)
@@ -191,35 +176,10 @@ def test_model_states_match_a_real_adamw_step(tiny_model):
     params = list(model.parameters())
     measured = sum(p.nbytes + p.grad.nbytes for p in params) + sum(
         state[k].nbytes for state in optimizer.state.values() for k in ("exp_avg", "exp_avg_sq"))
-    estimated = training_memory(model_metadata(str(directory)), batch_size=2, seq_len=16, training_dtype="fp32")
-    assert estimated.model_states == measured
-
-
-def test_activations_grow_with_batch_and_sequence():
-    meta = _meta(124_000_000, n_layers=12, hidden=768, n_heads=12, vocab=50257)
-    base = training_memory(meta, batch_size=4, seq_len=512)
-    assert training_memory(meta, batch_size=8, seq_len=512).activations == pytest.approx(2 * base.activations)
-    assert training_memory(meta, batch_size=4, seq_len=1024).activations > 2 * base.activations  # attention is s^2
-    assert base.activations > 0
-
-
-def test_gpt2_small_fits_an_a10g_at_batch_8_but_not_at_batch_64():
-    meta = _meta(124_439_808, n_layers=12, hidden=768, n_heads=12, vocab=50257)
-    assert training_memory_gib(meta, batch_size=8, seq_len=512) < 24
-    assert training_memory_gib(meta, batch_size=64, seq_len=1024) > 24
-
-
-def test_min_gpu_memory_uses_the_jobs_micro_batch_and_sequence():
-    meta = _meta(124_439_808, n_layers=12, hidden=768, n_heads=12, vocab=50257)
-    job = JobCreate(model="gpt2", dataset="s3://bucket-x/c.txt", max_steps=10, budget_usd=1, batch_size=4,
-                    grad_accum=8, seq_len=256, deadline=datetime(2099, 1, 1, tzinfo=UTC))
-    assert min_gpu_memory_gib(meta, job) == training_memory_gib(meta, batch_size=4, seq_len=256, training_dtype="fp32")
-    assert min_gpu_memory_gib(meta, job) * GIB > 16 * meta.params
-
-
-def test_unknown_training_dtype_lists_the_choices():
-    with pytest.raises(ValueError, match="Choose between fp32, bf16, fp16"):
-        training_memory(_meta(10), batch_size=1, seq_len=8, training_dtype="int4")
+    sizing = JobSizing(model=model_size(str(directory)), shape=TrainingShape(method="full", precision="fp32",
+                                                                           micro_batch=2, seq_len=16))
+    estimated = gpu_memory(sizing, "fp32")
+    assert estimated.weights + estimated.trainable_states == measured
 
 
 # --- parameter counts from config.json alone ---------------------------------------------------

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from spotshift.catalog import INSTANCE_TYPES
 from spotshift.market.on_demand_fallback import FALLBACK_SOURCE, fallback_price
 from spotshift.market.query import OfferQuery
 from spotshift.market.ranking import rank_offers

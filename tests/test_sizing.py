@@ -30,6 +30,7 @@ def test_llama3_8b_full_bf16_needs_more_than_any_single_gpu_and_fits_only_where_
     # a global batch of one sample keeps one rank busy: only one 141 GB H200 holds it whole
     alone = {n: f for n, f in fits(one).items() if f.fits}
     assert set(alone) == {"p5e.48xlarge", "p5en.48xlarge"} and {f.gpus_used for f in alone.values()} == {1}
+    assert fit(one, "p4d.24xlarge").reason.endswith("(FSDP over its 8 GPUs would fit: batch_size x grad_accum of at least 8)")
     spread = sizing(LLAMA3_8B, method="full", precision="bf16", samples_per_step=16)
     fitting = {n: f for n, f in fits(spread).items() if f.fits}
     assert "p4d.24xlarge" in fitting and fitting["p4d.24xlarge"].sharded and fitting["p4d.24xlarge"].gpus_used == 8

@@ -63,13 +63,24 @@ def fit(sizing: JobSizing, instance_type: str) -> Fit:
         sharded, need = True, gpu_memory(sizing, precision, world=world, sharded=True, micro_batch=micro).total_gib
     if need > t.gpu_memory_gib:
         how = f"FSDP over {world} GPUs" if sharded else f"{world} GPU(s)"
-        return _no(t, world, precision, host, f"needs {need:.1f} GiB per GPU with {how}; {t.gpu} has {t.gpu_memory_gib:g}",
-                   need, sharded)
+        return _no(t, world, precision, host, f"needs {need:.1f} GiB per GPU with {how}; {t.gpu} has "
+                   f"{t.gpu_memory_gib:g}{_wider_batch_hint(sizing, t, precision, world)}", need, sharded)
     if host > t.memory_gib:
         return _no(t, world, precision, host, f"needs {host:.1f} GiB of host memory; {t.name} has {t.memory_gib:g}",
                    need, sharded)
     rate = work_units_per_hour(t.name, precision, world, sharded=sharded, method=sizing.shape.method)
     return Fit(t.name, world, precision, sharded, need, host, rate)
+
+
+def _wider_batch_hint(sizing: JobSizing, t: InstanceType, precision: str, world: int) -> str:
+    """A full fine-tune held to fewer GPUs than the instance has by its global batch: say whether
+    FSDP over all of them would fit."""
+    if sizing.shape.adapters or world >= t.gpu_count:
+        return ""
+    spread = gpu_memory(sizing, precision, world=t.gpu_count, sharded=True, micro_batch=1).total_gib
+    if spread > t.gpu_memory_gib:
+        return ""
+    return f" (FSDP over its {t.gpu_count} GPUs would fit: batch_size x grad_accum of at least {t.gpu_count})"
 
 
 def _no(t: InstanceType, world: int, precision: str, host: float, reason: str, need: float = 0.0,

@@ -8,6 +8,7 @@ import pytest
 from spotshift.catalog import GPU_MODELS, INSTANCE_TYPES
 from spotshift.hf import size_from_formula
 from spotshift.sizing import JobSizing, TrainingShape, fit, fits, gpu_memory, host_memory_gib, work_rates
+from spotshift.sizing.fit import trainer_shards
 from spotshift.sizing.memory import GIB
 from spotshift.sizing.speed import flops_per_token, scaling_efficiency, work_units_per_hour
 
@@ -122,3 +123,13 @@ def test_flops_per_token_by_method():
     assert flops_per_token(full) == 6 * p
     assert flops_per_token(lora) == 4 * p + 6 * lora.trainable_params
     assert flops_per_token(sizing(TINYLLAMA_1B, method="full", gradient_checkpointing=True)) == 8 * p
+
+
+def test_sharding_follows_the_trainers_rule_and_a_ddp_run_that_would_not_fit_is_refused():
+    """training.distributed.choose_sharding (auto) shards a full fine-tune only when its 16 bytes
+    per parameter exceed 80% of a GPU: where it would not, activations that overflow mean no fit."""
+    long_batch = sizing(TINYLLAMA_1B, method="full", precision="bf16", micro_batch=8, seq_len=4096, samples_per_step=32)
+    assert not trainer_shards(long_batch, 4, 48)
+    refused = fit(long_batch, "g6e.12xlarge")
+    assert not refused.fits and not refused.sharded and "with 4 GPU(s)" in refused.reason
+    assert trainer_shards(sizing(LLAMA3_8B, method="full"), 8, 40) and not trainer_shards(sizing(LLAMA3_8B, method="lora"), 8, 40)

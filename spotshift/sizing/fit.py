@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 
 from spotshift.catalog import GPU_MODELS, INSTANCE_TYPES, InstanceType
 from spotshift.models import Precision
-from spotshift.sizing.memory import gpu_memory, host_memory_gib
+from spotshift.sizing.memory import GIB, gpu_memory, host_memory_gib
 from spotshift.sizing.model import JobSizing
 from spotshift.sizing.speed import work_units_per_hour
 
@@ -42,14 +42,28 @@ def resolve_precision(requested: Precision, gpu: str | None) -> str:
     return "bf16" if GPU_MODELS[gpu].bf16 else "fp16"
 
 
+# training.distributed.choose_sharding's rule (sharding "auto"), mirrored: the trainer shards a full
+# fine-tune over several GPUs when its weights, gradients and AdamW moments (16 bytes per parameter)
+# exceed this share of one GPU's memory.
+TRAINER_STATE_BYTES_PER_PARAMETER = 16
+TRAINER_FSDP_FILL = 0.8
+
+
+def trainer_shards(sizing: JobSizing, world: int, gpu_memory_gib: float) -> bool:
+    """True where the trainer will run FSDP rather than DDP (its own rule, see above)."""
+    return (not sizing.shape.adapters and world > 1
+            and sizing.model.params * TRAINER_STATE_BYTES_PER_PARAMETER > TRAINER_FSDP_FILL * gpu_memory_gib * GIB)
+
+
 def max_world(sizing: JobSizing) -> int:
     """The most ranks a step can keep busy: each needs at least one sample of the global batch."""
     return sizing.shape.samples_per_step
 
 
 def fit(sizing: JobSizing, instance_type: str) -> Fit:
-    """How `sizing` runs on `instance_type`: DDP on every usable GPU when the model fits one GPU,
-    else (a full fine-tune) FSDP over them; host memory checked against the instance's RAM."""
+    """How `sizing` runs on `instance_type`: on every GPU its global batch keeps busy, DDP, or FSDP
+    where the trainer shards (`trainer_shards`); per-GPU need against the GPU's memory, host need
+    against the instance's RAM."""
     t = INSTANCE_TYPES[instance_type]
     precision = resolve_precision(sizing.shape.precision, t.gpu)
     world = min(t.gpu_count, max_world(sizing))
@@ -58,9 +72,9 @@ def fit(sizing: JobSizing, instance_type: str) -> Fit:
         return _no(t, world, precision, host, f"{t.gpu} has no bf16. Choose between auto, fp16, fp32")
     micro = min(sizing.shape.micro_batch, math.ceil(sizing.shape.samples_per_step / world))
     need = gpu_memory(sizing, precision, world=world, micro_batch=micro).total_gib
-    sharded = False
-    if need > t.gpu_memory_gib and not sizing.shape.adapters and world > 1:
-        sharded, need = True, gpu_memory(sizing, precision, world=world, sharded=True, micro_batch=micro).total_gib
+    sharded = trainer_shards(sizing, world, t.gpu_memory_gib)
+    if sharded:
+        need = gpu_memory(sizing, precision, world=world, sharded=True, micro_batch=micro).total_gib
     if need > t.gpu_memory_gib:
         how = f"FSDP over {world} GPUs" if sharded else f"{world} GPU(s)"
         return _no(t, world, precision, host, f"needs {need:.1f} GiB per GPU with {how}; {t.gpu} has "

@@ -37,12 +37,12 @@ def run_demo(options: DemoOptions = DemoOptions(), out=sys.stdout) -> dict:
     """Run the demo job; returns its summary (the JSON the CLI prints last)."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from deployments.demo_market import DemoTimeline, demo_traces
+    from deployments.demo_market import DemoTimeline, demo_market
     from deployments.local_aws import apply_env, client, ensure_bucket, moto_server
     from flows.runtime import Runtime
     from deployments import api
     from spotshift.clock import VirtualClock
-    from spotshift.market.replay import ReplayMarket
+
     from spotshift.models import ApprovalPolicy, JobCreate
     from training.tiny_model import build_tiny_model, write_demo_dataset
 
@@ -61,7 +61,7 @@ def run_demo(options: DemoOptions = DemoOptions(), out=sys.stdout) -> dict:
 
         start = datetime.now(UTC).replace(microsecond=0)
         clock = VirtualClock(start=start, speedup=options.speedup)
-        market = ReplayMarket(demo_traces(start, DemoTimeline()), start=start)
+        market = demo_market(start, DemoTimeline())
         rt = Runtime.local(endpoint, home, market=market, clock=clock, bucket=DEMO_BUCKET,
                            backend_options={"grace_s": 20.0}, poll_seconds=0.5, rescout_seconds=5.0,
                            min_step_seconds=options.min_step_seconds,

@@ -10,10 +10,11 @@ Timeline in market (virtual) minutes from the start:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 
+from spotshift.market.replay import ReplayMarket
 from spotshift.market.traces import TraceSet, region_of
 
 DEMO_ZONES = ("us-east-1a", "us-east-2a", "us-west-2a")
@@ -24,16 +25,20 @@ class DemoTimeline:
     lost_minute: int = 20  # us-east-1a capacity taken back
     cheap_minute: int = 40  # us-west-2a becomes the cheapest zone
     hours: int = 24
+    history_hours: int = 24  # before the start, every zone up at its base price (what a scout saw)
     base_prices: tuple[float, float, float] = (0.95, 1.30, 1.60)
     cheap_price: float = 0.40
 
 
 def demo_traces(start: datetime, timeline: DemoTimeline = DemoTimeline()) -> TraceSet:
-    n = timeline.hours * 60
+    """The demo's trace: `history_hours` of quiet market before `start`, then the timeline."""
+    lead = timeline.history_hours * 60
+    n = lead + timeline.hours * 60
     available = np.ones((3, n), dtype=bool)
-    available[0, timeline.lost_minute:] = False
+    available[0, lead + timeline.lost_minute:] = False
     prices = np.array([[p] * n for p in timeline.base_prices], dtype=np.float64)
-    prices[2, timeline.cheap_minute:] = timeline.cheap_price
+    prices[2, lead + timeline.cheap_minute:] = timeline.cheap_price
+    start = start - timedelta(hours=timeline.history_hours)
     return TraceSet(
         names=tuple(f"{z}_v100_1" for z in DEMO_ZONES),
         zones=DEMO_ZONES,
@@ -44,6 +49,12 @@ def demo_traces(start: datetime, timeline: DemoTimeline = DemoTimeline()) -> Tra
         available=available,
         spot_price=prices,
     )
+
+
+def demo_market(start: datetime, timeline: DemoTimeline = DemoTimeline(), speedup: float = 1.0) -> ReplayMarket:
+    """The demo's market replayed from `start` (its history lies before it)."""
+    return ReplayMarket(demo_traces(start, timeline), start=start, speedup=speedup,
+                        trace_offset_ticks=timeline.history_hours * 60)
 
 
 def write_trace_folder(traces: TraceSet, folder) -> None:

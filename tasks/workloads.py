@@ -24,7 +24,11 @@ def training_spec(job: Job, bucket: str, *, imds_endpoint: str | None = None,
                         learning_rate=r.learning_rate, seq_len=r.seq_len, seed=r.seed,
                         checkpoint_every_steps=r.checkpoint_steps, checkpoint_every_seconds=r.checkpoint_every_seconds,
                         keep_checkpoints=r.keep_checkpoints, imds_endpoint=imds_endpoint,
-                        min_step_seconds=min_step_seconds)
+                        min_step_seconds=min_step_seconds, method=r.method.value, precision=r.precision.value,
+                        gradient_checkpointing=r.gradient_checkpointing,
+                        lora=r.lora.model_dump() if r.lora else None, merge_adapter=r.merge_adapter,
+                        dataset_split=r.dataset_split, dataset_text_column=r.dataset_text_column,
+                        eval_split=r.eval_split)
 
 
 @task(name="write-spec", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)

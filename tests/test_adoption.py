@@ -13,10 +13,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from deployments.demo_market import DemoTimeline, demo_traces
+from deployments.demo_market import DemoTimeline, demo_market
 from flows.runtime import Runtime
 from spotshift.clock import VirtualClock
-from spotshift.market.replay import ReplayMarket
 from spotshift.models import ApprovalPolicy, JobCreate, JobStatus
 from tests.test_flows import DEADLINE, SPEEDUP, model_uri, prefect_api  # noqa: F401 - shared fixtures
 
@@ -28,16 +27,15 @@ MAX_STEPS = 160
 FLOW_SCRIPT = '''
 import os, signal, sys, time
 from datetime import datetime
-from deployments.demo_market import DemoTimeline, demo_traces
+from deployments.demo_market import DemoTimeline, demo_market
 from flows.runtime import Runtime
 from flows.train_job import train_job
 from spotshift.clock import VirtualClock
-from spotshift.market.replay import ReplayMarket
 
 endpoint, home, job_id, point, start, wall0 = sys.argv[1:7]
 start = datetime.fromisoformat(start)
 clock = VirtualClock(start=start, speedup=%(speedup)r, _wall0=float(wall0), _wall=time.time)
-market = ReplayMarket(demo_traces(start, DemoTimeline(lost_minute=10_000, cheap_minute=12)), start=start)
+market = demo_market(start, DemoTimeline(lost_minute=10_000, cheap_minute=12))
 
 def crash(at):
     if at == point:  # the flow process dies here, with no chance to clean up
@@ -52,7 +50,7 @@ train_job(job_id, runtime=rt)
 
 def _runtime(tmp_path, endpoint, start: datetime, wall0: float, fault) -> Runtime:
     clock = VirtualClock(start=start, speedup=SPEEDUP, _wall0=wall0, _wall=time.time)
-    market = ReplayMarket(demo_traces(start, TIMELINE), start=start)
+    market = demo_market(start, TIMELINE)
     return Runtime.local(endpoint, tmp_path, market=market, clock=clock, bucket="adopt-jobs", fault=fault,
                          poll_seconds=0.3, rescout_seconds=2.0, min_step_seconds=0.1,
                          on_demand_prices={"p3.2xlarge": 3.06},

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from deployments.demo_market import DemoTimeline, demo_traces
+from deployments.demo_market import DemoTimeline, demo_market
 from flows.continuous_scout import decide_all, for_job, running_jobs, union_query
 from flows.runtime import Runtime
 from spotshift.market.query import OfferQuery
@@ -26,7 +26,7 @@ def test_union_query_covers_every_job_and_each_job_sees_only_its_offers():
     assert u.regions == ("us-east-1", "us-west-2")
     assert u.instance_types is None and u.gpus is None  # b accepts any type with an A10G
     assert set(u.markets) == {Market.SPOT, Market.ON_DEMAND} and u.min_total_gpu_memory_gib == 0
-    market = ReplayMarket(demo_traces(T0), start=T0)
+    market = demo_market(T0)
     snap = market.snapshot(u, T0)
     mine = for_job(snap, a)
     assert mine.offers and all(o.region == "us-east-1" and o.market is Market.SPOT for o in mine.offers)
@@ -39,7 +39,7 @@ def rt(tmp_path, moto_endpoint):
 
     settings = Settings(home=tmp_path, bucket="scout-test", aws_endpoint_url=moto_endpoint)
     ensure_bucket(moto_endpoint, settings.bucket)
-    market = ReplayMarket(demo_traces(T0, DemoTimeline(lost_minute=60, cheap_minute=30)), start=T0)
+    market = demo_market(T0, DemoTimeline(lost_minute=60, cheap_minute=30))
     return Runtime(settings=settings, jobs=open_job_store(settings), ledger=open_ledger(settings),
                    s3=client("s3", moto_endpoint), market=market, backend=None, clock=lambda: T0)
 

@@ -1,6 +1,6 @@
 from datetime import UTC, datetime, timedelta
 
-from deployments.demo_market import DemoTimeline, demo_traces, write_trace_folder
+from deployments.demo_market import DemoTimeline, demo_market, demo_traces, write_trace_folder
 from spotshift.market.query import OfferQuery
 from spotshift.market.replay import ReplayMarket
 from spotshift.market.traces import load_traces
@@ -16,7 +16,7 @@ def cheapest_spot(market, minute):
 
 def test_the_demo_market_loses_its_cheapest_zone_then_offers_a_cheaper_one():
     t = DemoTimeline(lost_minute=30, cheap_minute=60)
-    market = ReplayMarket(demo_traces(T0, t), start=T0)
+    market = demo_market(T0, t)
     assert cheapest_spot(market, 0) == "us-east-1a"
     assert market.available("us-east-1a", T0 + timedelta(minutes=29))
     assert not market.available("us-east-1a", T0 + timedelta(minutes=30))

@@ -10,10 +10,9 @@ from uuid import UUID
 
 import pytest
 
-from deployments.demo_market import DemoTimeline, demo_traces
+from deployments.demo_market import DemoTimeline, demo_market
 from flows.runtime import Runtime
 from spotshift.clock import VirtualClock
-from spotshift.market.replay import ReplayMarket
 from spotshift.models import ApprovalMode, ApprovalPolicy, EndReason, JobCreate, JobStatus, MigrationReason
 from tests.waiting import wait_for
 
@@ -47,7 +46,7 @@ def model_uri(moto_endpoint, tiny_lm):
 def runtime(tmp_path: Path, endpoint: str, timeline: DemoTimeline, **overrides) -> Runtime:
     start = datetime.now(UTC).replace(microsecond=0)
     clock = VirtualClock(start=start, speedup=SPEEDUP)
-    market = ReplayMarket(demo_traces(start, timeline), start=start)
+    market = demo_market(start, timeline)
     options = dict(poll_seconds=0.3, rescout_seconds=2.0, min_step_seconds=0.15,  # 1 step = 9 market seconds
                    on_demand_prices={"p3.2xlarge": 3.06}, settings={"heartbeat_stall_seconds": 90 * SPEEDUP})
     options.update(overrides)
@@ -252,14 +251,13 @@ def _zombie(pid: int) -> bool:
 KILLED_FLOW_SCRIPT = '''
 import sys, time
 from datetime import UTC, datetime
-from deployments.demo_market import DemoTimeline, demo_traces
+from deployments.demo_market import DemoTimeline, demo_market
 from flows.runtime import Runtime
 from flows.train_job import train_job
-from spotshift.market.replay import ReplayMarket
 
 endpoint, home, job_id = sys.argv[1:4]
 start = datetime.now(UTC)
-market = ReplayMarket(demo_traces(start, DemoTimeline(lost_minute=10_000, cheap_minute=10_000)), start=start)
+market = demo_market(start, DemoTimeline(lost_minute=10_000, cheap_minute=10_000))
 # a trainer that never sends a heartbeat: the flow waits in "instance started, no heartbeat yet"
 rt = Runtime.local(endpoint, home, market=market, bucket="flow-jobs",
                    backend_options={"trainer_cmd": [sys.executable, "-c", "import time; time.sleep(600)"]},

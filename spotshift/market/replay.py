@@ -6,6 +6,8 @@ Trace time = trace.start + offset + (now - start) * speedup, wrapping around at 
 from __future__ import annotations
 
 import math
+
+import numpy as np
 from datetime import datetime, timedelta
 
 from spotshift.catalog import INSTANCE_TYPES, KNOWN_INSTANCE_TYPES
@@ -13,6 +15,7 @@ from spotshift.market.query import OfferQuery
 from spotshift.market.ranking import rank_offers
 from spotshift.market.traces import TraceSet
 from spotshift.models import Market, MarketSnapshot, Offer
+from spotshift.policy.outlook import ZoneObservation
 
 SOURCE = "replay"
 
@@ -68,6 +71,22 @@ class ReplayMarket:
     def spot_price(self, zone: str, now: datetime) -> float:
         """The zone's spot price at `now` in $/h (NaN when the trace has none)."""
         return float(self.traces.spot_price[self.traces.zone_index(zone), self.tick(now)])
+
+    def past_observations(self, now: datetime) -> list[ZoneObservation]:
+        """What a scout watching this market would have recorded up to `now`: each zone's state at the
+        trace's first tick and at every change since (the history a live outlook is built from)."""
+        t = self.traces
+        last = self.tick(now)
+        origin = self.trace_time(self.start)
+        out = []
+        for i, zone in enumerate(t.zones):
+            flags = t.available[i, : last + 1]
+            changes = [0, *(np.flatnonzero(flags[1:] != flags[:-1]) + 1)]
+            for tick in changes:
+                at = self.start + (t.time_of(int(tick)) - origin) / self.speedup
+                out.append(ZoneObservation(zone=zone, at=min(at, now), available=bool(flags[tick]),
+                                           price=float(t.spot_price[i, tick])))
+        return out
 
     def snapshot(self, query: OfferQuery, now: datetime) -> MarketSnapshot:
         """Spot offers for zones available now with a known price, and one on-demand offer per zone."""

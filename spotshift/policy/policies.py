@@ -242,9 +242,15 @@ class SpotShift:
     min_run_d: float = 1.0  # launch spot only where it is expected to stay up this many changeovers
     patience_d: float = 10.0  # ... and, when idle, this many more per hour of slack above the reserve
     # per work hour left: loose jobs wait for a long-lived zone instead of launching into flapping ones
+    patience_cap: float = 1.0  # ... counting at most this many hours of slack per hour of work: a job far
+    # smaller than its deadline window (3 minutes of work in 12 hours) waits at most about as long as
+    # one whose slack equals its work, instead of idling most of the window (the bench's job fractions,
+    # >= 0.5, never reach the cap)
     region_wait_share: float = 0.5  # idle, a job waits for spot capacity in its checkpoint's region
     # rather than carry the checkpoint elsewhere when a zone there is expected back within this share of
     # the slack above the reserve, times that slack per work hour left (loose jobs wait, tight ones move)
+    region_wait_min_share: float = 0.05  # ... and only when the transfer costs at least this share of the
+    # target's $/h for every hour waited (no idling to save cents)
     default_run_hours: float = 8.0  # a spot run's length when neither outlook nor risk says anything
     scan_step_h: float = 1 / 60  # a Stay on spot or on-demand looks this finely for the first instant
     scan_h: float = 0.25  # ... within this many hours (or until the outlook's refresh) a move would pay
@@ -288,7 +294,7 @@ class SpotShift:
     ) -> tuple[Offer, float, float] | None:
         """(offer, expected run hours, score) of the spot offer with the least score among those
         expected to outlast `min_run_d` changeovers, plus `patience_d` per hour of `spare_per_work`."""
-        floor = state.changeover_hours * max(self.min_run_d, self.patience_d * spare_per_work)
+        floor = state.changeover_hours * max(self.min_run_d, self.patience_d * min(spare_per_work, self.patience_cap))
         best = None
         for o in view.spot:
             run = self._run_hours(state, o)
@@ -313,6 +319,8 @@ class SpotShift:
         longest = self.region_wait_share * spare * min(1.0, spare / max(work, 1e-9))
         if back is None or back > longest or slack_usd * back >= carry:
             return None
+        if carry < self.region_wait_min_share * back * target.usd_per_hour:
+            return None  # a transfer this small is not worth idling for (a tiny checkpoint)
         return back
 
     def _reserve_rate(self, state: JobState) -> float:
@@ -416,6 +424,8 @@ class SpotShift:
         d = state.changeover_hours
         longest = max((self._run_hours(state, o) for o in view.spot), default=0.0)
         if longest > d * self.min_run_d and self.patience_d > 0 and d > 0:
+            if longest > self.patience_d * d * self.patience_cap:
+                return 0.0  # the capped floor is cleared already
             # launch once patience_d * d * (spare - t) / work < longest
             return min(spare, max(0.0, spare - longest * work / (self.patience_d * d)))
         return spare

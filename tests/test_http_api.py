@@ -39,8 +39,8 @@ class Api:
                           ledger=open_ledger(self.settings), s3=s3, market=None, backend=None)
         self.tokens = open_token_store(self.settings)
         self.token = self.tokens.create("tests", now=NOW)
-        self.client = TestClient(create_app(self.rt, self.tokens, reads=snapshot_reads(self.settings),
-                                            submit_run="none"))
+        reads, checked_tokens = snapshot_reads(self.settings)  # what `spotshift api` reads the embedded store with
+        self.client = TestClient(create_app(self.rt, checked_tokens, reads=reads, submit_run="none"))
 
     def call(self, method: str, path: str, token: str | None = "", **kwargs):
         token = self.token if token == "" else token

@@ -4,10 +4,11 @@ collaborators so a test or a server hands in its own stores, runtime and Prefect
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Annotated
+from typing import Annotated, Any, Callable
 
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import ValidationError
 
@@ -31,7 +32,8 @@ STATE_ERROR = {409: {"model": Problem, "description": "the job's status does not
 @dataclass
 class ApiContext:
     """The app's collaborators: `runtime` (flows.runtime.Runtime) holds the stores written to, S3,
-    the compute backend and the clock; `reads` the stores the GET routes read; `flow_runs` reads and
+    the compute backend and the clock; `reads` the stores the GET routes read; `tokens` the API
+    tokens (from the same in-memory copy as `reads` when that is in memory); `flow_runs` reads and
     cancels Prefect flow runs; `submit_run` how POST /jobs starts a job (see api.submit)."""
 
     runtime: Any
@@ -39,6 +41,13 @@ class ApiContext:
     reads: StoreReads
     flow_runs: Any
     submit_run: api.RunMode = "deployment"
+
+    async def read(self, function: Callable[..., Any], *args: Any) -> Any:
+        """`function(*args)` on the event loop when the reads (and tokens) are served from memory,
+        else in the threadpool, as a store's network call must be."""
+        if self.reads.in_memory:
+            return function(*args)
+        return await run_in_threadpool(function, *args)
 
 
 def create_app(runtime: Any, tokens: Any, *, reads: StoreReads | None = None, flow_runs: Any = None,
@@ -70,7 +79,7 @@ def create_app(runtime: Any, tokens: Any, *, reads: StoreReads | None = None, fl
     return app
 
 
-def _ctx(request: Request) -> ApiContext:
+async def _ctx(request: Request) -> ApiContext:  # async: no I/O, so no trip through the threadpool
     return request.app.state.api
 
 
@@ -91,8 +100,8 @@ def submit_job(body: JobCreate, ctx: Ctx, idempotency_key: Annotated[str | None,
     return JobBrief.of(ctx.runtime.jobs.get(job_id))
 
 
-def list_jobs(ctx: Ctx, status: JobStatus | None = None, offset: Annotated[int, Query(ge=0)] = 0,
-              limit: Annotated[int, Query(ge=1, le=500)] = PAGE_LIMIT) -> Response:
+async def list_jobs(ctx: Ctx, status: JobStatus | None = None, offset: Annotated[int, Query(ge=0)] = 0,
+                    limit: Annotated[int, Query(ge=1, le=500)] = PAGE_LIMIT) -> Response:
     """Jobs, oldest first, `limit` from `offset`; only those in `status` when given."""
     def page() -> bytes:
         jobs = ctx.reads.jobs(status)
@@ -101,12 +110,14 @@ def list_jobs(ctx: Ctx, status: JobStatus | None = None, offset: Annotated[int, 
                        next_offset=end if end < len(jobs) else None)
         return body.model_dump_json().encode()
 
-    return Response(ctx.reads.cached(("page", status, offset, limit), page), media_type="application/json")
+    body = await ctx.read(ctx.reads.cached, ("page", status, offset, limit), page)
+    return Response(body, media_type="application/json")
 
 
-def get_job(job_id: str, ctx: Ctx) -> Response:
+async def get_job(job_id: str, ctx: Ctx) -> Response:
     """The job's status, step, placements, migrations, cost so far against on-demand, flow run link."""
-    return Response(views.job_detail(ctx, job_id).model_dump_json(), media_type="application/json")
+    detail = await ctx.read(views.job_detail, ctx, job_id)
+    return Response(detail.model_dump_json(), media_type="application/json")
 
 
 def approve_job(job_id: str, ctx: Ctx, body: Answer | None = None) -> AnswerOut:
@@ -167,10 +178,14 @@ def _value_error(request: Request, exc: ValueError) -> JSONResponse:
 
 
 def app_from_settings() -> FastAPI:
-    """The app `spotshift api` serves: stores, AWS and Prefect from settings (uvicorn factory)."""
+    """The app `spotshift api` serves: stores, AWS and Prefect from settings. Call it outside an event loop."""
     from blocks.stores import open_token_store
     from deployments.http.reads import snapshot_reads
     from flows.runtime import Runtime
 
     runtime = Runtime.from_settings()  # cancel needs the compute backend the flows use
-    return create_app(runtime, open_token_store(runtime.settings), reads=snapshot_reads(runtime.settings))
+    snapshot = snapshot_reads(runtime.settings)
+    if snapshot is None:
+        return create_app(runtime, open_token_store(runtime.settings))
+    reads, tokens = snapshot
+    return create_app(runtime, tokens, reads=reads)

@@ -13,7 +13,8 @@ def add_api_commands(sub) -> None:
     a = sub.add_parser("api", help="serve the jobs HTTP API (uvicorn), or manage its tokens")
     a.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     a.add_argument("--port", type=int, default=8080)
-    a.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default 1)")
+    a.add_argument("--access-log", action="store_true", help="log every request (off: a line per request costs "
+                   "about a third of a cached read's CPU)")
     token = a.add_subparsers(dest="api_command").add_parser("token", help="API bearer tokens")
     actions = token.add_subparsers(dest="token_action", required=True)
     actions.add_parser("create", help="create a token; it is printed once, as the last word").add_argument(
@@ -33,8 +34,10 @@ def run_api_command(args: argparse.Namespace) -> int:
         return _token(args)
     import uvicorn
 
-    uvicorn.run("deployments.http.app:app_from_settings", factory=True, host=args.host, port=args.port,
-                workers=args.workers)
+    from deployments.http.app import app_from_settings
+
+    app = app_from_settings()  # before uvicorn's event loop: Prefect's block loading is sync only outside one
+    uvicorn.run(app, host=args.host, port=args.port, access_log=args.access_log)
     return 0
 
 

@@ -4,10 +4,13 @@ store every read comes from an in-memory copy, reloaded when its files change.""
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Hashable
+from typing import TYPE_CHECKING, Any, Callable, Hashable
 
 from spotshift.models import Job, JobStatus, Migration, Workload
 from spotshift.settings import Settings
+
+if TYPE_CHECKING:
+    from spotshift.stores.tokens import TokenStore
 
 MAX_ENTRIES = 50_000  # cached values between two changes of the store; beyond, the cache starts over
 
@@ -22,6 +25,11 @@ class StoreReads:
         self._seen: Hashable = object()
         self._values: dict[Hashable, Any] = {}
         self._lock = threading.Lock()
+
+    @property
+    def in_memory(self) -> bool:
+        """Reads served from in-memory copies (no network, no disk once loaded)."""
+        return self._version is not None
 
     def cached(self, key: Hashable, load: Callable[[], Any]) -> Any:
         """`load()`'s value for `key`, computed once per version of the store."""
@@ -47,16 +55,17 @@ class StoreReads:
                            lambda: (self.ledger.workloads(job_id), self.ledger.migrations(job_id)))
 
 
-def snapshot_reads(settings: Settings) -> StoreReads | None:
-    """StoreReads over in-memory copies of the embedded store, or None when the job store or the
-    ledger is a real database (they answer indexed queries themselves)."""
+def snapshot_reads(settings: Settings) -> tuple[StoreReads, "TokenStore"] | None:
+    """StoreReads and a TokenStore over in-memory copies of the embedded store (writes go to the
+    store), or None when the job store or the ledger is a real database (they index their queries)."""
     if settings.mongodb_url is not None or (settings.supabase_url and settings.supabase_key is not None):
         return None
     from spotshift.stores import EmbeddedLedger, JobStore, open_embedded_database
     from spotshift.stores.snapshot import SnapshotDatabase, StoreVersion
+    from spotshift.stores.tokens import TokenStore
 
     embedded = open_embedded_database(settings.store_dir, settings.mongodb_database)
     version = StoreVersion(settings.store_dir / settings.mongodb_database)
-    database = SnapshotDatabase(embedded.database, version)
-    return StoreReads(JobStore(database, write_lock=embedded.write_lock),
-                      EmbeddedLedger(database, write_lock=embedded.write_lock), version)
+    database, lock = SnapshotDatabase(embedded.database, version), embedded.write_lock
+    reads = StoreReads(JobStore(database, write_lock=lock), EmbeddedLedger(database, write_lock=lock), version)
+    return reads, TokenStore(database, write_lock=lock)

@@ -53,6 +53,8 @@ def train(spec: TrainingSpec, stop_after: int | None = None):
     ({"method": "qlora", "device": "cpu"}, "qlora needs a CUDA GPU .* Choose between full, lora"),
     ({"eval_split": "test"}, "eval_split needs a dataset with splits"),
     ({"method": "lora", "lora": {"r": 0}}, "lora.r"),
+    ({"sharding": "zero3"}, "sharding 'zero3' is not allowed. Choose between auto, ddp, fsdp"),
+    ({"method": "lora", "sharding": "fsdp"}, "sharding fsdp needs method full, not lora. Choose between auto, ddp"),
 ])
 def test_bad_modes_name_the_field_and_the_choices(fields, message):
     with pytest.raises(ValidationError, match=message):
@@ -105,6 +107,19 @@ def test_each_step_deals_its_samples_out_once_whatever_the_world_size():
     assert step_samples(1, 12) == list(range(12, 18))
     assert step_samples(2, 12) == list(range(12, 24))
     assert step_samples(4, 0) == list(range(24))
+
+
+def test_auto_sharding_is_fsdp_only_for_a_full_fine_tune_that_does_not_fit_one_gpu():
+    from training.distributed import choose_sharding
+
+    gib = 2**30
+    eight_gpus = World(0, 8, 0)
+    assert choose_sharding("auto", "full", eight_gpus, 8_000_000_000, 80 * gib) == "fsdp"  # 128 GB of state
+    assert choose_sharding("auto", "full", eight_gpus, 1_000_000_000, 80 * gib) == "ddp"  # 16 GB
+    assert choose_sharding("auto", "lora", eight_gpus, 8_000_000_000, 80 * gib) == "ddp"
+    assert choose_sharding("auto", "full", World(), 8_000_000_000, 80 * gib) == "ddp"  # one process
+    assert choose_sharding("auto", "full", eight_gpus, 8_000_000_000, None) == "ddp"  # CPU
+    assert choose_sharding("fsdp", "full", eight_gpus, 1, None) == "fsdp"
 
 
 def test_world_from_torchrun_environment():

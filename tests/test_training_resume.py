@@ -1,7 +1,7 @@
-"""Exact resume: kill -9 and SIGTERM a real trainer (one process, or a 2-process torchrun on gloo)
-at random steps, start it again, and end with the same weights and final loss as an uninterrupted
-run, for fp32 and bf16 (CPU autocast) full fine-tunes and LoRA; and a 2-process checkpoint resumed
-by one process at the right sample (moto S3 on 127.0.0.1)."""
+"""Exact resume: kill -9 and SIGTERM a real trainer (one process, or a 2-process torchrun on gloo,
+DDP or FSDP) at random steps, start it again, and end with the same weights and final loss as an
+uninterrupted run, for fp32 and bf16 (CPU autocast) full fine-tunes and LoRA; and a 2-process
+checkpoint resumed by one process at the right sample (moto S3 on 127.0.0.1)."""
 
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ MODES = {
     "bf16-full": ({"precision": "bf16"}, 1),
     "lora": ({"method": "lora", "lora": {"r": 4, "target_modules": ["c_attn", "c_proj"]}, "learning_rate": 1e-2}, 1),
     "ddp2-full": ({"device": "cpu", "min_step_seconds": 0.2}, 2),  # paced: two ranks and moto share 2 cores
+    "fsdp2-full": ({"device": "cpu", "sharding": "fsdp", "min_step_seconds": 0.2}, 2),
 }
 
 

@@ -112,3 +112,28 @@ def test_lowered_priority_applies_to_the_thread_and_the_threads_it_starts_not_th
     assert seen["lowered"] is True
     assert seen["after"] == min(5, 19 - main_before) and seen["child"] == seen["after"]
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main_before
+
+
+class NiceRecordingStore(LocalStore):
+    """Records the nice value of the thread that uploads each checkpoint file."""
+
+    def __init__(self, root: Path):
+        super().__init__(root)
+        object.__setattr__(self, "nice", {})
+
+    def put_bytes(self, key, data, *, background=False):
+        self.nice[key] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        super().put_bytes(key, data, background=background)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
+def test_periodic_uploads_run_at_lower_priority_and_a_stop_s_at_the_trainer_s(tmp_path):
+    """A stop's checkpoint races the notice while the training thread waits: it must not queue
+    behind every other process of the machine."""
+    from training.checkpoint import UPLOAD_NICENESS
+
+    store = NiceRecordingStore(tmp_path)
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    publish(store, snapshot(5), snapshot(6, urgent=True))
+    assert store.nice["checkpoints/step-5/model.safetensors"] == min(19, mine + UPLOAD_NICENESS)
+    assert store.nice["checkpoints/step-6/model.safetensors"] == mine

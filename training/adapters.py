@@ -93,14 +93,19 @@ def is_adapter(model) -> bool:
     return hasattr(model, "peft_config")
 
 
-def weights_to_save(model) -> dict[str, torch.Tensor]:
+def weights_to_save(model, state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """What a checkpoint holds of the model: the adapter (PEFT's names), or the full state_dict
-    without tied duplicates (kept: the first name that is not a tied alias, as save_pretrained)."""
+    (`state`: one gathered from shards) without tied duplicates (kept: the first name that is not
+    a tied alias, as save_pretrained)."""
     if is_adapter(model):
         from peft import get_peft_model_state_dict
 
         return get_peft_model_state_dict(model)
-    tied = set(getattr(model, "_tied_weights_keys", None) or ())
+    tied = getattr(model, "_tied_weights_keys", None) or ()
+    if state is not None:  # gathered copies: a tied alias no longer shares its source's memory
+        sources = tied if isinstance(tied, dict) else {}
+        return {name: t for name, t in state.items() if not (name in sources and sources[name] in state)}
+    tied = set(tied)
     kept: dict[int, str] = {}
     state = model.state_dict()
     for name in sorted(state, key=lambda n: n in tied):

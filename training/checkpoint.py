@@ -160,18 +160,23 @@ class SnapshotTaker:
         self._static = dict(static_files or {})
         self._free: list = []
         self._lock = threading.Lock()
+        self._reserving: threading.Thread | None = None
 
     def set_static_files(self, static_files: dict[str, bytes]) -> None:
         self._static = dict(static_files)
 
     def take(self, step: int, model, optimizer, scheduler, trainer_state: dict, urgent: bool = False,
-             small_files: dict[str, bytes] | None = None) -> Snapshot:
-        """`small_files` (rng.pt of every rank, scaler.pt) replace what this process would render."""
-        skeleton, optimizer_tensors = split_optimizer_state(optimizer.state_dict())
+             small_files: dict[str, bytes] | None = None, full_state: tuple[dict, dict] | None = None) -> Snapshot:
+        """`small_files` (rng.pt of every rank, scaler.pt) replace what this process would render;
+        `full_state`: the model's and optimizer's state dicts gathered from shards (FSDP)."""
+        if self._reserving is not None:
+            self._reserving.join()
+        model_state, optimizer_state = full_state or (None, optimizer.state_dict())
+        skeleton, optimizer_tensors = split_optimizer_state(optimizer_state)
         files: dict[str, bytes | memoryview] = dict(self._static)
         buffers = []
         for name, tensors, metadata in (
-            (weights_file(model), weights_to_save(model), {"format": "pt"}),
+            (weights_file(model), weights_to_save(model, model_state), {"format": "pt"}),
             (OPTIMIZER_TENSORS_FILE, optimizer_tensors, {}),
         ):
             layout = plan_layout(tensors, metadata)
@@ -185,20 +190,33 @@ class SnapshotTaker:
         files.update(small_files or {})
         return Snapshot(step, files, buffers, urgent)
 
-    def reserve(self, model) -> None:
-        """Allocate and touch the buffers of the first snapshot now (weights, and AdamW's two
-        moments per trainable parameter), at start-up, so that the first checkpoint does not pay for fresh
-        memory's page faults on the training thread."""
+    def reserve(self, model, background: bool = False) -> None:
+        """Allocate and touch the buffers of the first snapshot (weights, and AdamW's two moments
+        per trainable parameter) ahead of it, so that the first checkpoint does not pay for fresh
+        memory's page faults on the training thread. `background`: on a thread of lower priority,
+        off the start-up path (the first snapshot waits for it, should it come that early)."""
         weights = weights_to_save(model)
         weight_bytes = sum(t.numel() * t.element_size() for t in weights.values())
         moment_bytes = 2 * sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
         pinned = any(t.is_cuda for t in weights.values())
-        for size, tensors in ((weight_bytes, len(weights)), (moment_bytes, 3 * len(weights))):
-            buffer = host_buffer(size + _HEADER_ALLOWANCE * (1 + tensors), pinned)
-            if isinstance(buffer, bytearray):  # calloc'ed: its pages are mapped on first write
-                memoryview(buffer)[::_PAGE] = bytes(len(range(0, len(buffer), _PAGE)))
-            with self._lock:
-                self._free.append(buffer)
+        sizes = [size + _HEADER_ALLOWANCE * (1 + count)
+                 for size, count in ((weight_bytes, len(weights)), (moment_bytes, 3 * len(weights)))]
+
+        def allocate() -> None:
+            if background:
+                lower_thread_priority(UPLOAD_NICENESS)
+            for size in sizes:
+                buffer = host_buffer(size, pinned)
+                if isinstance(buffer, bytearray):  # calloc'ed: its pages are mapped on first write
+                    memoryview(buffer)[::_PAGE] = bytes(len(range(0, len(buffer), _PAGE)))
+                with self._lock:
+                    self._free.append(buffer)
+
+        if background:
+            self._reserving = threading.Thread(target=allocate, name="checkpoint-reserve", daemon=True)
+            self._reserving.start()
+        else:
+            allocate()
 
     def release(self, snapshot: Snapshot) -> None:
         """Give a published snapshot's buffers back for the next one."""
@@ -217,14 +235,15 @@ class SnapshotTaker:
         return host_buffer(size, pinned)
 
 
-def training_state_from_files(files: dict, optimizer, scheduler, scaler=None) -> dict:
+def training_state_from_files(files: dict, optimizer, scheduler, scaler=None, load_optimizer=None) -> dict:
     """Restore optimizer, scheduler (and the fp16 loss scaler) from a checkpoint's files (in
     memory); returns the trainer state. RNG is returned (under "rng": every rank's), not applied:
     the caller restores its own right before the next step. The optimizer's tensors are views of
-    the downloaded buffer (no copy)."""
+    the downloaded buffer (no copy). `load_optimizer(state_dict)` replaces optimizer.load_state_dict
+    (FSDP: a full state dict sharded into this rank's optimizer)."""
     skeleton = torch.load(io.BytesIO(files[OPTIMIZER_FILE]), weights_only=True)
     tensors, _ = views(files[OPTIMIZER_TENSORS_FILE])
-    optimizer.load_state_dict(join_optimizer_state(skeleton, tensors))
+    (load_optimizer or optimizer.load_state_dict)(join_optimizer_state(skeleton, tensors))
     scheduler.load_state_dict(torch.load(io.BytesIO(files[SCHEDULER_FILE]), weights_only=True))
     if scaler is not None and SCALER_FILE in files:
         scaler.load_state_dict(torch.load(io.BytesIO(files[SCALER_FILE]), weights_only=True))
@@ -312,7 +331,12 @@ class BackgroundUploader:
         self._on_published, self._on_released = on_published, on_released
         self.publish_seconds: list[float] = []  # per checkpoint: submitted -> durable
         self.failed_steps: list[int] = []  # periodic checkpoints that could not be published
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="checkpoint-io")
+        # periodic checkpoints upload on threads of lower CPU priority (the threads boto3 starts
+        # from them inherit it); a stop's checkpoint races the clock with the training thread idle,
+        # so it gets threads of normal priority (a thread cannot raise its priority back)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="checkpoint-io",
+                                        initializer=lower_thread_priority, initargs=(UPLOAD_NICENESS,))
+        self._urgent_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="checkpoint-io-urgent")
         self._queue: queue.Queue = queue.Queue()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="checkpoint-upload", daemon=True)
@@ -330,13 +354,13 @@ class BackgroundUploader:
         self._queue.put(None)
         self._thread.join()
         self._pool.shutdown()
+        self._urgent_pool.shutdown()
 
     def raise_if_failed(self) -> None:
         if self._error is not None:
             raise RuntimeError(f"checkpoint upload failed: {self._error}") from self._error
 
     def _run(self) -> None:
-        lower_thread_priority(UPLOAD_NICENESS)  # the pool threads it starts inherit this
         while (item := self._queue.get()) is not None:
             snapshot, submitted = item
             try:
@@ -356,7 +380,8 @@ class BackgroundUploader:
     def _publish_with_retry(self, snapshot: Snapshot, attempts: int = 2) -> CheckpointManifest | None:
         for attempt in range(1, attempts + 1):
             try:
-                return publish_snapshot(self._store, snapshot, self._now, self._pool)
+                pool = self._urgent_pool if snapshot.urgent else self._pool
+                return publish_snapshot(self._store, snapshot, self._now, pool)
             except Exception as exc:
                 if attempt < attempts:
                     log.warning("checkpoint step-%d upload failed (%s); trying again", snapshot.step, exc)

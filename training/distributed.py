@@ -51,7 +51,7 @@ def rank_device(world: World, device: str) -> str:
 
 def start(world: World, device: str) -> None:
     """Join the process group (NCCL between GPUs, gloo on CPU); nothing for one process."""
-    if device.startswith("cuda"):
+    if device.startswith("cuda") and torch.device(device).index is not None:
         torch.cuda.set_device(torch.device(device))
     if world.distributed and not torch.distributed.is_initialized():
         backend = "nccl" if device.startswith("cuda") else "gloo"
@@ -87,14 +87,78 @@ def barrier(world: World) -> None:
         torch.distributed.barrier()
 
 
-def wrap(model, world: World, device: str):
-    """DistributedDataParallel over the model's trainable parameters (the model itself for one process)."""
+TRAINING_BYTES_PER_PARAMETER = 16  # full fine-tune: fp32 weights, gradients and AdamW's two moments
+FSDP_FILL = 0.8  # of a GPU's memory that weights, gradients and moments may take before sharding
+
+
+def choose_sharding(requested: str, method: str, world: World, parameters: int, device_bytes: int | None) -> str:
+    """'ddp' (a replica per rank) or 'fsdp' (weights, gradients and moments sharded over the ranks).
+    auto: FSDP for a full fine-tune on several GPUs whose training state does not fit one of them."""
+    if requested != "auto":
+        return requested
+    if not world.distributed or method != "full" or device_bytes is None:
+        return "ddp"
+    return "fsdp" if parameters * TRAINING_BYTES_PER_PARAMETER > FSDP_FILL * device_bytes else "ddp"
+
+
+def device_bytes(device: str) -> int | None:
+    """This rank's GPU memory (None on CPU)."""
+    if not device.startswith("cuda"):
+        return None
+    return torch.cuda.get_device_properties(torch.device(device)).total_memory
+
+
+def wrap(model, world: World, device: str, sharding: str = "ddp"):
+    """DDP over the model's trainable parameters, or FSDP (each transformer block sharded, then the
+    rest); the model itself for one process."""
     if not world.distributed:
         return model
+    if sharding == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        blocks = set(getattr(model, "_no_split_modules", None) or ())
+        for module in model.modules():
+            if type(module).__name__ in blocks:
+                fully_shard(module)
+        return fully_shard(model)
     from torch.nn.parallel import DistributedDataParallel
 
     device_ids = [torch.device(device).index] if device.startswith("cuda") else None
     return DistributedDataParallel(model, device_ids=device_ids)
+
+
+def gradient_sync(model, enabled: bool):
+    """A context in which backward does (or, between micro-batches, does not) reduce gradients."""
+    import contextlib
+
+    if hasattr(model, "no_sync"):  # DDP
+        return contextlib.nullcontext() if enabled else model.no_sync()
+    if hasattr(model, "set_requires_gradient_sync"):  # FSDP
+        model.set_requires_gradient_sync(enabled)
+    return contextlib.nullcontext()
+
+
+def is_sharded(model) -> bool:
+    return hasattr(model, "set_requires_gradient_sync")
+
+
+def full_state(model, optimizer=None) -> tuple[dict, dict | None]:
+    """The full (unsharded) model (and optimizer) state dicts on CPU, gathered on rank 0 (empty
+    elsewhere); every rank must call it. The optimizer's state is keyed by parameter name."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions, get_model_state_dict, get_optimizer_state_dict,
+    )
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    optimizer_state = None if optimizer is None else get_optimizer_state_dict(model, optimizer, options=options)
+    return get_model_state_dict(model, options=options), optimizer_state
+
+
+def load_full_optimizer_state(model, optimizer, state: dict) -> None:
+    """Shard a full optimizer state dict (keyed by parameter name) into this rank's optimizer."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
 
 
 def unwrap(model):

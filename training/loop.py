@@ -10,7 +10,6 @@ run on a background thread instead of blocking in save_state.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import tempfile
@@ -187,6 +186,7 @@ class _Model:
     scaler: object | None
     precision: str
     device: str
+    sharding: str = "ddp"  # several processes: ddp | fsdp
 
 
 @dataclass
@@ -241,15 +241,21 @@ class _Run:
             from training.tensor_pack import views
 
             load_adapter_weights(inner, {k: v.clone() for k, v in views(restored.files[ADAPTER_WEIGHTS_FILE])[0].items()})
+        sharding = distributed.choose_sharding(spec.sharding, spec.method, self.world,
+                                               sum(p.numel() for p in inner.parameters()), distributed.device_bytes(device))
+        if self.world.main:  # before sharding: the config and tokenizer files, as save_pretrained writes them
+            self.snapshots.set_static_files(
+                {ADAPTER_CONFIG_FILE: adapter_config_bytes(inner)} if is_adapter(inner) else model_static_files(inner, tokenizer))
+        model = distributed.wrap(inner, self.world, device, sharding)
         trainable = [p for p in inner.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=spec.learning_rate, weight_decay=spec.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, spec.warmup_steps, spec.max_steps))
-        built = _Model(distributed.wrap(inner, self.world, device), inner, tokenizer, optimizer, scheduler,
-                       make_scaler(precision, device), precision, device)
-        if self.world.main:
-            self.snapshots.set_static_files(
-                {ADAPTER_CONFIG_FILE: adapter_config_bytes(inner)} if is_adapter(inner) else model_static_files(inner, tokenizer))
-            self.snapshots.reserve(inner)
+        built = _Model(model, inner, tokenizer, optimizer, scheduler, make_scaler(precision, device), precision, device,
+                       sharding)
+        if self.world.main and sharding != "fsdp":
+            self.snapshots.reserve(inner, background=True)
+        if self.world.distributed:
+            log.info("%d processes, %s", self.world.size, sharding)
         start = self._restore(built, restored)
         train_stream = SampleStream(samples.result(), spec.seed)
         eval_stream = SampleStream(eval_samples.result(), spec.seed) if eval_samples else None
@@ -263,7 +269,8 @@ class _Run:
         if restored is None:
             seed_everything(rank_seed(spec.seed, world.rank))
             return start
-        state = training_state_from_files(restored.files, built.optimizer, built.scheduler, built.scaler)
+        state = training_state_from_files(restored.files, built.optimizer, built.scheduler, built.scaler,
+                                          load_optimizer=lambda full: _load_optimizer(built, full))
         start.step, start.resumed = state["step"], True
         start.samples_seen = state.get("samples_seen", state["data_position"] * state["micro_batch_size"])
         start.honoured = state.get("honoured_request_id") or start.honoured
@@ -345,9 +352,7 @@ class _Run:
         for micro in range(spec.grad_accum):
             first = micro_batch_start(samples_before, micro, world.rank, world.size, spec.batch_size)
             input_ids, labels = stream.batch(first, spec.batch_size)
-            sync = contextlib.nullcontext() if not world.distributed or micro == spec.grad_accum - 1 \
-                else built.model.no_sync()
-            with sync:
+            with distributed.gradient_sync(built.model, not world.distributed or micro == spec.grad_accum - 1):
                 with autocast(built.precision, built.device):
                     loss = built.model(input_ids=input_ids.to(built.device), labels=labels.to(built.device)).loss
                 loss = loss.float() / spec.grad_accum
@@ -372,13 +377,14 @@ class _Run:
         built, world, spec = self.built, self.world, self.spec
         count = min(len(stream.samples), EVAL_MAX_SAMPLES)
         mine = list(range(world.rank, count, world.size))
+        batches = -(-count // (world.size * spec.batch_size))  # the same number on every rank (FSDP gathers)
         loss_sum, tokens = 0.0, 0.0
         built.inner.eval()
         with torch.no_grad():
-            for first in range(0, len(mine), spec.batch_size):
+            for first in range(0, batches * spec.batch_size, spec.batch_size):
                 chosen = mine[first:first + spec.batch_size]
-                input_ids, labels = stream.samples.input_ids[chosen], stream.samples.labels[chosen]
-                n = float((labels[:, 1:] != IGNORE).sum())
+                input_ids, labels = stream.samples.input_ids[chosen or [0]], stream.samples.labels[chosen or [0]]
+                n = float((labels[:, 1:] != IGNORE).sum()) if chosen else 0.0
                 with autocast(built.precision, built.device):
                     loss = built.inner(input_ids=input_ids.to(built.device), labels=labels.to(built.device)).loss
                 loss_sum, tokens = loss_sum + float(loss) * n, tokens + n
@@ -399,6 +405,7 @@ class _Run:
         """Every rank hands its RNG state to rank 0, which snapshots and uploads in the background."""
         built, spec = self.built, self.spec
         rngs = distributed.gather_objects(self.world, capture_rng())
+        full = distributed.full_state(built.model, built.optimizer) if built.sharding == "fsdp" else None
         if not self.world.main:
             return
         trainer_state = {
@@ -412,7 +419,8 @@ class _Run:
         if built.scaler is not None:
             small[SCALER_FILE] = _torch_bytes(built.scaler.state_dict())
         taken = self.io.clock()
-        snapshot = self.snapshots.take(step, built.inner, built.optimizer, built.scheduler, trainer_state, urgent, small)
+        snapshot = self.snapshots.take(step, built.inner, built.optimizer, built.scheduler, trainer_state, urgent, small,
+                                       full_state=full)
         self.result.snapshot_s.append(self.io.clock() - taken)
         self.uploader.submit(snapshot)
 
@@ -436,10 +444,11 @@ class _Run:
         return result
 
     def _finish(self) -> RunResult:
+        built = self.built
+        full = distributed.full_state(built.model)[0] if built.sharding == "fsdp" else None
         if self.world.main:
             self.uploader.wait()
-            _write_final(self.io.store, self.built.inner, self.built.tokenizer, self.scratch / "final",
-                         self.spec.merge_adapter)
+            _write_final(self.io.store, built.inner, built.tokenizer, self.scratch / "final", self.spec.merge_adapter, full)
             self.metrics.flush()
         self.heartbeat.update(publish=True, state=TrainerState.done)
         distributed.barrier(self.world)
@@ -447,10 +456,25 @@ class _Run:
         return self.result
 
 
-def _write_final(store: ObjectStore, model, tokenizer, local: Path, merge: bool) -> None:
+def _load_optimizer(built: _Model, state: dict) -> None:
+    """A checkpoint's optimizer state: by parameter index as saved by one replica, or by parameter
+    name as gathered from FSDP shards (then sharded again, or loaded whole, by torch's helper)."""
+    if built.sharding == "fsdp" or any(isinstance(key, str) for key in state["state"]):
+        distributed.load_full_optimizer_state(built.model, built.optimizer, state)
+    else:
+        built.optimizer.load_state_dict(state)
+
+
+def _write_final(store: ObjectStore, model, tokenizer, local: Path, merge: bool, full_state: dict | None = None) -> None:
     """final/: the trained model and tokenizer in save_pretrained layout; for LoRA the adapter in
-    PEFT's layout, and with `merge` the merged model under final/merged/."""
-    model.save_pretrained(local, safe_serialization=True)
+    PEFT's layout, and with `merge` the merged model under final/merged/. `full_state`: the
+    weights gathered from FSDP shards."""
+    if full_state is not None:
+        from training.adapters import weights_to_save
+
+        model.save_pretrained(local, safe_serialization=True, state_dict=weights_to_save(model, full_state))
+    else:
+        model.save_pretrained(local, safe_serialization=True)
     tokenizer.save_pretrained(local)
     uploads = [(p, FINAL + p.relative_to(local).as_posix()) for p in local.rglob("*") if p.is_file()]
     if merge and is_adapter(model):

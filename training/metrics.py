@@ -22,6 +22,7 @@ class MetricsLog:
             kept = [r for r in parse_metrics(store.get_bytes(METRICS)) if r.step <= resumed_at_step]
             self._lines = [r.model_dump_json(exclude_none=True).encode() for r in kept]
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
         self._written = -1 if store is not None and resumed_at_step is None else len(self._lines)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -34,12 +35,13 @@ class MetricsLog:
         """Write the document if it changed since the last write (a fresh run empties an old one)."""
         if self._store is None:
             return
-        with self._lock:
-            if len(self._lines) == self._written:
-                return
-            document, count = b"".join(line + b"\n" for line in self._lines), len(self._lines)
-        self._store.put_bytes(METRICS, document)
-        self._written = count
+        with self._write_lock:  # one writer at a time: the background thread, or a flush at the end
+            with self._lock:
+                if len(self._lines) == self._written:
+                    return
+                document, count = b"".join(line + b"\n" for line in self._lines), len(self._lines)
+            self._store.put_bytes(METRICS, document)
+            self._written = count
 
     def start(self, interval_s: float) -> "MetricsLog":
         def run() -> None:

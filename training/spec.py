@@ -29,6 +29,7 @@ PositiveSteps = Annotated[int, Field(ge=1, le=10_000_000)]
 
 METHODS = ("full", "lora", "qlora")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+SHARDINGS = ("auto", "ddp", "fsdp")
 HF_DATASET_PREFIX = "hf://datasets/"
 
 
@@ -94,6 +95,9 @@ class TrainingSpec(BaseModel):
         default="auto", description="auto (bf16 where the GPU has it, fp16 + loss scaling on V100/T4, "
         "fp32 on CPU) | bf16 | fp16 | fp32; mixed precision keeps fp32 master weights")
     gradient_checkpointing: bool = False
+    sharding: str = Field(
+        default="auto", description="several processes: auto (FSDP for a full fine-tune whose fp32 weights, "
+        "gradients and AdamW moments do not fit one GPU, DDP otherwise) | ddp | fsdp (full only)")
     lora: LoraSpec | None = Field(default=None, description="adapter settings (lora/qlora; None = defaults)")
     merge_adapter: bool = Field(default=False, description="lora/qlora: final/merged/ also gets merged weights")
     dataset_split: str = Field(default="train", pattern=r"^[A-Za-z0-9_.\-\[\]:%+]+$")
@@ -133,8 +137,18 @@ class TrainingSpec(BaseModel):
             raise ValueError(choose_between("precision", v, PRECISIONS))
         return v
 
+    @field_validator("sharding")
+    @classmethod
+    def _sharding(cls, v: str) -> str:
+        if v not in SHARDINGS:
+            raise ValueError(choose_between("sharding", v, SHARDINGS))
+        return v
+
     @model_validator(mode="after")
     def _consistent(self) -> "TrainingSpec":
+        if self.sharding == "fsdp" and self.method != "full":
+            raise ValueError(f"sharding fsdp needs method full, not {self.method}. Choose between auto, ddp "
+                             "for sharding with an adapter")
         if self.method == "full" and (self.lora is not None or self.merge_adapter):
             raise ValueError("lora and merge_adapter need method lora or qlora. Choose between lora, qlora "
                              "for method, or leave lora and merge_adapter out")

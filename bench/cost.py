@@ -2,7 +2,7 @@
 
 python bench/cost.py --traces DIR [--prices FILE] [--zones SUBSTR] [--half first|second] [--jf 0.6 0.7 ...]
                      [--d HOURS] [--starts N] [--seed S] [--json OUT] [--od-price USD] [--workers N]
-                     [--checkpoint-gb GB] [--cadence events|tick]
+                     [--checkpoint-gb GB] [--cadence events|tick] [--policies NAME ...]
 
 --cadence: `events` (default) asks each policy when its last Stay stops holding or the market changes,
 `tick` at every tick; a policy whose decisions do not depend on how often it is asked costs the same.
@@ -34,14 +34,16 @@ CADENCES = ("events", "tick")
 _market: TraceMarket | None = None
 _checkpoint_gb = 0.0
 _every_tick = False
+_policies: tuple[str, ...] = tuple(POLICIES)
 
 
 def _init(traces: str, prices: str | None, zones: str | None, half: str | None, od_price: float,
-          checkpoint_gb: float = 0.0, cadence: str = "events") -> None:
-    global _market, _checkpoint_gb, _every_tick
+          checkpoint_gb: float = 0.0, cadence: str = "events", policies: tuple[str, ...] = tuple(POLICIES)) -> None:
+    global _market, _checkpoint_gb, _every_tick, _policies
     _market = TraceMarket(load_split(traces, prices, zones, half), od_price)
     _checkpoint_gb = checkpoint_gb
     _every_tick = cadence == "tick"
+    _policies = policies
 
 
 def _one_start(args: Task) -> list[tuple]:
@@ -55,15 +57,16 @@ def _one_start(args: Task) -> list[tuple]:
     rows = []
     for jf, job, best in zip(jfs, jobs, opt):
         rows.append(("optimal", jf, best, best, od, True, 0))
-        for name, policy in POLICIES.items():
-            r = simulate(policy, m, start, job, home_zone=home, checkpoint_gb=_checkpoint_gb, every_tick=_every_tick)
+        for name in _policies:
+            r = simulate(POLICIES[name], m, start, job, home_zone=home, checkpoint_gb=_checkpoint_gb,
+                         every_tick=_every_tick)
             rows.append((name, jf, r.cost_usd, best, od, r.on_time, r.changeovers))
     return rows
 
 
-def summarize(rows: list[tuple], d: float) -> list[dict]:
+def summarize(rows: list[tuple], d: float, policies: tuple[str, ...] = tuple(POLICIES)) -> list[dict]:
     out = []
-    for name in ["optimal", *POLICIES]:
+    for name in ["optimal", *policies]:
         for jf in sorted({r[1] for r in rows}):
             sel = [r for r in rows if r[0] == name and r[1] == jf]
             ratio = np.array([r[2] / r[3] for r in sel])
@@ -86,14 +89,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="checkpoint size: launches in another region pay its transfer (default 0)")
     ap.add_argument("--cadence", choices=CADENCES, default="events",
                     help="when the policies are asked: at events (default) or at every tick")
+    ap.add_argument("--policies", nargs="+", choices=list(POLICIES), default=list(POLICIES),
+                    help="replay only these policies (default: every registered one)")
     a = ap.parse_args(argv)
     if a.checkpoint_gb < 0:
         ap.error(f"--checkpoint-gb must be >= 0, got {a.checkpoint_gb}")
     t0 = time.perf_counter()
     traces, od_price, tasks = read_traces(ap, a)
-    setup = (a.traces, a.prices, a.zones, a.half, od_price, a.checkpoint_gb, a.cadence)
+    setup = (a.traces, a.prices, a.zones, a.half, od_price, a.checkpoint_gb, a.cadence, tuple(a.policies))
     rows = run_all(a.workers, _init, setup, _one_start, tasks)
-    results = summarize(rows, a.d)
+    results = summarize(rows, a.d, tuple(a.policies))
     print(header(a, traces, od_price)
           + f"; cadence {a.cadence}"
           + (f"; checkpoint {a.checkpoint_gb:g} GB (transfers charged, the optimum ignores them)" if a.checkpoint_gb else ""))

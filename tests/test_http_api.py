@@ -189,7 +189,7 @@ def test_cors_answers_only_the_configured_origins(api):
 
 def test_the_openapi_schema_lists_every_route(api):
     paths = api.client.get("/openapi.json").json()["paths"]
-    assert set(paths) == {"/health", "/jobs", "/jobs/{job_id}", "/jobs/{job_id}/approve", "/jobs/{job_id}/reject",
+    assert set(paths) == {"/health", "/login", "/jobs", "/jobs/{job_id}", "/jobs/{job_id}/approve", "/jobs/{job_id}/reject",
                           "/jobs/{job_id}/cancel", "/jobs/{job_id}/metrics", "/jobs/{job_id}/view"}
     assert api.client.get("/docs").status_code == 200
 

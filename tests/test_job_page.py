@@ -107,6 +107,23 @@ def test_the_page_needs_a_token_and_knows_only_stored_jobs(demo_page):
     assert client.get("/jobs/job-nope/view", headers={"Authorization": f"Bearer {token}"}).status_code == 404
 
 
+def test_a_browser_signs_in_once_and_its_cookie_opens_pages_but_never_a_post(demo_page):
+    client, token, job_id = demo_page
+    sent = client.get(f"/jobs/{job_id}/view", headers={"Accept": "text/html"}, follow_redirects=False)
+    assert sent.status_code == 303 and sent.headers["location"] == f"/login?next=%2Fjobs%2F{job_id}%2Fview"
+    assert "API token" in client.get(sent.headers["location"]).text
+    refused = client.post("/login", data={"token": "sst_wrong", "next": f"/jobs/{job_id}/view"})
+    assert refused.status_code == 401 and "unknown or revoked" in refused.text and "set-cookie" not in refused.headers
+    signed_in = client.post("/login", data={"token": token, "next": f"/jobs/{job_id}/view"}, follow_redirects=False)
+    assert signed_in.status_code == 303 and signed_in.headers["location"] == f"/jobs/{job_id}/view"
+    cookie = signed_in.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie
+    assert client.get(f"/jobs/{job_id}/view").status_code == 200  # the cookie, no header
+    assert client.post(f"/jobs/{job_id}/cancel").status_code == 401  # a cookie never authorises a POST
+    away = client.post("/login", data={"token": token, "next": "//evil.example/x"}, follow_redirects=False)
+    assert away.headers["location"] == "/docs"
+
+
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="headless Chromium is not installed "
                     "(Debian: apt-get install chromium); the page's HTML is checked by the test above")
 def test_headless_chromium_renders_the_page_with_its_timeline(demo_page, tmp_path):

@@ -4,17 +4,20 @@ collaborators so a test or a server hands in its own stores, runtime and Prefect
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlencode
 from typing import Annotated, Any, Callable
 
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deployments import api
 from deployments.http import views
-from deployments.http.auth import require_token
+from deployments.http.auth import login, login_form, require_token
 from deployments.http.limits import BodySizeLimit
 from deployments.http.reads import StoreReads
 from deployments.http.schemas import (IDEMPOTENCY_KEY, Answer, AnswerOut, CancelOut, JobBrief, JobDetail, JobPage,
@@ -63,6 +66,8 @@ def create_app(runtime: Any, tokens: Any, *, reads: StoreReads | None = None, fl
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
     _add_error_handlers(app)
     app.get("/health", tags=["service"], responses={})(health)
+    app.get("/login", response_class=HTMLResponse, tags=["pages"], responses={})(login_form)
+    app.post("/login", response_class=HTMLResponse, response_model=None, tags=["pages"], responses={})(login)
     authed = [Depends(require_token)]
     app.post("/jobs", status_code=201, response_model=JobBrief, dependencies=authed, tags=["jobs"],
              responses=STATE_ERROR)(submit_job)
@@ -165,6 +170,14 @@ def _add_error_handlers(app: FastAPI) -> None:
     app.exception_handler(ValidationError)(lambda request, exc: JSONResponse(
         {"detail": exc.errors(include_url=False, include_context=False)}, status_code=422))
     app.exception_handler(ValueError)(_value_error)
+    app.exception_handler(StarletteHTTPException)(_http_error)
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    """A browser (it asks for HTML) without a token is sent to sign in, then back to the page."""
+    if exc.status_code == 401 and request.method == "GET" and "text/html" in request.headers.get("accept", ""):
+        return RedirectResponse(f"/login?{urlencode({'next': request.url.path})}", status_code=303)
+    return await http_exception_handler(request, exc)
 
 
 def _value_error(request: Request, exc: ValueError) -> JSONResponse:

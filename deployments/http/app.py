@@ -125,19 +125,23 @@ async def get_job(job_id: str, ctx: Ctx) -> Response:
     return Response(detail.model_dump_json(), media_type="application/json")
 
 
-def approve_job(job_id: str, ctx: Ctx, body: Answer | None = None) -> AnswerOut:
+def approve_job(job_id: str, ctx: Ctx, body: Answer | None = None) -> AnswerOut | JSONResponse:
     """Approve the plan or move the job's flow run waits on (409 unless the job awaits approval)."""
     return _answer(ctx, job_id, True, body or Answer())
 
 
-def reject_job(job_id: str, ctx: Ctx, body: Answer | None = None) -> AnswerOut:
+def reject_job(job_id: str, ctx: Ctx, body: Answer | None = None) -> AnswerOut | JSONResponse:
     """Reject the plan or move the job's flow run waits on (409 unless the job awaits approval)."""
     return _answer(ctx, job_id, False, body or Answer())
 
 
-def _answer(ctx: ApiContext, job_id: str, approved: bool, body: Answer) -> AnswerOut:
-    check_answerable(ctx.runtime.jobs.get(job_id))
-    run_id = api.approve(job_id, reject=not approved, comment=body.comment, runtime=ctx.runtime)
+def _answer(ctx: ApiContext, job_id: str, approved: bool, body: Answer) -> AnswerOut | JSONResponse:
+    job = ctx.runtime.jobs.get(job_id)
+    check_answerable(job)
+    try:
+        run_id = api.approve(job_id, reject=not approved, comment=body.comment, runtime=ctx.runtime)
+    except ValueError as exc:  # the job says it waits, its flow run does not (yet): a 409 all the same
+        return _problem(409, str(exc), job.status)
     return AnswerOut(job_id=job_id, flow_run_id=run_id, approved=approved)
 
 
@@ -169,7 +173,6 @@ def _add_error_handlers(app: FastAPI) -> None:
     app.exception_handler(JobIdConflict)(lambda request, exc: _problem(409, str(exc)))
     app.exception_handler(ValidationError)(lambda request, exc: JSONResponse(
         {"detail": exc.errors(include_url=False, include_context=False)}, status_code=422))
-    app.exception_handler(ValueError)(_value_error)
     app.exception_handler(StarletteHTTPException)(_http_error)
 
 
@@ -178,16 +181,6 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> Response
     if exc.status_code == 401 and request.method == "GET" and "text/html" in request.headers.get("accept", ""):
         return RedirectResponse(f"/login?{urlencode({'next': request.url.path})}", status_code=303)
     return await http_exception_handler(request, exc)
-
-
-def _value_error(request: Request, exc: ValueError) -> JSONResponse:
-    """A refusal the domain raised as ValueError (e.g. the flow run is not paused): 409 with the job's status."""
-    job_id = request.path_params.get("job_id")
-    try:
-        status = request.app.state.api.runtime.jobs.get(job_id).status if job_id else None
-    except JobNotFound:
-        status = None
-    return _problem(409, str(exc), status)
 
 
 def app_from_settings() -> FastAPI:

@@ -65,3 +65,38 @@ def test_asked_at_every_tick_or_only_at_events_it_decides_the_same(seed, tick_s,
         ticks = simulate(get_policy(name), m, start, job, home_zone="us-east-1b", every_tick=True)
         assert (ticks.cost_usd, ticks.on_time, ticks.changeovers) == pytest.approx(
             (events.cost_usd, events.on_time, events.changeovers)), name
+
+
+def test_an_idle_job_s_stay_lasts_until_its_patience_would_launch_and_no_longer():
+    from datetime import timedelta
+
+    from spotshift.models import MarketSnapshot
+    from spotshift.policy import SpotOutlook, Stay, decide
+    from spotshift.policy.state import Move
+    from tests.test_policy import NOW, OD, offer, state
+
+    # patience: launch once 10 changeovers per hour of spare slack per work hour fall below the 0.8 h run,
+    # i.e. once the spare (36 - 24 - 0.42 h) is below 9.6 h: in about 2 h
+    refresh = NOW + timedelta(hours=3)
+    outlook = SpotOutlook(uptime=1.0, run_hours={"us-west-2a": 0.8}, refresh_at=refresh)
+    snapshot = MarketSnapshot(taken_at=NOW, offers=[offer("us-west-2a", 0.95), OD])
+    job = state(36.0, work=24.0, changeover_hours=0.2, outlook=outlook)  # idle: the same job until it launches
+    wait = decide(job, snapshot, NOW)
+    assert isinstance(wait, Stay) and (wait.until - NOW) / timedelta(hours=1) == pytest.approx(11.58 - 9.6)
+    # asked again at that instant (the same market and outlook) it launches; a minute before, it still waits
+    assert isinstance(decide(job, snapshot, wait.until), Move)
+    assert isinstance(decide(job, snapshot, wait.until - timedelta(minutes=1)), Stay)
+
+
+def test_a_job_on_spot_with_no_on_demand_offer_stays_until_the_outlook_refreshes():
+    from datetime import timedelta
+
+    from spotshift.models import MarketSnapshot
+    from spotshift.policy import SpotOutlook, Stay, decide
+    from tests.test_policy import NOW, offer, state
+
+    here = offer("us-west-2a", 0.95)
+    refresh = NOW + timedelta(minutes=10)
+    outlook = SpotOutlook(uptime=1.0, run_hours={"us-west-2a": 5.0}, refresh_at=refresh)
+    d = decide(state(30.0, work=10.0, current=here, outlook=outlook), MarketSnapshot(taken_at=NOW, offers=[here]), NOW)
+    assert isinstance(d, Stay) and d.until == refresh

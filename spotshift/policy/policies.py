@@ -7,6 +7,7 @@ SkyPilot's managed jobs, never falls back to on-demand). Times are hours; `d` is
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -397,7 +398,8 @@ class SpotShift:
         if move is not None:
             return move
         # training on spot leaves the slack as it is and shortens the work: a move may pay later
-        speed = work_units_per_hour(state.current.instance_type) / work_units_per_hour(view.best_od.instance_type)
+        od_type = view.best_od.instance_type if view.best_od is not None else state.current.instance_type
+        speed = work_units_per_hour(state.current.instance_type) / work_units_per_hour(od_type)
         until = self._first_at(state, now, work, speed, lambda w: self._move_target(state, view, free, w) is not None)
         return Stay("no move pays back its changeover", until=until)
 
@@ -426,11 +428,12 @@ class SpotShift:
         if longest > d * self.min_run_d and self.patience_d > 0 and d > 0:
             if longest > self.patience_d * d * self.patience_cap:
                 return 0.0  # the capped floor is cleared already
-            # launch once patience_d * d * (spare - t) / work < longest
-            return min(spare, max(0.0, spare - longest * work / (self.patience_d * d)))
+            # launch once patience_d * d * (spare - t) / work < longest (TIE_H past the instant of equality)
+            return min(spare, max(0.0, spare - longest * work / (self.patience_d * d) + TIE_H))
         return spare
 
-    def _first_at(self, state: JobState, now: datetime, work: float, speed: float, pays) -> datetime:
+    def _first_at(self, state: JobState, now: datetime, work: float, speed: float,
+                  pays: Callable[[float], bool]) -> datetime:
         """The first instant before the outlook's refresh (or `scan_h` from now) at which `pays(w)`
         holds, `w` being the on-demand hours of work left while the job trains where it is at `speed`
         on-demand hours per hour (a scan by `scan_step_h`, then bisection); that refresh if never."""

@@ -157,7 +157,10 @@ def report(out: dict, wall: float, server_cpu: float, client_cpu: float, load_be
     figures = {"requests": len(every), "errors": out["errors"], "wall_s": round(wall, 1),
                "requests_per_s": round(len(every) / wall), "cpus": os.cpu_count(),
                "loadavg_1m_before": round(load_before[0], 2), "loadavg_1m_after": round(load_after[0], 2),
-               "server_cpu_s": round(server_cpu, 1), "client_cpu_s": round(client_cpu, 1)}
+               "server_cpu_s": round(server_cpu, 1), "client_cpu_s": round(client_cpu, 1),
+               # what one request costs the server whatever else runs on the machine: 1000 / this is
+               # the requests per second one free core would serve
+               "server_cpu_ms_per_request": round(1000 * server_cpu / max(1, len(every)), 3)}
     for name, values in (("all", every), ("GET /jobs/{id}", out["job"]), ("GET /jobs?status=running", out["running"])):
         figures[name] = {"n": len(values), "p50_ms": round(percentile(values, 50) * 1000, 1),
                          "p99_ms": round(percentile(values, 99) * 1000, 1), "max_ms": round(max(values) * 1000, 1)}

@@ -52,6 +52,8 @@ class CancelOutcome:
 def cancel_job(rt: Runtime, job_id: str, flow_runs, *, reason: str = "cancelled by the user") -> CancelOutcome:
     """Cancel `job_id` (JobNotFound, or WrongJobState for a job that already ended)."""
     job = rt.jobs.get(job_id)
+    if rt.backend is None:
+        raise RuntimeError("cancelling a job needs the compute backend its instances run on (Runtime.from_settings)")
     run_state = flow_runs.state(job.flow_run_id) if job.flow_run_id else None
     now = rt.clock()
     plan = plan_cancel(job, rt.ledger.open_workloads(job_id), run_state, now)
@@ -63,7 +65,7 @@ def cancel_job(rt: Runtime, job_id: str, flow_runs, *, reason: str = "cancelled 
         except InvalidTransition as exc:
             if exc.current is not JobStatus.CANCELLED:  # it ended meanwhile: leave it as it ended
                 raise
-    stopped = [i.instance_id for i in rt.backend.list(job_id)] if rt.backend is not None else []
+    stopped = [i.instance_id for i in rt.backend.list(job_id)]
     for instance_id in stopped:
         rt.backend.stop(instance_id, reason)
     for workload in plan.close_workloads:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from spotshift.billing import billed_seconds
 from spotshift.models import Job, Migration, Workload
@@ -58,9 +58,10 @@ class JobReport(BaseModel):
     on_demand_usd: float = Field(description="what the same instance-seconds cost on demand")
     as_of: datetime
 
+    @computed_field(description="1 - cost / on-demand (0 when there is nothing to compare)")
     @property
     def saving_ratio(self) -> float:
-        return 0.0 if self.on_demand_usd <= 0 else 1.0 - self.cost_usd / self.on_demand_usd
+        return 0.0 if self.on_demand_usd <= 0 else round(1.0 - self.cost_usd / self.on_demand_usd, 4)
 
 
 def placement(workload: Workload, on_demand_usd_per_hour: float, now: datetime) -> Placement:

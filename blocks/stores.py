@@ -9,16 +9,22 @@ from spotshift.stores.market_history import MarketHistoryStore
 from spotshift.stores.throughput import ThroughputStore
 
 
-def open_job_store(settings: Settings | None = None) -> JobStore:
-    """A JobStore on the configured MongoDB (settings.mongodb_url), else on the embedded store."""
+def _in_job_database(store_class, settings: Settings | None):
+    """A store over the job store's database: the configured MongoDB (settings.mongodb_url), else
+    the embedded document store (with its cross-process write lock)."""
     settings = settings or Settings()
     if settings.mongodb_url is not None:
         from blocks.mongodb import MongoDBCredentials
 
         creds = MongoDBCredentials(connection_string=settings.mongodb_url, database=settings.mongodb_database)
-        return JobStore(creds.get_database())
+        return store_class(creds.get_database())
     embedded = open_embedded_database(settings.store_dir, settings.mongodb_database)
-    return JobStore(embedded.database, write_lock=embedded.write_lock)
+    return store_class(embedded.database, write_lock=embedded.write_lock)
+
+
+def open_job_store(settings: Settings | None = None) -> JobStore:
+    """Jobs, on MongoDB when configured, else on the embedded store."""
+    return _in_job_database(JobStore, settings)
 
 
 def open_ledger(settings: Settings | None = None) -> Ledger:
@@ -33,39 +39,18 @@ def open_ledger(settings: Settings | None = None) -> Ledger:
 
 
 def open_token_store(settings: Settings | None = None):
-    """The HTTP API's tokens (hashed), in the job store's database: MongoDB or the embedded store."""
+    """The HTTP API's tokens (hashed), in the job store's database."""
     from spotshift.stores.tokens import TokenStore
 
-    settings = settings or Settings()
-    if settings.mongodb_url is not None:
-        from blocks.mongodb import MongoDBCredentials
-
-        creds = MongoDBCredentials(connection_string=settings.mongodb_url, database=settings.mongodb_database)
-        return TokenStore(creds.get_database())
-    embedded = open_embedded_database(settings.store_dir, settings.mongodb_database)
-    return TokenStore(embedded.database, write_lock=embedded.write_lock)
+    return _in_job_database(TokenStore, settings)
 
 
 def open_market_history(settings: Settings | None = None) -> MarketHistoryStore:
-    """The recorded zone observations, in the job store's database (MongoDB or embedded)."""
-    settings = settings or Settings()
-    if settings.mongodb_url is not None:
-        from blocks.mongodb import MongoDBCredentials
-
-        creds = MongoDBCredentials(connection_string=settings.mongodb_url, database=settings.mongodb_database)
-        return MarketHistoryStore(creds.get_database())
-    embedded = open_embedded_database(settings.store_dir, settings.mongodb_database)
-    return MarketHistoryStore(embedded.database, write_lock=embedded.write_lock)
+    """The recorded zone observations, in the job store's database."""
+    return _in_job_database(MarketHistoryStore, settings)
 
 
 def open_throughput_store(settings: Settings | None = None) -> ThroughputStore:
     """Measured training rates (steps/s per instance type, model, method, precision), in the job
-    store's database: MongoDB or the embedded store."""
-    settings = settings or Settings()
-    if settings.mongodb_url is not None:
-        from blocks.mongodb import MongoDBCredentials
-
-        creds = MongoDBCredentials(connection_string=settings.mongodb_url, database=settings.mongodb_database)
-        return ThroughputStore(creds.get_database())
-    embedded = open_embedded_database(settings.store_dir, settings.mongodb_database)
-    return ThroughputStore(embedded.database, write_lock=embedded.write_lock)
+    store's database."""
+    return _in_job_database(ThroughputStore, settings)

@@ -40,10 +40,9 @@ def gpu_memory(sizing: JobSizing, precision: str, *, world: int = 1, sharded: bo
                 with FSDP (`sharded`) both / world, plus two gathered layers of P/L*b
       lora      weights P*b (frozen base), states T*16 (fp32 adapters, grads, AdamW)
       qlora     weights NF4 for the blocks' linear layers, b for the rest; states T*16
-      activations  per layer and token (6h + 2h_kv + k*I) * b, what backward keeps with fused
-                attention: k = 4 for a gated MLP, 2 for a plain one, one less with adapters (the
-                frozen down projection keeps no input); gradient checkpointing keeps h*b per layer
-                and token plus one layer's full set
+      activations  per layer and token `layer_activation_elements` * b (what autograd keeps with
+                fused attention); gradient checkpointing keeps h*b per layer and token plus one
+                layer's full set
       logits    micro_batch * s * V * (b + 4 + 4): the logits, their fp32 copy for the loss, its grad
     DDP (world > 1, not sharded) adds its gradient buckets: one more copy of the trainable gradients.
     """
@@ -63,15 +62,38 @@ def gpu_memory(sizing: JobSizing, precision: str, *, world: int = 1, sharded: bo
         states /= world
     elif world > 1:
         states += trainable * (4 if shape.adapters else b)  # DDP's gradient buckets
-    # a frozen linear layer keeps no input for backward: the MLP's last input is not kept with adapters
-    mlp = (4 if m.gated_mlp else 2) - (1 if shape.adapters else 0)
-    per_token_layer = 6 * m.hidden + 2 * m.hidden * m.n_kv_heads // m.n_heads + mlp * m.intermediate
+    per_token_layer = layer_activation_elements(sizing)
     if shape.gradient_checkpointing:
         activations = tokens * b * (m.n_layers * m.hidden + per_token_layer)
     else:
         activations = tokens * b * m.n_layers * per_token_layer
     logits = tokens * m.vocab * (b + 8)
     return GpuMemory(weights, states, activations, logits, CUDA_OVERHEAD_GIB * GIB)
+
+
+def layer_activation_elements(sizing: JobSizing) -> float:
+    """Elements per token one decoder layer keeps for backward (Llama-style: RMSNorm, fused
+    attention, no dropout), counted from the tensors autograd saves (torch.autograd.graph
+    saved_tensors_hooks on a Llama built from a config, see tests/test_sizing.py):
+
+      full   9h + 2h_kv + k*I   two norms (input and normalized: 4h), the q/k/v input, the o_proj
+                                and MLP inputs (3h), q and the attention output in head layout
+                                (2h), k and v (2h_kv); MLP: k = 4 gated (gate, SiLU, up, product),
+                                2 plain
+      lora   5h + 2h_kv + (k-1)*I   frozen weights keep no input (o_proj, MLP in, down_proj, the
+                                norms' normalized input), plus, with adapter dropout, the dropped
+                                input and its mask (1.25x the input) of each adapted layer
+    """
+    m, shape = sizing.model, sizing.shape
+    h, kv = m.hidden, m.hidden * m.n_kv_heads // m.n_heads
+    k = 4 if m.gated_mlp else 2
+    if not shape.adapters:
+        return 9 * h + 2 * kv + k * m.intermediate
+    elements = 5 * h + 2 * kv + (k - 1) * m.intermediate
+    if shape.lora_dropout > 0:
+        targets = m.lora_targets(shape.lora_targets)
+        elements += 1.25 * sum(g.in_features * g.count for g in m.linears if g.name in targets) / m.n_layers
+    return elements
 
 
 def single_gpu_memory_gib(sizing: JobSizing) -> float:

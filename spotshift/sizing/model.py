@@ -83,13 +83,14 @@ class TrainingShape(BaseModel):
     gradient_checkpointing: bool = False
     lora_r: int = Field(default=16, ge=1)
     lora_targets: tuple[str, ...] | None = None
+    lora_dropout: float = Field(default=0.05, ge=0, lt=1)
 
     @classmethod
     def of_job(cls, job: JobCreate) -> TrainingShape:
         lora = job.lora_options
         return cls(method=job.method, precision=job.precision, micro_batch=job.batch_size, seq_len=job.seq_len,
                    samples_per_step=job.batch_size * job.grad_accum, gradient_checkpointing=job.gradient_checkpointing,
-                   lora_r=lora.r if lora else 16,
+                   lora_r=lora.r if lora else 16, lora_dropout=lora.dropout if lora else 0.05,
                    lora_targets=tuple(lora.target_modules) if lora and lora.target_modules else None)
 
     @property

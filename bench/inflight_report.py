@@ -9,10 +9,12 @@ from typing import Callable
 from bench.inflight_proc import KINDS, Usage
 
 FLOW, SERVER, MOTO, TRAINERS = KINDS
-# what one running job's monitor does per poll (tasks/monitor.py watch_instance): GET progress.json,
-# one job-store write (step + lease), DescribeInstances for the instance's state, and a progress
-# artifact update on the Prefect API when the step moved
-CALLS_PER_POLL = {"s3_get": 1, "ec2_describe": 1, "store_write": 1, "prefect_api": 1}
+# what one running job's monitor does per poll (tasks/monitor.py watch_instance), read from the code:
+# GET progress.json, one job-store write (step + lease), a progress artifact update on the Prefect API
+# when the step moved, and on EC2 two DescribeInstances (Ec2Backend.poll() for the job's started
+# instance, then state(); the local backend measured here makes one, its poll() is local)
+CALLS_PER_POLL = {"s3_get": 1, "ec2_describe": 2, "store_write": 1, "prefect_api": 1}
+EC2_DESCRIBE_REFILL_PER_S = 20  # EC2's non-mutating request bucket: 100 tokens, 20/s refill, per account and region
 
 
 @dataclass
@@ -112,6 +114,9 @@ def report(results: list[Measurement], poll_seconds: float) -> list[dict[str, fl
     if rows:
         print(f"\nlinear growth from the '{pool.mode}' run ({pool.running} jobs), polling every {poll_seconds:g} s:")
         print(extrapolation_table(rows))
+    jobs_per_region = EC2_DESCRIBE_REFILL_PER_S * poll_seconds / CALLS_PER_POLL["ec2_describe"]
+    print(f"EC2 refills {EC2_DESCRIBE_REFILL_PER_S} Describe* requests/s per account and region: above "
+          f"~{jobs_per_region:.0f} running jobs per region the monitors' DescribeInstances are throttled")
     threads = next((r for r in results if r.mode == "threads"), None)
     if threads:
         per = threads.per_job()

@@ -75,8 +75,16 @@ class Ec2Backend:
         return launched
 
     def stop(self, instance_id: str, reason: str) -> None:
-        log.info("terminating %s: %s", instance_id, reason)
-        ec2_api.terminate(self._clients(self._region_of(instance_id)), [instance_id])
+        """Terminate the instance unless it is already gone (terminating it again would touch its
+        deleted network interface: the moto server refuses that)."""
+        ec2 = self._clients(self._region_of(instance_id))
+        try:
+            gone = ec2_api.instance_state(ec2, instance_id) in GONE_STATES
+        except NotFound:
+            gone = True
+        if not gone:
+            log.info("terminating %s: %s", instance_id, reason)
+            ec2_api.terminate(ec2, [instance_id])
         self._started.pop(instance_id, None)
 
     def state(self, instance_id: str) -> str:

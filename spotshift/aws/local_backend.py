@@ -20,6 +20,7 @@ from typing import IO, Callable, Mapping, Sequence
 
 from spotshift.aws.compute import CapacityOracle, InstanceEvent
 from spotshift.aws.ec2_backend import DEFAULT_REGIONS, Ec2Backend
+from spotshift.aws.launch_env import LaunchEnvironment
 from spotshift.aws.moto_env import client, local_env
 from spotshift.aws.ec2 import InstanceInfo, LaunchedInstance, LaunchRequest
 from spotshift.aws.errors import SpotshiftAwsError
@@ -34,12 +35,14 @@ DEFAULT_TRAINER_CMD: tuple[str, ...] = (sys.executable, "-m", "training")
 
 def trainer_command(
     trainer_cmd: Sequence[str], spec_uri: str, instance_id: str, endpoint_url: str, s3_region: str,
-    base_env: Mapping[str, str],
+    base_env: Mapping[str, str], credentials: Mapping[str, str] | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """The command line and environment of a local trainer (pure). No AWS_* variable of the parent
-    reaches it (no real profile or key): only the moto server's dummy credentials."""
+    reaches it (no real profile or key): only the moto server's dummy credentials, or `credentials`
+    (an IAM user standing in for the instance role on a moto server that enforces IAM)."""
     env = {k: v for k, v in base_env.items() if not k.startswith("AWS_")}
     env.update(local_env(endpoint_url, s3_region))
+    env.update(credentials or {})
     env["SPOTSHIFT_INSTANCE_ID"] = instance_id
     env["PYTHONUNBUFFERED"] = "1"
     return [*trainer_cmd, "--spec", spec_uri], env
@@ -76,9 +79,15 @@ class LocalBackend:
         watch_interval_s: float | None = 0.5,
         s3_region: str = "us-east-1",
         regions: Sequence[str] = DEFAULT_REGIONS,
+        credentials: Mapping[str, str] | None = None,
+        trainer_credentials: Mapping[str, str] | None = None,
+        launch_env: LaunchEnvironment | None = None,
     ) -> None:
         """watch_interval_s: how often a watcher thread checks the oracle and the processes;
-        None = no thread, poll() does the checking."""
+        None = no thread, poll() does the checking. credentials / trainer_credentials: the
+        orchestrator's and the trainers' IAM users on a moto server that enforces IAM (the
+        instance profile must then exist: `spotshift aws setup`); launch_env: per-region image
+        and network, as on EC2."""
         self._endpoint_url = endpoint_url
         self._work_dir = Path(work_dir)
         self._work_dir.mkdir(parents=True, exist_ok=True)
@@ -87,7 +96,10 @@ class LocalBackend:
         self._trainer_cmd = list(trainer_cmd)
         self._grace_s = grace_s
         self._s3_region = s3_region
-        self._ec2 = Ec2Backend(self._client, regions=regions, wait_timeout_s=30, wait_poll_s=0.05, clock=clock)
+        self._credentials = dict(credentials) if credentials else None
+        self._trainer_credentials = dict(trainer_credentials) if trainer_credentials else None
+        self._ec2 = Ec2Backend(self._client, regions=regions, wait_timeout_s=30, wait_poll_s=0.05, clock=clock,
+                               launch_env=launch_env)
         self._profiles: set[str] = set()
         self._trainers: dict[str, _Trainer] = {}
         self._events: list[InstanceEvent] = []
@@ -104,14 +116,14 @@ class LocalBackend:
     def start(self, request: LaunchRequest) -> LaunchedInstance:
         if self._closing.is_set():
             raise RuntimeError("this LocalBackend is closed")
-        if request.instance_profile:
+        if request.instance_profile and self._credentials is None:
             self._ensure_instance_profile(request.instance_profile)
         launched = self._ec2.start(request)
         with self._lock:
             if launched.instance_id in self._trainers:  # a retried start of the same workload
                 return launched
             cmd, env = trainer_command(self._trainer_cmd, request.spec_uri, launched.instance_id,
-                                       self._endpoint_url, self._s3_region, os.environ)
+                                       self._endpoint_url, self._s3_region, os.environ, self._trainer_credentials)
             log_file = open(self.log_path(launched.instance_id), "ab")
             try:
                 process = subprocess.Popen(cmd, env=env, cwd=self._work_dir, stdin=subprocess.DEVNULL,
@@ -199,7 +211,7 @@ class LocalBackend:
         path.unlink(missing_ok=True)
 
     def _client(self, region: str):
-        return client("ec2", self._endpoint_url, region)
+        return client("ec2", self._endpoint_url, region, self._credentials)
 
     def _ensure_instance_profile(self, name: str) -> None:
         """The moto server's IAM must know the profile run_instances names (real accounts have it)."""

@@ -23,14 +23,16 @@ def local_env(endpoint_url: str, region: str = "us-east-1") -> dict[str, str]:
     }
 
 
-def client(service: str, endpoint_url: str, region: str = "us-east-1"):
-    """A boto3 client bound to the moto server (dummy credentials)."""
+def client(service: str, endpoint_url: str, region: str = "us-east-1", credentials: dict[str, str] | None = None):
+    """A boto3 client bound to the moto server (dummy credentials, or `credentials` as
+    AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY: an IAM user of a server that enforces IAM)."""
+    creds = credentials or FAKE_CREDENTIALS
     return boto3.client(
         service,
         endpoint_url=endpoint_url,
         region_name=region,
-        aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"],
         config=retry_config(),
     )
 

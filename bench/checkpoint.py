@@ -2,6 +2,10 @@
 each printed next to a baseline measured in the same run (moto S3 on 127.0.0.1 by default).
 
     python bench/checkpoint.py --sizes 10M,50M [--repeats R] [--device cpu|cuda|auto] [--json OUT]
+                               [--method full|lora|qlora] [--precision auto|bf16|fp16|fp32]
+
+--method lora: the checkpoint is the adapter and its optimizer state; (b)'s baseline downloads it and
+loads the base model and the adapter (PeftModel.from_pretrained).
 """
 
 from __future__ import annotations
@@ -85,8 +89,9 @@ def raw_upload_s(s3, bucket: str, local: Path) -> float:
     return time.perf_counter() - start
 
 
-def raw_download_load_s(s3, output: str, step: int, target: Path) -> float:
-    """Baseline (b): plain boto3 download of the same checkpoint files + from_pretrained."""
+def raw_download_load_s(s3, output: str, step: int, target: Path, model_dir: Path, method: str) -> float:
+    """Baseline (b): plain boto3 download of the same checkpoint files + from_pretrained (for an
+    adapter: the base model from its source, then PeftModel.from_pretrained of the adapter)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -98,11 +103,17 @@ def raw_download_load_s(s3, output: str, step: int, target: Path) -> float:
     listing = s3.list_objects_v2(Bucket=bucket, Prefix=prefix + checkpoint_prefix(step))["Contents"]
     for obj in listing:
         s3.download_file(bucket, obj["Key"], str(target / obj["Key"].rsplit("/", 1)[1]))
-    AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32)
+    if method == "full":
+        AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32)
+    else:
+        from peft import PeftModel
+
+        PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32), target,
+                                  is_trainable=True)
     return time.perf_counter() - start
 
 
-def trainer_default_s(model_dir: Path, s3, bucket: str, work: Path) -> float | None:
+def trainer_default_s(model_dir: Path, s3, bucket: str, work: Path, method: str = "full") -> float | None:
     """(a) the transformers way: Trainer.save_model + save_state (+ its optimizer/scheduler files),
     then a synchronous upload of the folder."""
     try:
@@ -114,6 +125,12 @@ def trainer_default_s(model_dir: Path, s3, bucket: str, work: Path) -> float | N
     from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    if method != "full":
+        from peft import LoraConfig, get_peft_model
+
+        from training.adapters import default_target_modules
+        model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, task_type="CAUSAL_LM",
+                                                 target_modules=default_target_modules(model.config.model_type)))
     args = TrainingArguments(output_dir=str(work / "hf-trainer"), report_to=[], use_cpu=not torch.cuda.is_available())
     trainer = Trainer(model=model, args=args)
     trainer.create_optimizer_and_scheduler(num_training_steps=10)
@@ -168,7 +185,7 @@ def measure_once(tag: str, args, s3, bucket: str, work: Path, common: dict, plai
         resumed = run(notice.model_copy(update={"max_steps": manifest.step + 1}), s3)
         (work / f"raw-{bucket}-{tag}").mkdir()
         figures.update(resume_to_first_step_s=resumed.first_step_s, raw_download_load_s=raw_download_load_s(
-            s3, notice.output, manifest.step, work / f"raw-{bucket}-{tag}"))
+            s3, notice.output, manifest.step, work / f"raw-{bucket}-{tag}", Path(common["model"]), common["method"]))
 
     # (c) steady throughput with a checkpoint every N steps vs none: (intervals + 1) * N steps, so
     # each checkpoint is followed by N steps that its background upload overlaps; the two runs
@@ -197,7 +214,8 @@ def bench_case(size: str, args, s3, work: Path, dataset: Path) -> dict:
     bucket = f"bench-{size.lower()}-{os.getpid()}"
     s3.create_bucket(Bucket=bucket)
     common = dict(model=str(model_dir), dataset=str(dataset), batch_size=args.batch_size, seq_len=args.seq_len,
-                  keep_checkpoints=2, heartbeat_seconds=2.0, control_poll_seconds=2.0, device=args.device)
+                  keep_checkpoints=2, heartbeat_seconds=2.0, control_poll_seconds=2.0, device=args.device,
+                  method=args.method, precision=args.precision)
     repeats = [measure_once(str(r), args, s3, bucket, work, common, plain_first=r % 2 == 0) for r in range(args.repeats)]
 
     from transformers import AutoConfig
@@ -205,7 +223,7 @@ def bench_case(size: str, args, s3, work: Path, dataset: Path) -> dict:
     params = 12 * config.n_layer * config.n_embd ** 2 + (config.vocab_size + config.n_positions) * config.n_embd
     figures = ("notice_to_durable_s", "raw_upload_s", "resume_to_first_step_s", "raw_download_load_s",
                "steps_per_s_no_checkpoint", "steps_per_s_with_checkpoint", "throughput_ratio")
-    case = {"size": size, "params": params, "checkpoint_bytes": repeats[0].get("checkpoint_bytes"), "repeats": len(repeats)}
+    case = {"size": size, "method": args.method, "precision": args.precision, "params": params, "checkpoint_bytes": repeats[0].get("checkpoint_bytes"), "repeats": len(repeats)}
     case.update({name: median([r[name] for r in repeats]) if name in repeats[0] else None for name in figures})
     case["notice_ratio"] = (median([r["notice_to_durable_s"] / r["raw_upload_s"] for r in repeats])
                             if "a" in args.parts else None)
@@ -218,7 +236,8 @@ def bench_case(size: str, args, s3, work: Path, dataset: Path) -> dict:
                  "snapshot_s": [x for r in repeats for x in r["snapshot_s"]],
                  "publish_s": [x for r in repeats for x in r["publish_s"]]})
     try:
-        case["trainer_default_s"] = trainer_default_s(model_dir, s3, bucket, work) if "a" in args.parts else None
+        case["trainer_default_s"] = (trainer_default_s(model_dir, s3, bucket, work, args.method)
+                                     if "a" in args.parts else None)
     except Exception as exc:  # an informative extra: it must not lose the figures above
         print(f"  trainer_default_s: failed ({type(exc).__name__}: {exc})")
         case["trainer_default_s"] = None
@@ -227,7 +246,8 @@ def bench_case(size: str, args, s3, work: Path, dataset: Path) -> dict:
 
 def report(case: dict) -> None:
     size_mb = f", checkpoint {case['checkpoint_bytes'] / 1e6:.1f} MB" if case["checkpoint_bytes"] else ""
-    print(f"{case['size']}: {case['params'] / 1e6:.1f}M params{size_mb}")
+    print(f"{case['size']}: {case['params'] / 1e6:.1f}M params, method {case['method']}, precision "
+          f"{case['precision']}{size_mb}")
     if case["repeats"] > 1:
         print(f"  medians of {case['repeats']} repeats (each ratio: the median of the per-repeat ratios)")
     if case["notice_ratio"] is not None:
@@ -254,6 +274,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="10M,50M,125M", help=f"comma-separated, from {', '.join(SIZES)}")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--json", type=Path, help="write the figures to this file")
+    parser.add_argument("--method", default="full", choices=["full", "lora", "qlora"],
+                        help="what the trainer fine-tunes (qlora needs a CUDA GPU)")
+    parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
+                        help="the trainer's precision (auto: bf16 on a GPU that has it, fp32 on CPU)")
     parser.add_argument("--endpoint", help="an existing S3 endpoint (default: start a moto server on 127.0.0.1)")
     parser.add_argument("--checkpoint-seconds", type=float, default=45.0,
                         help="(c): checkpoint every N steps, N chosen so that N steps take about this long")

@@ -114,3 +114,17 @@ def test_resumed_weights_equal_the_checkpointed_weights(trained, tmp_path):
 ])
 def test_steps_to_delete(stored, complete, keep, doomed):
     assert steps_to_delete(stored, complete, keep) == doomed
+
+
+def test_optimizer_tensors_found_corrupt_at_the_first_update_fall_back_to_the_previous_checkpoint(trained, s3, tmp_path):
+    """The optimizer's tensors arrive while the model loads and the first step runs: a bad one is
+    found only then, and the trainer starts over from the previous checkpoint."""
+    spec, store = trained
+    key = "checkpoints/step-15/optimizer.safetensors"
+    data = bytearray(store.get_bytes(key))
+    data[-1] ^= 0xFF
+    store.put_bytes(key, bytes(data))
+    resumed = spec.model_copy(update={"max_steps": 22})
+    assert train(resumed, s3, tmp_path) == EXIT_DONE
+    progress = read_progress(s3, spec.output)
+    assert progress.resumed_from_step == 10 and progress.step == 22

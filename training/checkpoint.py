@@ -48,6 +48,10 @@ _TENSOR_REF = "tensor:"
 class CheckpointCorrupt(Exception):
     """A checkpoint's files do not match its manifest (missing, truncated, or altered)."""
 
+    def __init__(self, message: str, step: int | None = None):
+        super().__init__(message)
+        self.step = step
+
 
 def sha256_bytes(data) -> str:
     return hashlib.sha256(data).hexdigest()
@@ -238,18 +242,37 @@ class SnapshotTaker:
 def training_state_from_files(files: dict, optimizer, scheduler, scaler=None, load_optimizer=None) -> dict:
     """Restore optimizer, scheduler (and the fp16 loss scaler) from a checkpoint's files (in
     memory); returns the trainer state. RNG is returned (under "rng": every rank's), not applied:
-    the caller restores its own right before the next step. The optimizer's tensors are views of
-    the downloaded buffer (no copy). `load_optimizer(state_dict)` replaces optimizer.load_state_dict
-    (FSDP: a full state dict sharded into this rank's optimizer)."""
-    skeleton = torch.load(io.BytesIO(files[OPTIMIZER_FILE]), weights_only=True)
-    tensors, _ = views(files[OPTIMIZER_TENSORS_FILE])
-    (load_optimizer or optimizer.load_state_dict)(join_optimizer_state(skeleton, tensors))
+    the caller restores its own right before the next step."""
+    state = small_state_from_files(files, scheduler, scaler)
+    optimizer_from_files(files, optimizer, load_optimizer)
+    return state
+
+
+def small_state_from_files(files: dict, scheduler, scaler=None) -> dict:
+    """Everything but the optimizer: the schedule, the loss scale, and the trainer state (with
+    every rank's RNG under "rng")."""
     scheduler.load_state_dict(torch.load(io.BytesIO(files[SCHEDULER_FILE]), weights_only=True))
     if scaler is not None and SCALER_FILE in files:
         scaler.load_state_dict(torch.load(io.BytesIO(files[SCALER_FILE]), weights_only=True))
     state = json.loads(bytes(files[STATE_FILE]))
     state["rng"] = torch.load(io.BytesIO(files[RNG_FILE]), weights_only=False)
     return state
+
+
+def optimizer_state_by_name(files: dict) -> bool:
+    """Whether the checkpoint's optimizer state is keyed by parameter name (gathered from FSDP
+    shards) rather than by index (one replica's optimizer.state_dict())."""
+    skeleton = torch.load(io.BytesIO(files[OPTIMIZER_FILE]), weights_only=True)
+    return any(isinstance(key, str) for key in skeleton["state"])
+
+
+def optimizer_from_files(files: dict, optimizer, load_optimizer=None) -> None:
+    """The optimizer's state; its tensors are views of the downloaded buffer (no copy).
+    `load_optimizer(state_dict)` replaces optimizer.load_state_dict (FSDP: a full state dict
+    sharded into this rank's optimizer)."""
+    skeleton = torch.load(io.BytesIO(files[OPTIMIZER_FILE]), weights_only=True)
+    tensors, _ = views(files[OPTIMIZER_TENSORS_FILE])
+    (load_optimizer or optimizer.load_state_dict)(join_optimizer_state(skeleton, tensors))
 
 
 # -- upload, manifest, retention --------------------------------------------------------------
@@ -422,25 +445,27 @@ def candidate_manifests(store: ObjectStore) -> list[CheckpointManifest]:
     return ordered
 
 
+def _fetch_verified(store: ObjectStore, entry: ManifestFile) -> memoryview:
+    """One checkpoint file in memory, checked against its manifest entry; raises CheckpointCorrupt."""
+    step = step_of_key(entry.key)
+    try:
+        data = store.get_buffer(entry.key)
+    except FileNotFoundError as exc:
+        raise CheckpointCorrupt(f"{entry.key}: missing", step) from exc
+    if len(data) != entry.size:
+        raise CheckpointCorrupt(f"{entry.key}: {len(data)} bytes, manifest says {entry.size}", step)
+    if sha256_bytes(data) != entry.sha256:
+        raise CheckpointCorrupt(f"{entry.key}: sha256 differs from the manifest", step)
+    return data
+
+
 def download_verified(store: ObjectStore, manifest: CheckpointManifest, workers: int = 8) -> dict[str, memoryview]:
     """A checkpoint's files, downloaded into memory in parallel and checked against the manifest's
     sizes and sha256 (each file as soon as it arrives); raises CheckpointCorrupt."""
     prefix = checkpoint_prefix(manifest.step)
-
-    def fetch(entry: ManifestFile) -> memoryview:
-        try:
-            data = store.get_buffer(entry.key)
-        except FileNotFoundError as exc:
-            raise CheckpointCorrupt(f"{entry.key}: missing") from exc
-        if len(data) != entry.size:
-            raise CheckpointCorrupt(f"{entry.key}: {len(data)} bytes, manifest says {entry.size}")
-        if sha256_bytes(data) != entry.sha256:
-            raise CheckpointCorrupt(f"{entry.key}: sha256 differs from the manifest")
-        return data
-
     biggest_first = sorted(manifest.files, key=lambda e: -e.size)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        fetched = [(entry, pool.submit(fetch, entry)) for entry in biggest_first]
+        fetched = [(entry, pool.submit(_fetch_verified, store, entry)) for entry in biggest_first]
         return {entry.key[len(prefix):]: result.result() for entry, result in fetched}
 
 
@@ -457,15 +482,68 @@ def write_model_files(files: dict, directory: Path) -> Path:
     return directory
 
 
+DEFERRED = (OPTIMIZER_TENSORS_FILE,)  # needed by the first optimizer update only, not by the model
+
+
+class Restoring:
+    """A checkpoint arriving in two parts, each verified: first the model's files and the small
+    training state (the model loads, the first forward and backward run), then the optimizer's
+    tensors (about two thirds of a full checkpoint), needed only by the first optimizer update."""
+
+    def __init__(self, store: ObjectStore, manifest: CheckpointManifest, scratch: Path, workers: int = 8):
+        self.manifest, self.directory = manifest, scratch / f"restore-step-{manifest.step}"
+        self._prefix = checkpoint_prefix(manifest.step)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="checkpoint-restore")
+        early = [e for e in manifest.files if self._name(e) not in DEFERRED]
+        self._early = self._submit(store, early)
+        later = [e for e in manifest.files if self._name(e) in DEFERRED]
+        self._later = self._pool.submit(self._after_early, store, later)
+
+    def _name(self, entry: ManifestFile) -> str:
+        return entry.key[len(self._prefix):]
+
+    def _submit(self, store, entries) -> dict:
+        return {self._name(e): self._pool.submit(_fetch_verified, store, e) for e in sorted(entries, key=lambda e: -e.size)}
+
+    def _after_early(self, store, entries) -> dict[str, memoryview]:
+        for future in self._early.values():  # the model's bytes first: they are needed first
+            future.exception()
+        return {name: future.result() for name, future in self._submit(store, entries).items()}
+
+    def early_files(self) -> dict[str, memoryview]:
+        return {name: future.result() for name, future in self._early.items()}
+
+    def model_directory(self) -> Path:
+        """The save_pretrained part (config, tokenizer, weights) on disk, once verified."""
+        return write_model_files(self.early_files(), self.directory)
+
+    def files(self) -> dict[str, memoryview]:
+        """Every file of the checkpoint, verified (waits for the optimizer's tensors)."""
+        return self.early_files() | self._later.result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def start_restore(store: ObjectStore, scratch: Path, skip: set[int] = frozenset()) -> Restoring | None:
+    """Start downloading the newest checkpoint whose step is not in `skip`; None if there is none."""
+    for manifest in candidate_manifests(store):
+        if manifest.step not in skip:
+            return Restoring(store, manifest, scratch)
+    return None
+
+
 def fetch_latest_complete(store: ObjectStore, scratch: Path) -> Restored | None:
     """The newest checkpoint whose files match its manifest; None if there is none.
     A corrupt or partial one is skipped with a warning."""
-    for manifest in candidate_manifests(store):
+    skip: set[int] = set()
+    while (restoring := start_restore(store, scratch, skip)) is not None:
         try:
-            files = download_verified(store, manifest)
+            files = restoring.files()
+            return Restored(restoring.manifest, restoring.model_directory(), files)
         except CheckpointCorrupt as exc:
-            log.warning("checkpoint step-%d is unusable (%s); trying the previous one", manifest.step, exc)
-            continue
-        directory = write_model_files(files, scratch / f"restore-step-{manifest.step}")
-        return Restored(manifest, directory, files)
+            log.warning("checkpoint step-%d is unusable (%s); trying the previous one", restoring.manifest.step, exc)
+            skip.add(restoring.manifest.step)
+        finally:
+            restoring.close()
     return None

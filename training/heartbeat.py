@@ -22,17 +22,22 @@ class Heartbeat:
         self._progress = initial
         self._lock = threading.RLock()
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
     @property
     def progress(self) -> Progress:
         return self._progress
 
-    def update(self, publish: bool = False, **changes) -> None:
+    def update(self, publish: bool = False, soon: bool = False, **changes) -> None:
+        """Change the progress; `publish`: write it now; `soon`: have the heartbeat thread write it
+        now (off the caller's path)."""
         with self._lock:
             self._progress = self._progress.model_copy(update=changes)
             if publish:
                 self.publish()
+        if soon:
+            self._wake.set()
 
     def publish(self) -> None:
         if not self._enabled:
@@ -43,7 +48,11 @@ class Heartbeat:
 
     def start(self, interval_s: float) -> "Heartbeat":
         def run() -> None:
-            while not self._stop.wait(interval_s):
+            while not self._stop.is_set():
+                self._wake.wait(interval_s)
+                self._wake.clear()
+                if self._stop.is_set():
+                    return
                 try:
                     self.publish()
                 except Exception as exc:  # a missed beat is retried at the next interval
@@ -56,5 +65,6 @@ class Heartbeat:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)

@@ -23,8 +23,9 @@ from typing import Callable
 from training import distributed
 from training.adapters import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, adapter_config_bytes, is_adapter, load_model
 from training.checkpoint import (
-    RNG_FILE, SCALER_FILE, BackgroundUploader, SnapshotTaker, capture_rng, fetch_latest_complete,
-    model_static_files, restore_rng, rng_file, rng_of_rank, training_state_from_files, _torch_bytes,
+    RNG_FILE, SCALER_FILE, BackgroundUploader, CheckpointCorrupt, SnapshotTaker, _torch_bytes, capture_rng,
+    model_static_files, optimizer_from_files, optimizer_state_by_name, restore_rng, rng_file, rng_of_rank, small_state_from_files,
+    start_restore,
 )
 from training.contract import FINAL, FINAL_MERGED, PROGRESS, MetricsRecord, Progress, TrainerState, load_json
 from training.data import IGNORE, SampleStream, build_samples, micro_batch_start
@@ -144,8 +145,8 @@ def run_training(spec: TrainingSpec, io: TrainerIO, stop: StopFlag, world: World
         job_id=spec.job_id, updated_at=io.now(), started_at=io.now(),
         honoured_request_id=previous.honoured_request_id if previous else None,
     ), io.now, enabled=world.main)
-    heartbeat.publish()
     heartbeat.start(spec.heartbeat_seconds)
+    heartbeat.update(soon=True)  # "starting", written by the heartbeat thread
     pollers = []
     with tempfile.TemporaryDirectory(prefix="spotshift-train-", dir=io.scratch) as scratch_dir:
         snapshots = SnapshotTaker()
@@ -171,6 +172,8 @@ def run_training(spec: TrainingSpec, io: TrainerIO, stop: StopFlag, world: World
             uploader.close()
             if run.metrics is not None:
                 run.metrics.close()
+            if run.restoring is not None:
+                run.restoring.close()
             distributed.stop(world)
 
 
@@ -207,70 +210,81 @@ class _Run:
         self.scratch, self.started, self.pollers = scratch, started, pollers
         self.metrics: MetricsLog | None = None
         self.result = RunResult(EXIT_DONE, publish_s=uploader.publish_seconds)
+        self.restoring = None  # a checkpoint still arriving (its optimizer state)
+        self.reserved = self.control_watched = False
 
     # -- start-up ---------------------------------------------------------------------------
 
-    def _load(self) -> tuple[_Model, SampleStream, SampleStream | None, _Start]:
-        import torch
-
+    def _load(self, skip: set[int]) -> tuple[_Model, SampleStream, SampleStream | None, _Start]:
+        """Data, model, optimizer and the position to start from: the newest checkpoint not in
+        `skip`, or the job's model. Overlapped: the dataset is read and tokenized (the tokenizers
+        library releases the GIL) while the checkpoint downloads and the model loads, and the
+        optimizer's tensors download until the first optimizer update needs them."""
         spec = self.spec
         device = distributed.rank_device(self.world, pick_device(spec.device))
         distributed.start(self.world, device)
         precision = resolve_precision(spec.precision, device)
         make_deterministic(device)
-        # start-up overlaps: the dataset is read (and tokenized: the tokenizers library releases
-        # the GIL) while the checkpoint downloads and the model loads
         background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dataset")
         records = background.submit(load_records, spec.dataset, spec.dataset_split, spec.dataset_text_column, self.io.s3)
         eval_records = (background.submit(load_records, spec.dataset, spec.eval_split, spec.dataset_text_column, self.io.s3)
                         if spec.eval_split else None)
-        restored = fetch_latest_complete(self.io.store, self.scratch)
-        full_resume = restored is not None and spec.method == "full"
-        model_dir = str(restored.directory) if full_resume else resolve_model_dir(spec.model, self.scratch, self.io.s3)
+        self.restoring = restoring = start_restore(self.io.store, self.scratch, skip)
+        full_resume = restoring is not None and spec.method == "full"
+        model_dir = str(restoring.model_directory()) if full_resume else resolve_model_dir(spec.model, self.scratch, self.io.s3)
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        samples = background.submit(lambda: build_samples(records.result(), tokenizer, spec.seq_len))
-        eval_samples = (background.submit(lambda: build_samples(eval_records.result(), tokenizer, spec.seq_len))
+        tokenizer = background.submit(AutoTokenizer.from_pretrained, model_dir)
+        samples = background.submit(lambda: build_samples(records.result(), tokenizer.result(), spec.seq_len))
+        eval_samples = (background.submit(lambda: build_samples(eval_records.result(), tokenizer.result(), spec.seq_len))
                         if eval_records else None)
         background.shutdown(wait=False)
-        seed_everything(spec.seed)  # the same adapter initialisation on every rank
-        inner = load_model(spec, model_dir, device, precision)
-        if restored is not None and is_adapter(inner):
-            from training.adapters import load_adapter_weights
-            from training.tensor_pack import views
-
-            load_adapter_weights(inner, {k: v.clone() for k, v in views(restored.files[ADAPTER_WEIGHTS_FILE])[0].items()})
-        sharding = distributed.choose_sharding(spec.sharding, spec.method, self.world,
-                                               sum(p.numel() for p in inner.parameters()), distributed.device_bytes(device))
-        if self.world.main:  # before sharding: the config and tokenizer files, as save_pretrained writes them
-            self.snapshots.set_static_files(
-                {ADAPTER_CONFIG_FILE: adapter_config_bytes(inner)} if is_adapter(inner) else model_static_files(inner, tokenizer))
-        model = distributed.wrap(inner, self.world, device, sharding)
-        trainable = [p for p in inner.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(trainable, lr=spec.learning_rate, weight_decay=spec.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, spec.warmup_steps, spec.max_steps))
-        built = _Model(model, inner, tokenizer, optimizer, scheduler, make_scaler(precision, device), precision, device,
-                       sharding)
-        if self.world.main and sharding != "fsdp":
-            self.snapshots.reserve(inner, background=True)
-        if self.world.distributed:
-            log.info("%d processes, %s", self.world.size, sharding)
-        start = self._restore(built, restored)
+        self.built = built = self._build_model(model_dir, device, precision, restoring, tokenizer)
+        start = self._restore(built, restoring)
+        if restoring is not None and (built.sharding == "fsdp" or optimizer_state_by_name(restoring.early_files())):
+            self._load_pending_optimizer()  # torch's sharding helper wants it before any gradient exists
         train_stream = SampleStream(samples.result(), spec.seed)
         eval_stream = SampleStream(eval_samples.result(), spec.seed) if eval_samples else None
         return built, train_stream, eval_stream, start
 
-    def _restore(self, built: _Model, restored) -> _Start:
-        """Optimizer, schedule, scaler, data position and this rank's RNG from the checkpoint (or
-        the seeds of a fresh run)."""
+    def _build_model(self, model_dir: str, device: str, precision: str, restoring, tokenizer) -> _Model:
+        import torch
+
+        spec = self.spec
+        seed_everything(spec.seed)  # the same adapter initialisation on every rank
+        inner = load_model(spec, model_dir, device, precision)
+        if restoring is not None and is_adapter(inner):
+            from training.adapters import load_adapter_weights
+            from training.tensor_pack import views
+
+            adapter = views(restoring.early_files()[ADAPTER_WEIGHTS_FILE])[0]
+            load_adapter_weights(inner, {name: tensor.clone() for name, tensor in adapter.items()})
+        sharding = distributed.choose_sharding(spec.sharding, spec.method, self.world,
+                                               sum(p.numel() for p in inner.parameters()), distributed.device_bytes(device))
+        if self.world.main:  # before sharding: the config and tokenizer files, as save_pretrained writes them
+            self.snapshots.set_static_files({ADAPTER_CONFIG_FILE: adapter_config_bytes(inner)} if is_adapter(inner)
+                                            else model_static_files(inner, tokenizer.result()))
+        model = distributed.wrap(inner, self.world, device, sharding)
+        trainable = [p for p in inner.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=spec.learning_rate, weight_decay=spec.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, spec.warmup_steps, spec.max_steps))
+        if self.world.main and sharding != "fsdp" and not self.reserved:
+            self.snapshots.reserve(inner, background=True)
+            self.reserved = True
+        if self.world.distributed:
+            log.info("%d processes, %s", self.world.size, sharding)
+        return _Model(model, inner, tokenizer.result(), optimizer, scheduler, make_scaler(precision, device), precision,
+                      device, sharding)
+
+    def _restore(self, built: _Model, restoring) -> _Start:
+        """Schedule, scaler, data position and this rank's RNG from the checkpoint (or the seeds of
+        a fresh run); the optimizer's state waits for the first update (see _load_pending_optimizer)."""
         spec, world = self.spec, self.world
         start = _Start(honoured=self.heartbeat.progress.honoured_request_id)
-        if restored is None:
+        if restoring is None:
             seed_everything(rank_seed(spec.seed, world.rank))
             return start
-        state = training_state_from_files(restored.files, built.optimizer, built.scheduler, built.scaler,
-                                          load_optimizer=lambda full: _load_optimizer(built, full))
+        state = small_state_from_files(restoring.early_files(), built.scheduler, built.scaler)
         start.step, start.resumed = state["step"], True
         start.samples_seen = state.get("samples_seen", state["data_position"] * state["micro_batch_size"])
         start.honoured = state.get("honoured_request_id") or start.honoured
@@ -288,19 +302,46 @@ class _Run:
         log.info("resumed from checkpoint step-%d (sample %d)", start.step, start.samples_seen)
         return start
 
+    def _load_pending_optimizer(self) -> None:
+        """The optimizer's state from the checkpoint, right before the first update after a resume
+        (its tensors have been downloading meanwhile); raises CheckpointCorrupt."""
+        if self.restoring is not None:
+            optimizer_from_files(self.restoring.files(), self.built.optimizer,
+                                 lambda full: _load_optimizer(self.built, full))
+            self.restoring.close()
+            self.restoring = None
+
     # -- the loop -----------------------------------------------------------------------------
 
     def train(self) -> RunResult:
+        """Load and train; a checkpoint found corrupt while it arrives is skipped for the one before."""
+        skip: set[int] = set()
+        while True:
+            try:
+                return self._train(*self._load(skip))
+            except CheckpointCorrupt as exc:
+                if exc.step is None or exc.step in skip:
+                    raise
+                log.warning("checkpoint step-%d is unusable (%s); trying the previous one", exc.step, exc)
+                skip.add(exc.step)
+                if self.restoring is not None:
+                    self.restoring.close()
+                    self.restoring = None
+                if self.metrics is not None:
+                    self.metrics.close()
+                self.result = RunResult(EXIT_DONE, publish_s=self.uploader.publish_seconds)
+
+    def _train(self, built: _Model, stream: SampleStream, eval_stream: SampleStream | None, start: _Start) -> RunResult:
         spec, io, world, result = self.spec, self.io, self.world, self.result
-        built, stream, eval_stream, start = self._load()
         self.built, self.start_state = built, start
         result.start_step = result.final_step = start.step
         result.samples_seen, result.precision = start.samples_seen, built.precision
         self.metrics = MetricsLog(io.store if world.main else None, start.step if start.resumed else None)
         self.metrics.start(spec.heartbeat_seconds)
-        if world.main:
+        if world.main and not self.control_watched:
             self.pollers.append(watch_control(io.store, self.stop, start.honoured, spec.control_poll_seconds))
-        self.heartbeat.update(publish=True, state=TrainerState.training, step=start.step,
+            self.control_watched = True
+        self.heartbeat.update(soon=True, state=TrainerState.training, step=start.step,
                               resumed_from_step=start.step if start.resumed else None,
                               last_checkpoint_step=start.step if start.resumed else None)
         last_ckpt_step = start.step if start.resumed else -1  # -1: no checkpoint yet
@@ -313,7 +354,7 @@ class _Run:
             if stop_now:
                 return self._stop(step, last_ckpt_step)
             t0 = io.clock()
-            loss = self._train_step(built, stream, result.samples_seen)
+            loss = self._train_step(built, stream, result.samples_seen, before_update=self._load_pending_optimizer)
             if spec.min_step_seconds:
                 time.sleep(max(0.0, spec.min_step_seconds - (io.clock() - t0)))
             done = step + 1
@@ -343,8 +384,10 @@ class _Run:
             result.steps_per_s = (result.final_step - start.step - 1) / (io.clock() - first_step_end)
         return self._finish()
 
-    def _train_step(self, built: _Model, stream: SampleStream, samples_before: int) -> float:
-        """One optimizer step over this rank's micro-batches; returns this rank's mean loss."""
+    def _train_step(self, built: _Model, stream: SampleStream, samples_before: int,
+                    before_update: Callable[[], None] = lambda: None) -> float:
+        """One optimizer step over this rank's micro-batches; returns this rank's mean loss.
+        `before_update` runs between the backward passes and the update."""
         import torch
 
         spec, world = self.spec, self.world
@@ -358,6 +401,7 @@ class _Run:
                 loss = loss.float() / spec.grad_accum
                 (built.scaler.scale(loss) if built.scaler is not None else loss).backward()
             total += loss.item()
+        before_update()
         if built.scaler is not None:
             built.scaler.unscale_(built.optimizer)
         torch.nn.utils.clip_grad_norm_([p for p in built.inner.parameters() if p.requires_grad], 1.0)

@@ -16,14 +16,13 @@ class MetricsLog:
     """The records of this job; on resume, those of the steps it trains again are dropped."""
 
     def __init__(self, store: ObjectStore | None, resumed_at_step: int | None):
-        self._store = store
+        """The earlier records are read by the first write (off the training thread's start-up)."""
+        self._store, self._resumed_at = store, resumed_at_step
+        self._earlier: list[bytes] | None = None if resumed_at_step is not None else []
         self._lines: list[bytes] = []
-        if store is not None and resumed_at_step is not None:
-            kept = [r for r in parse_metrics(store.get_bytes(METRICS)) if r.step <= resumed_at_step]
-            self._lines = [r.model_dump_json(exclude_none=True).encode() for r in kept]
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
-        self._written = -1 if store is not None and resumed_at_step is None else len(self._lines)
+        self._written = -1  # the first write always happens: a fresh run empties an old document
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -36,10 +35,14 @@ class MetricsLog:
         if self._store is None:
             return
         with self._write_lock:  # one writer at a time: the background thread, or a flush at the end
+            if self._earlier is None:
+                kept = [r for r in parse_metrics(self._store.get_bytes(METRICS)) if r.step <= self._resumed_at]
+                self._earlier = [r.model_dump_json(exclude_none=True).encode() for r in kept]
             with self._lock:
                 if len(self._lines) == self._written:
                     return
-                document, count = b"".join(line + b"\n" for line in self._lines), len(self._lines)
+                lines, count = self._earlier + self._lines, len(self._lines)
+            document = b"".join(line + b"\n" for line in lines)
             self._store.put_bytes(METRICS, document)
             self._written = count
 

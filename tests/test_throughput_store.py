@@ -13,7 +13,9 @@ from spotshift.models import JobCreate
 from spotshift.sizing import JobSizing, TrainingShape, fit, flops_per_token
 from spotshift.sizing.speed import V100_FLOPS_PER_HOUR
 from spotshift.stores.embedded import open_embedded_database
-from spotshift.stores.throughput import Throughput, ThroughputStore, measured_rates, measured_work_units_per_hour
+from spotshift.stores.throughput import (
+    Throughput, ThroughputStore, measured_rates, measured_work_units_per_hour, measurement,
+)
 from tests.test_sizing import TINYLLAMA_1B
 
 NOW = datetime(2026, 11, 28, 12, tzinfo=UTC)
@@ -68,3 +70,16 @@ def test_the_estimate_uses_the_measured_rate_over_the_table(tmp_path):
     assert est["g6.xlarge"] == table["g6.xlarge"]  # no measurement there: the table
     other_model = estimate_offline(job, NOW, measurements=[measured(steps=0.05)]).offers
     assert {p.instance_type: p for p in other_model}["g5.xlarge"] == table["g5.xlarge"]
+
+
+def test_a_measured_run_becomes_the_record_of_its_shape(store):
+    sizing = JobSizing(model=size_from_formula(TINYLLAMA_1B),
+                       shape=TrainingShape(method="lora", micro_batch=4, seq_len=1024, samples_per_step=8))
+    record = measurement(sizing, "TinyLlama/TinyLlama-1.1B", "g5.12xlarge", 1800.0, NOW)
+    assert (record.precision, record.gpus_used, record.steps_per_second, record.tokens_per_step) == ("bf16", 4, 0.5, 8192)
+    store.record(record)
+    assert store.get("g5.12xlarge", "TinyLlama/TinyLlama-1.1B", "lora", "bf16") == record
+    assert measured_rates(sizing, [record])["g5.12xlarge"] == pytest.approx(measured_work_units_per_hour(sizing, record))
+    assert measurement(sizing, "TinyLlama/TinyLlama-1.1B", "g4dn.xlarge", 1800.0, NOW).precision == "fp16"
+    full_8b = JobSizing(model=size_from_formula(TINYLLAMA_1B), shape=TrainingShape(method="full", seq_len=8192))
+    assert measurement(full_8b, "m", "g4dn.xlarge", 100.0, NOW) is None  # does not fit a T4

@@ -50,6 +50,18 @@ def measured_work_units_per_hour(sizing: JobSizing, measured: Throughput) -> flo
     return measured.tokens_per_second * 3600 * flops_per_token(sizing) / V100_FLOPS_PER_HOUR
 
 
+def measurement(sizing: JobSizing, model: str, instance_type: str, steps_per_hour: float,
+                measured_at: datetime) -> Throughput | None:
+    """What to record after a job ran at `steps_per_hour` on `instance_type` (its precision and GPUs
+    used there as the sizing model runs it); None where the job does not fit that type."""
+    f = fit(sizing, instance_type)
+    if not f.fits or steps_per_hour <= 0:
+        return None
+    return Throughput(instance_type=instance_type, model=model, method=sizing.shape.method.value,
+                      precision=f.precision, gpus_used=f.gpus_used, steps_per_second=steps_per_hour / 3600,
+                      tokens_per_step=sizing.tokens_per_step, measured_at=measured_at)
+
+
 def measured_rates(sizing: JobSizing, measurements: Iterable[Throughput]) -> dict[str, float]:
     """instance type -> measured V100-hours per hour, for the measurements of the job's shape: the
     same precision and GPUs used as the job would run with there."""

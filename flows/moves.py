@@ -31,8 +31,9 @@ def first_step(rt: Runtime, run: JobRun, workload: Workload, after_step: int) ->
     """When the new instance's trainer first reported a step past `after_step`; the changeover it
     took is measured (the slowest seen so far: the safety net keeps only a small margin above it)."""
     _, seen = wait_for_heartbeat(rt.s3, run.output, workload.instance_id, after_step,
-                                 timeout_s=rt.settings.heartbeat_stall_seconds, poll_s=rt.poll_seconds,
-                                 sleep=rt.sleep, clock=rt.clock,
+                                 # issue 11: boot + install + model download may take longer than a stall
+                                 timeout_s=max(rt.settings.first_heartbeat_seconds, rt.settings.heartbeat_stall_seconds),
+                                 poll_s=rt.poll_seconds, sleep=rt.sleep, clock=rt.clock,
                                  is_alive=lambda: rt.backend.state(workload.instance_id) not in LOST_STATES)
     measured = run.job.measured
     took = max(0.0, (seen - workload.started_at).total_seconds() / 3600)

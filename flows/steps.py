@@ -11,12 +11,14 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows.runtime import Runtime
 from spotshift.aws.errors import CapacityUnavailable
+from spotshift.aws.quotas import blocked_by
 from spotshift.billing import cost_report, summarize
 from spotshift.lifecycle.plans import Wait, place_request
 from spotshift.lifecycle.state import live_job_state
 from spotshift.market.query import OfferQuery
 from spotshift.models import EndReason, Job, JobStatus, JobUpdate, OfferKey, Plan, Workload, new_id
 from spotshift.policy.state import JobState, NoFeasiblePlacement
+from tasks.aws_check import check_region_before_launch
 from tasks.deployer import start_instance, stop_instance, stop_job_instances
 from tasks.monitor import Watch, new_watch
 from tasks.optimizer import plan_placement
@@ -85,6 +87,8 @@ def launch(rt: Runtime, run: JobRun, plan: Plan) -> Workload:
     request = LaunchRequest(job_id=run.job.id, workload_id=workload_id, flow_run_id=run.flow_run_id,
                             offer=plan.offer, spec_uri=run.paths.spec_uri, image_id=rt.image_id,
                             instance_profile=rt.settings.instance_profile, user_data=user_data)
+    if getattr(rt.backend, "preflight", None) is not None:  # issue 11: the region's `spotshift aws check` (cached)
+        check_region_before_launch(plan.offer, rt.backend)
     pending = open_workload(rt.ledger, run.job, plan, workload_id, None, rt.clock())
     try:
         launched = start_instance(request, rt.backend)
@@ -128,6 +132,7 @@ def place(rt: Runtime, run: JobRun) -> Workload | None:
     """scout -> optimizer -> approval -> deployer, taking the next offer on capacity errors.
     The job goes PLANNING -> (AWAITING_APPROVAL) -> PROVISIONING -> RUNNING; None = not approved."""
     logger = get_run_logger()
+    last_error: CapacityUnavailable | None = None
     for _ in range(MAX_LAUNCH_ATTEMPTS):
         plan = _decide_placement(rt, run)
         decision = approve(run.job.request.approval, place_request(plan), rt.clock(), on_ask=lambda: transition(
@@ -140,13 +145,16 @@ def place(rt: Runtime, run: JobRun) -> Workload | None:
             workload = launch(rt, run, plan)
         except CapacityUnavailable as exc:
             logger.warning("No capacity for %s: %s; blocking it and taking the next offer", plan.offer.key, exc)
-            run.blocked.add(plan.offer.key)
-            rt.record_zone_lost(plan.offer.zone, rt.clock(), "capacity_error")
-            transition(rt, run, JobStatus.PLANNING, f"capacity error on {plan.offer.zone}: {exc.code}")
+            run.blocked |= blocked_by(exc, plan.offer, plan.alternatives)  # issue 11: a quota blocks region x group x market
+            last_error = exc
+            if type(exc) is CapacityUnavailable:  # issue 11: quota and image errors say nothing of the zone
+                rt.record_zone_lost(plan.offer.zone, rt.clock(), "capacity_error")
+            transition(rt, run, JobStatus.PLANNING, f"{'quota' if exc.is_quota else 'capacity'} error on "
+                       f"{plan.offer.zone}: {getattr(exc, 'quota_code', '') or exc.code}")
             continue
         transition(rt, run, JobStatus.RUNNING, f"running on {workload.instance_id}", current_workload_id=workload.id)
         return workload
-    raise NoFeasiblePlacement(run.job.id, f"{MAX_LAUNCH_ATTEMPTS} launches failed for lack of capacity")
+    raise NoFeasiblePlacement(run.job.id, f"{MAX_LAUNCH_ATTEMPTS} launches failed; the last: {last_error}")
 
 
 def end_workload(rt: Runtime, run: JobRun, reason: EndReason) -> Workload | None:

@@ -150,6 +150,7 @@ def test_list_filters_by_status_and_pages(api):
 def test_a_job_shows_its_placements_cost_so_far_and_flow_run_link(api):
     flow_run_id = str(uuid.uuid4())
     job_id = api.job_in(JobStatus.RUNNING, flow_run_id=flow_run_id, step=30)
+    assert api.call("GET", f"/jobs/{job_id}").json()["report"]["placements"] == []  # read (and copied) before
     started = datetime.now(UTC) - timedelta(minutes=30)
     api.rt.ledger.upsert_workload(Workload(job_id=job_id, instance_id="i-0123456789abcdef0",
                                            instance_type="p3.2xlarge", region="us-east-1", zone="us-east-1a",

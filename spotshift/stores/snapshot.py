@@ -17,16 +17,22 @@ class StoreVersion:
     this process or another), read through one read-only connection per file."""
 
     def __init__(self, directory: Path):
-        self._connections = [sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
-                             for path in sorted(Path(directory).glob("*.collection"))]
+        self._connections = {path.stem: sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+                             for path in sorted(Path(directory).glob("*.collection"))}
         self._lock = threading.Lock()
 
     def __call__(self) -> Hashable:
+        """The whole store's version."""
         with self._lock:
-            return tuple(c.execute("PRAGMA data_version").fetchone()[0] for c in self._connections)
+            return tuple(c.execute("PRAGMA data_version").fetchone()[0] for c in self._connections.values())
+
+    def of(self, collection: str) -> Hashable:
+        """One collection's version (a write to another one leaves it as it is)."""
+        with self._lock:
+            return self._connections[collection].execute("PRAGMA data_version").fetchone()[0]
 
     def close(self) -> None:
-        for connection in self._connections:
+        for connection in self._connections.values():
             connection.close()
 
 
@@ -41,13 +47,13 @@ class SnapshotDatabase:
     """The pymongo-style database JobStore, EmbeddedLedger and TokenStore take, reading from
     in-memory copies (documents are shared: callers must not mutate them)."""
 
-    def __init__(self, database, version: Callable[[], Hashable]):
+    def __init__(self, database, version: StoreVersion):
         self._database, self._version = database, version
         self._collections: dict[str, SnapshotCollection] = {}
 
     def __getitem__(self, name: str) -> SnapshotCollection:
         if name not in self._collections:
-            self._collections[name] = SnapshotCollection(self._database[name], self._version)
+            self._collections[name] = SnapshotCollection(self._database[name], lambda: self._version.of(name))
         return self._collections[name]
 
     def __getattr__(self, attribute: str):

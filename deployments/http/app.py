@@ -4,12 +4,12 @@ collaborators so a test or a server hands in its own stores, runtime and Prefect
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import urlencode
 from typing import Annotated, Any, Callable
+from urllib.parse import urlencode
 
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.concurrency import run_in_threadpool
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from pydantic import ValidationError
@@ -91,7 +91,7 @@ async def _ctx(request: Request) -> ApiContext:  # async: no I/O, so no trip thr
 Ctx = Annotated[ApiContext, Depends(_ctx)]
 
 
-def health() -> dict:
+async def health() -> dict:
     return {"status": "ok"}
 
 

@@ -17,7 +17,7 @@ def statement(policy: dict, sid: str) -> dict:
 
 def test_the_documented_policy_is_the_generated_one():
     assert json.loads(DOC.read_text()) == orchestrator_policy()
-    assert len(policy_actions(orchestrator_policy())) == 42
+    assert len(policy_actions(orchestrator_policy())) == 43
 
 
 def test_terminate_only_tagged_instances_pass_only_the_trainer_role_tag_only_at_creation():

@@ -71,6 +71,7 @@ def orchestrator_statements(*, bucket: str = "spotshift-*", trainer_role: str = 
         ], s3b),
         _stmt("JobAndArtifactObjects", ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
               [f"{s3b}/{JOBS_PREFIX}*", f"{s3b}/{ARTIFACTS_PREFIX}*"]),
+        _stmt("ExpireFinishedCheckpoints", ["s3:PutObjectTagging"], f"{s3b}/{JOBS_PREFIX}*"),
     ]
 
 

@@ -183,3 +183,30 @@ def test_a_job_whose_flow_run_is_gone_is_cancelled_and_a_finished_one_is_a_409(p
     answer = client.post(f"/jobs/{done.id}/cancel")
     assert answer.status_code == 409 and answer.json()["status"] == "succeeded"
     assert rt.jobs.get(done.id) == before
+
+
+@pytest.mark.xdist_group("prefect")
+def test_spotshift_cancel_cancels_from_the_shell_and_refuses_a_finished_job(prefect_api, aws_env, tmp_path,
+                                                                            monkeypatch, capsys):
+    import json
+
+    from blocks.stores import open_job_store
+    from deployments.cli import main
+    from spotshift.settings import Settings
+
+    monkeypatch.setenv("SPOTSHIFT_HOME", str(tmp_path))
+    monkeypatch.setenv("SPOTSHIFT_AWS_ENDPOINT_URL", aws_env)
+    jobs = open_job_store(Settings(home=tmp_path))
+    request = JobCreate(model="gpt2", dataset="s3://inputs/d.txt", max_steps=10, budget_usd=1,
+                        deadline=datetime.now(UTC) + timedelta(days=1))
+    job = jobs.create(request, now=datetime.now(UTC))
+    for _ in range(2):  # the second time finds it cancelled already
+        assert main(["cancel", job.id]) == 0
+        assert json.loads(capsys.readouterr().out)["status"] == "cancelled"
+    assert jobs.get(job.id).status is JobStatus.CANCELLED
+
+    done = jobs.create(request.model_copy(update={"idempotency_key": "done"}), now=datetime.now(UTC))
+    for to in (JobStatus.PLANNING, JobStatus.PROVISIONING, JobStatus.RUNNING, JobStatus.SUCCEEDED):
+        jobs.transition(done.id, to, now=datetime.now(UTC))
+    assert main(["cancel", done.id]) == 2
+    assert f"job {done.id} is succeeded: cannot cancel it" in capsys.readouterr().err

@@ -48,6 +48,7 @@ class Options:
     t0: str  # ISO wall time the market timeline starts; every process's virtual clock is anchored to it
     poll_seconds: float = 5.0
     step_seconds: float = 2.0  # the fake trainer writes progress.json once per step
+    ramp_seconds: float = 0.0  # between two flow starts (a SQLite Prefect server refuses a burst with 503s)
 
 
 # --- the flow processes -------------------------------------------------------------------------
@@ -59,6 +60,7 @@ def run_flows(options: Options, job_ids: list[str]) -> None:
     threads = [threading.Thread(target=_run_one, args=(options, job_id), name=f"flow-{job_id}") for job_id in job_ids]
     for t in threads:
         t.start()
+        time.sleep(options.ramp_seconds)
     for t in threads:
         t.join()
 
@@ -179,9 +181,12 @@ def spawn_workers(options: Options, job_ids: list[str], mode: str) -> list[subpr
            "HF_HUB_OFFLINE": "1"}
     groups = [job_ids] if mode == "threads" else [[j] for j in job_ids]
     log = open(Path(options.home) / f"workers-{mode}.log", "ab")
-    return [subprocess.Popen([sys.executable, __file__, "--worker", json.dumps(asdict(options)), *group], env=env,
-                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO)
-            for group in groups]
+    workers = []
+    for group in groups:
+        workers.append(subprocess.Popen([sys.executable, __file__, "--worker", json.dumps(asdict(options)), *group],
+                                        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO))
+        time.sleep(options.ramp_seconds)
+    return workers
 
 
 def running_jobs(jobs, job_ids: list[str]) -> int:
@@ -252,6 +257,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--window", type=float, default=30.0, help="wall seconds sampled once every job runs")
     p.add_argument("--poll-seconds", type=float, default=5.0, help="monitor poll interval (Settings default: 5)")
     p.add_argument("--step-seconds", type=float, default=2.0, help="the fake trainer's heartbeat interval")
+    p.add_argument("--ramp-seconds", type=float, default=0.0, help="pause between two flow starts")
     p.add_argument("--startup-timeout", type=float, default=900.0)
     p.add_argument("--memory-fraction", type=float, default=0.5,
                    help="cap the processes mode's N so its processes take at most this share of MemAvailable")
@@ -298,7 +304,8 @@ def run(args: argparse.Namespace) -> list[Measurement]:
         (home / "prefect").mkdir()
         with prefect_server(home / "prefect") as (server, api_url):
             options = Options(endpoint=endpoint, home=str(home), api_url=api_url, t0=datetime.now(UTC).isoformat(),
-                              poll_seconds=args.poll_seconds, step_seconds=args.step_seconds)
+                              poll_seconds=args.poll_seconds, step_seconds=args.step_seconds,
+                              ramp_seconds=args.ramp_seconds)
             for mode in args.modes:
                 alone = next((r for r in results if r.mode == "alone"), None)
                 n = 1 if mode == "alone" else fitting_n(args.in_flight, alone, args.memory_fraction) \

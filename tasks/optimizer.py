@@ -15,7 +15,8 @@ from spotshift.policy.state import JobState
 
 def _row(rank: int, o) -> dict:
     return {"rank": rank, "instance": o.instance_type, "zone": o.zone, "market": str(o.market),
-            "usd_per_hour": round(o.usd_per_hour, 4), "risk": o.interruption.bucket or "unknown"}
+            "usd_per_hour": round(o.usd_per_hour, 4), "risk": o.interruption.bucket or "unknown",
+            "source": o.source, "observed_at": o.observed_at.isoformat()}  # issue 11: where each price came from
 
 
 @task(name="optimizer", cache_policy=NO_CACHE, task_run_name="plan-{state.job_id}")

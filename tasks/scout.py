@@ -44,7 +44,7 @@ def offers_table(snapshot: MarketSnapshot, top: int = TOP_OFFERS) -> list[dict[s
         {"rank": i + 1, "instance": o.instance_type, "gpus": f"{o.gpu_count}x {o.gpu}", "zone": o.zone,
          "market": str(o.market), "usd_per_hour": round(o.usd_per_hour, 4),
          "usd_per_v100_hour": round(usd_per_work_unit(o), 4), "risk": o.interruption.bucket or "unknown",
-         "source": o.source}
+         "source": o.source, "observed_at": o.observed_at.isoformat()}  # issue 11
         for i, o in enumerate(snapshot.offers[:top])
     ]
 

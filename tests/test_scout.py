@@ -34,7 +34,8 @@ def test_scout_returns_fitting_offers_cheapest_first():
     rows = offers_table(snap, top=2)
     assert [r["rank"] for r in rows] == [1, 2]
     assert rows[0] == {"rank": 1, "instance": "p3.2xlarge", "gpus": "1x V100", "zone": "us-west-2b", "market": "spot",
-                       "usd_per_hour": 0.9, "usd_per_v100_hour": 0.9, "risk": "unknown", "source": "replay"}
+                       "usd_per_hour": 0.9, "usd_per_v100_hour": 0.9, "risk": "unknown", "source": "replay",
+                       "observed_at": snap.offers[0].observed_at.isoformat()}
 
 
 def test_cache_key_depends_on_query_market_and_time_window_not_on_clients():

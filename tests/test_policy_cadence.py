@@ -3,7 +3,7 @@ into on-demand, and replays asked at every tick vs only at events on random trac
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -11,8 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spotshift.market.traces import TraceSet
-from spotshift.policy import POLICIES, get_policy
+from spotshift.models import MarketSnapshot
+from spotshift.policy import POLICIES, Move, SpotOutlook, Stay, decide, get_policy
 from spotshift.sim import TickJob, TraceMarket, simulate
+from tests.test_policy import NOW, OD, offer, state
 
 ZONES = ("us-east-1a", "us-east-1b", "us-west-2a")
 
@@ -54,11 +56,11 @@ def random_market(seed: int, n_ticks: int, tick_s: float) -> TraceMarket:
     return trace_market(available, prices.round(3), tick_s)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 10_000), tick_s=st.sampled_from([195.0, 600.0]), jf=st.sampled_from([0.6, 0.8, 0.9, 0.95]),
        d=st.sampled_from([0.05, 0.2]), start=st.integers(0, 200))
 def test_asked_at_every_tick_or_only_at_events_it_decides_the_same(seed, tick_s, jf, d, start):
-    m = random_market(seed, 1200, tick_s)
+    m = random_market(seed, 600, tick_s)
     job = TickJob.from_hours(8.0, 8.0 / jf, d, tick_s)
     for name in ("spotshift", *POLICIES):
         events = simulate(get_policy(name), m, start, job, home_zone="us-east-1b")
@@ -68,13 +70,6 @@ def test_asked_at_every_tick_or_only_at_events_it_decides_the_same(seed, tick_s,
 
 
 def test_an_idle_job_s_stay_lasts_until_its_patience_would_launch_and_no_longer():
-    from datetime import timedelta
-
-    from spotshift.models import MarketSnapshot
-    from spotshift.policy import SpotOutlook, Stay, decide
-    from spotshift.policy.state import Move
-    from tests.test_policy import NOW, OD, offer, state
-
     # patience: launch once 10 changeovers per hour of spare slack per work hour fall below the 0.8 h run,
     # i.e. once the spare (36 - 24 - 0.42 h) is below 9.6 h: in about 2 h
     refresh = NOW + timedelta(hours=3)
@@ -89,12 +84,6 @@ def test_an_idle_job_s_stay_lasts_until_its_patience_would_launch_and_no_longer(
 
 
 def test_a_job_on_spot_with_no_on_demand_offer_stays_until_the_outlook_refreshes():
-    from datetime import timedelta
-
-    from spotshift.models import MarketSnapshot
-    from spotshift.policy import SpotOutlook, Stay, decide
-    from tests.test_policy import NOW, offer, state
-
     here = offer("us-west-2a", 0.95)
     refresh = NOW + timedelta(minutes=10)
     outlook = SpotOutlook(uptime=1.0, run_hours={"us-west-2a": 5.0}, refresh_at=refresh)

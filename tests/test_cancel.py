@@ -123,7 +123,7 @@ def start_training(rt: Runtime, flow_rt: Runtime, tiny_lm, flow_run_id: str) -> 
                                                    image_id=MOTO_IMAGE_ID))
     workload = workload.model_copy(update={"instance_id": launched.instance_id})
     rt.ledger.upsert_workload(workload)
-    wait_for(lambda: read_latest(rt.s3, spec.output), 90, "the first checkpoint")
+    wait_for(lambda: read_latest(rt.s3, spec.output), 240, "the first checkpoint")  # a loaded CI box starts torch slowly
     return job.id, workload
 
 

@@ -30,13 +30,13 @@ def job_detail(ctx: Any, job_id: str) -> JobDetail:
 
 def job_metrics(ctx: Any, job_id: str) -> Metrics:
     """metrics.jsonl under the job's prefix; else the last heartbeat's loss; else nothing."""
-    from training.contract import JobPaths, read_metrics, read_progress
+    from training.contract import read_metrics, read_progress
 
     job = ctx.reads.job(job_id)  # 404 for an unknown job
     s3 = ctx.runtime.s3
     if s3 is None:
         return Metrics(job_id=job_id, source="none", points=[])
-    output = JobPaths(job.request.output_bucket or ctx.runtime.settings.bucket, job_id).output
+    output = ctx.runtime.paths(job).output
     records = read_metrics(s3, output)
     if records:
         points = [MetricPoint(step=r.step, loss=r.loss, eval_loss=r.eval_loss, at=r.at) for r in records]

@@ -18,6 +18,16 @@ TRACES = REPO.parent / "shared" / "traces"
 
 
 @pytest.fixture(scope="session")
+def prefect_api():
+    """One Prefect API for the session's flow tests (a test harness costs ~30 s to start): the
+    flow tests share it, and their xdist_group keeps them on one worker."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.fixture(scope="session")
 def moto_endpoint() -> str:
     """One moto server (EC2, S3, ...) for the test session, on a free port of 127.0.0.1."""
     with moto_server() as endpoint:

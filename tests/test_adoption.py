@@ -17,12 +17,12 @@ from deployments.demo_market import DemoTimeline, demo_market
 from flows.runtime import Runtime
 from spotshift.clock import VirtualClock
 from spotshift.models import ApprovalPolicy, JobCreate, JobStatus
-from tests.test_flows import DEADLINE, SPEEDUP, model_uri, prefect_api  # noqa: F401 - shared fixtures
+from tests.test_flows import DEADLINE, SPEEDUP, model_uri  # noqa: F401 - a shared fixture
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("prefect"), pytest.mark.timeout(600)]
 
-TIMELINE = DemoTimeline(lost_minute=10_000, cheap_minute=12)  # us-west-2a becomes cheapest at minute 12
-MAX_STEPS = 160
+TIMELINE = DemoTimeline(lost_minute=10_000, cheap_minute=12, cheap_price=0.2)  # us-west-2a: $0.20/h at minute 12
+MAX_STEPS = 300  # 45 market minutes at 0.15 s a step: the move to the cheap zone pays for itself
 
 FLOW_SCRIPT = '''
 import os, signal, sys, time
@@ -35,14 +35,14 @@ from spotshift.clock import VirtualClock
 endpoint, home, job_id, point, start, wall0 = sys.argv[1:7]
 start = datetime.fromisoformat(start)
 clock = VirtualClock(start=start, speedup=%(speedup)r, _wall0=float(wall0), _wall=time.time)
-market = demo_market(start, DemoTimeline(lost_minute=10_000, cheap_minute=12))
+market = demo_market(start, DemoTimeline(lost_minute=10_000, cheap_minute=12, cheap_price=0.2))
 
 def crash(at):
     if at == point:  # the flow process dies here, with no chance to clean up
         os.kill(os.getpid(), signal.SIGKILL)
 
 rt = Runtime.local(endpoint, home, market=market, clock=clock, bucket="adopt-jobs", fault=crash,
-                   poll_seconds=0.3, rescout_seconds=2.0, min_step_seconds=0.1,
+                   poll_seconds=0.3, rescout_seconds=2.0, min_step_seconds=0.15,
                    on_demand_prices={"p3.2xlarge": 3.06}, settings={"heartbeat_stall_seconds": 90 * %(speedup)r})
 train_job(job_id, runtime=rt)
 ''' % {"speedup": SPEEDUP}
@@ -52,7 +52,7 @@ def _runtime(tmp_path, endpoint, start: datetime, wall0: float, fault) -> Runtim
     clock = VirtualClock(start=start, speedup=SPEEDUP, _wall0=wall0, _wall=time.time)
     market = demo_market(start, TIMELINE)
     return Runtime.local(endpoint, tmp_path, market=market, clock=clock, bucket="adopt-jobs", fault=fault,
-                         poll_seconds=0.3, rescout_seconds=2.0, min_step_seconds=0.1,
+                         poll_seconds=0.3, rescout_seconds=2.0, min_step_seconds=0.15,
                          on_demand_prices={"p3.2xlarge": 3.06},
                          settings={"heartbeat_stall_seconds": 90 * SPEEDUP}, backend_options={"grace_s": 15.0})
 
@@ -85,7 +85,7 @@ def test_a_flow_killed_during_a_move_is_adopted_and_finishes_the_job(prefect_api
     script = tmp_path / "flow_process.py"
     script.write_text(FLOW_SCRIPT)
     proc = subprocess.run([sys.executable, str(script), moto_endpoint, str(tmp_path), job.id, point,
-                           start.isoformat(), repr(wall0)], timeout=300, capture_output=True,
+                           start.isoformat(), repr(wall0)], timeout=480, capture_output=True,
                           env={**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()})
     assert proc.returncode == -9, proc.stderr.decode()[-3000:]  # killed at `point`, not ended otherwise
     crashed = rt.jobs.get(job.id)

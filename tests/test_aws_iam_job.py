@@ -26,14 +26,6 @@ REGIONS = ["us-east-1", "us-east-2", "us-west-2"]
 SPEEDUP = 60.0
 
 
-@pytest.fixture(scope="module")
-def prefect_api():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
-
-
 def credentials(key_secret: tuple[str, str]) -> dict[str, str]:
     return {"AWS_ACCESS_KEY_ID": key_secret[0], "AWS_SECRET_ACCESS_KEY": key_secret[1]}
 

@@ -59,14 +59,6 @@ def test_the_plan_skips_what_is_already_done_and_refuses_a_finished_job():
 # --- a real running job --------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def prefect_api():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
-
-
 def a_flow_run(state) -> str:
     from prefect import flow
     from prefect.client.orchestration import get_client

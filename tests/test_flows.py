@@ -22,14 +22,6 @@ SPEEDUP = 60.0  # one wall second = one market minute
 
 
 @pytest.fixture(scope="module")
-def prefect_api():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
-
-
-@pytest.fixture(scope="module")
 def model_uri(moto_endpoint, tiny_lm):
     from deployments.local_aws import client, ensure_bucket
 

@@ -198,14 +198,6 @@ def test_the_openapi_schema_lists_every_route(api):
 # --- an approval answered through Prefect --------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def prefect_api():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
-
-
 @pytest.mark.xdist_group("prefect")
 @pytest.mark.parametrize("action", ["approve", "reject"])
 def test_an_approval_resumes_the_paused_flow_run_with_the_answer(prefect_api, api, action):

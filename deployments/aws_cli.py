@@ -29,10 +29,11 @@ def add_aws_parser(sub: Any) -> None:
 
 
 def settings_clients(settings: Settings) -> Clients:
-    """(service, region) -> a boto3 client from the credentials block / settings."""
-    from blocks.aws import load_aws_credentials
+    """(service, region) -> a boto3 client: boto3's credential chain (env, profile, role) and the
+    settings' endpoint; no Prefect server needed to set up an account."""
+    from blocks.aws import aws_credentials_from_settings
 
-    creds = load_aws_credentials(settings)
+    creds = aws_credentials_from_settings(settings)
     return lambda service, region: creds.model_copy(update={"region_name": region}).get_client(service)
 
 

@@ -153,7 +153,8 @@ def quota_rows(service_quotas: Any, region: str) -> list[CheckRow]:
         try:
             vcpus = quota_value(service_quotas, quota, region=region)
         except SpotshiftAwsError as exc:
-            rows.append(CheckRow(region, name, False, f"{quota.describe()}: {exc}", fix))
+            rows.append(CheckRow(region, name, False, f"{quota.describe()}: cannot be read: {exc}",
+                                 "allow servicequotas:GetServiceQuota, or read the quota in the Service Quotas console"))
             continue
         rows.append(CheckRow(region, name, vcpus > 0, f"{quota.describe()}: {vcpus:g} vCPUs", "" if vcpus > 0 else fix))
     return rows

@@ -30,7 +30,8 @@ def main() -> int:
     parser.add_argument("--spawn-child", action="store_true", help="leave a grandchild in the process group")
     parser.add_argument("--step-seconds", type=float, default=0.05)
     parser.add_argument("--clock-dir", help="lockstep: read the virtual clock here, acknowledge each instant")
-    parser.add_argument("--virtual-step-seconds", type=float, default=15.0, help="lockstep: virtual seconds a step takes")
+    parser.add_argument("--virtual-step-seconds", type=float, default=15.0,
+                        help="lockstep: virtual seconds a step takes")
     parser.add_argument("--changeover-seconds", type=float, default=0.0,
                         help="lockstep: virtual seconds from start to the first finished step")
     args = parser.parse_args()

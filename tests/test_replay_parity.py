@@ -3,9 +3,17 @@ window of the real 2023 V100 spot traces) and through the simulator, on the same
 launches (zone, market, start within one tick) and the same cost within 1%.
 
 The live run is deterministic: a lockstep clock (tests/lockstep_clock.py) moves virtual time only
-when the flow sleeps, one poll of 15 s at a time, and the fake trainer's steps are a function of
-that clock (130 steps a tick, the first one a changeover after its start): no machine load can
-stretch a stint or delay a preemption. Decisions and costs are printed (run with -s)."""
+when the flow sleeps, one poll per trace tick (195 s, at the tick's start, where the simulator asks),
+and the fake trainer's steps are a function of that clock (130 steps a tick, the first one ending a
+changeover after its start; it checkpoints at once on a spot notice or a checkpoint request): no
+machine load can stretch a stint or delay a preemption. Both keep checkpoints in the bucket's region.
+Decisions and costs are printed (run with -s).
+
+What this setting holds equal, and the flows do differently at other settings (see each comment):
+- the simulator's regular tick grid (the CSVs' own timestamps drift from it, by up to 2 h);
+- a snapshot per decision (the scout's 5-minute cache would hand the in-flow review an older tick);
+- decisions at tick starts: polled faster, the flows launch at a Stay's `until` (the simulator at the
+  next tick) and see a market change at their next review (the simulator at once)."""
 
 from __future__ import annotations
 
@@ -31,6 +39,7 @@ OD_USD = 3.06  # p3.2xlarge on demand, $/h
 POLLS_PER_TICK = 1  # the flow looks once per trace tick (195 s), at the tick's start, as the simulator does
 STEPS_PER_POLL = 130  # 130 steps = one tick = 195/3600 V100-hours of work on a p3.2xlarge
 BUCKET = "parity-jobs"
+BUCKET_REGION = "us-east-1"  # the moto bucket's: where the flows keep the checkpoints, and so the simulator
 
 
 @dataclass(frozen=True)
@@ -45,15 +54,18 @@ class Window:
     why: str
 
 
-# Found by scanning the first 14 days of the traces (the live outlook reads 14 days of recorded
-# history: later windows would see less past than the simulator) with the simulator for a short job
-# with at least one preemption and one voluntary move.
+# Found by scanning the first 14 days of the traces with the simulator (every 3rd start tick, jobs of
+# 30-55 ticks of work, deadline twice that, a one-tick changeover) for a short job with at least one
+# preemption and one voluntary move; every such short job's voluntary move there is a return from
+# on-demand to spot. The first 14 days only: the live outlook reads 14 days of recorded history, the
+# simulator's the whole trace before the start.
 WINDOWS = [
     Window("2023-02-25-0859", 4188, 30, 60, 1,
            "idles through the morning outage, goes on-demand at the deadline's reserve, leaves on-demand "
            "for us-east-1d spot (voluntary), us-east-1d is taken back -> us-west-2a"),
     Window("2023-02-24-2353", 4020, 35, 70, 1,
-           "us-east-2a spot, taken back with no spot left -> on-demand, back to spot in us-west-2b (voluntary)"),
+           "us-east-2a spot, taken back with no spot left -> idle, on-demand (us-east-1a: the checkpoints' region) "
+           "at the deadline's reserve, back to spot in us-west-2b (voluntary)"),
 ]
 
 
@@ -91,7 +103,8 @@ def model_ref(moto_endpoint) -> str:
 def simulate_window(traces, w: Window, every_tick: bool):
     market = TraceMarket(traces, OD_USD)
     job = TickJob(w.work_ticks, w.deadline_ticks, w.changeover_ticks)
-    return simulated_placements(get_policy("spotshift"), market, w.start_tick, job, every_tick=every_tick)
+    return simulated_placements(get_policy("spotshift"), market, w.start_tick, job, every_tick=every_tick,
+                                checkpoint_region=BUCKET_REGION)
 
 
 def run_live(traces, w: Window, home: Path, endpoint: str, model: str):
@@ -118,6 +131,7 @@ def run_live(traces, w: Window, home: Path, endpoint: str, model: str):
                        on_demand_prices={"p3.2xlarge": OD_USD}, settings={"heartbeat_stall_seconds": 3600.0})
     clock.on_advance.append(rt.backend.poll)  # spot notices at each new instant, before the trainers see it
     rt.s3 = SettlingS3(rt.s3, clock)  # a checkpoint request is honoured within its instant
+    assert rt.bucket_region(BUCKET) == BUCKET_REGION
     request = JobCreate.model_validate(dict(
         name=f"parity-{w.name}", model=model, dataset="s3://parity-inputs/data.jsonl",
         max_steps=w.work_ticks * POLLS_PER_TICK * STEPS_PER_POLL, budget_usd=1000,
@@ -160,21 +174,29 @@ def parity(request, traces, prefect_api, moto_endpoint, model_ref, tmp_path_fact
     sim_stints = stint_costs(TraceMarket(traces, OD_USD), window.start_tick, job, sim_moves, sim)
     assert sum(s.cost_usd for s in sim_stints) == pytest.approx(sim.cost_usd)
 
-    began = time.monotonic()
+    began, cpu = time.monotonic(), _cpu_seconds()
     with pytest.MonkeyPatch.context() as mp:
         # the in-flow review decides on the tick's snapshot, as the simulator does (the default
         # cache would hand it one up to 5 minutes old: more than a tick)
         mp.setattr(tasks.scout, "SETTINGS", tasks.scout.SETTINGS.model_copy(update={"scout_cache_seconds": 0}))
         summary, workloads, instances = run_live(traces, window, tmp_path_factory.mktemp(window.name),
                                                  moto_endpoint, model_ref)
-    wall = time.monotonic() - began
+    wall, cpu = time.monotonic() - began, _cpu_seconds() - cpu
     report = compare_runs(sim_stints, live_placements(workloads), sim.cost_usd, sum(w.cost_usd for w in workloads),
                           tick=timedelta(seconds=traces.tick_seconds))
     print(f"\n== window {window.name}: start tick {window.start_tick} ({traces.time_of(window.start_tick)}), "
           f"{window.work_ticks} ticks of work, deadline {window.deadline_ticks}, changeover {window.changeover_ticks}; "
-          f"{window.why}\nlive run: {wall:.1f} s wall, {summary['steps']} steps, status {summary['status']}")
+          f"{window.why}\nlive run: {wall:.1f} s wall, {cpu:.1f} s CPU (flows, moto, trainers), {summary['steps']} steps, "
+          f"status {summary['status']}")
     print(report.table(traces.time_of(window.start_tick)))
     return Parity(window, report, summary, [i for i in instances if i.state in ("pending", "running")])
+
+
+def _cpu_seconds() -> float:
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def test_the_flows_launch_where_and_when_the_simulator_does(parity):

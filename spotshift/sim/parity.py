@@ -28,7 +28,8 @@ class Placement:
 
     def line(self, origin: datetime) -> str:
         cost = "" if self.cost_usd is None else f" ${self.cost_usd:.4f}"
-        return f"+{(self.at - origin).total_seconds() / 60:7.2f} min  {self.zone:<11} {self.market:<9} {self.reason}{cost}"
+        minutes = (self.at - origin).total_seconds() / 60
+        return f"+{minutes:7.2f} min  {self.zone:<11} {self.market:<9} {self.reason}{cost}"
 
 
 @dataclass
@@ -53,10 +54,13 @@ class RecordingPolicy:
 
 
 def simulated_placements(policy: Policy, market: TraceMarket, start: int, job: TickJob, *,
-                         every_tick: bool = True, checkpoint_gb: float = 0.0) -> tuple[RunResult, list[Placement]]:
-    """Run `job` from tick `start` in the simulator; its result and its launches in order."""
+                         every_tick: bool = True, checkpoint_gb: float = 0.0,
+                         checkpoint_region: str | None = None) -> tuple[RunResult, list[Placement]]:
+    """Run `job` from tick `start` in the simulator (checkpoints kept in `checkpoint_region`, the
+    job's bucket, as the flows keep them); its result and its launches in order."""
     recorder = RecordingPolicy(policy)
-    result = simulate(recorder, market, start, job, every_tick=every_tick, checkpoint_gb=checkpoint_gb)
+    result = simulate(recorder, market, start, job, every_tick=every_tick, checkpoint_gb=checkpoint_gb,
+                      checkpoint_region=checkpoint_region)
     return result, recorder.moves
 
 

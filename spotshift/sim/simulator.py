@@ -40,10 +40,14 @@ def simulate(
     home_zone: str | None = None,
     every_tick: bool = False,
     checkpoint_gb: float = 0.0,
+    checkpoint_region: str | None = None,
 ) -> RunResult:
     """Run one job from trace tick `start`. The policy is asked at every tick where its last Stay
     stops holding, the market changes, a changeover ends or capacity is lost (`every_tick`: always).
-    A launch in another region than the last one pays for carrying `checkpoint_gb` there."""
+    A launch in another region than the last one pays for carrying `checkpoint_gb` there.
+    `checkpoint_region`: where the checkpoints are kept (the job's bucket, as in the flows): the
+    policy is told so and a relaunch elsewhere carries them from there; None = they follow the
+    instance (the region of the last launch)."""
     tick_h = market.tick_hours
     avail, usd = market.available, market.usd_per_tick
     n_ticks = avail.shape[1]
@@ -77,7 +81,8 @@ def simulate(
             state = JobState(
                 job_id="sim", remaining_work=(job.work_ticks - done) * tick_h, deadline=deadline_at,
                 current=offer, placed_at=placed, ready_at=ready if co_left else None,
-                changeover_hours=base.changeover_hours, checkpoint_gb=checkpoint_gb, checkpoint_region=last_region,
+                changeover_hours=base.changeover_hours, checkpoint_gb=checkpoint_gb,
+                checkpoint_region=checkpoint_region or last_region,
                 total_work=base.total_work, started_at=base.started_at, moves=changeovers,
                 was_preempted=preempted, home_zone=home_zone, outlook=market.outlook(t),
             )
@@ -91,7 +96,9 @@ def simulate(
                 if idx is not None and (idx == OD or avail[idx, t]):
                     inst, offer, co_left, preempted = idx, target, job.changeover_ticks, False
                     placed, ready = now, market.time_of(t + co_left)
-                    carry = transfer_cost_usd(last_region, target.region, checkpoint_gb)
+                    # no checkpoint before the first run; after it, where checkpoints are kept
+                    kept = (checkpoint_region or last_region) if last_region is not None else None
+                    carry = transfer_cost_usd(kept, target.region, checkpoint_gb)
                     cost, egress = cost + carry, egress + carry
                     cross_region += last_region is not None and last_region != target.region
                     last_region = target.region

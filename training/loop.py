@@ -220,6 +220,10 @@ class _Run:
         `skip`, or the job's model. Overlapped: the dataset is read and tokenized (the tokenizers
         library releases the GIL) while the checkpoint downloads and the model loads, and the
         optimizer's tensors download until the first optimizer update needs them."""
+        # transformers' lazy names resolved here, on one thread: the dataset thread's first use of
+        # them (datasets' fingerprinting checks transformers.PreTrainedTokenizerBase) must not race
+        from transformers import AutoTokenizer, PreTrainedTokenizerBase  # noqa: F401
+
         spec = self.spec
         device = distributed.rank_device(self.world, pick_device(spec.device))
         distributed.start(self.world, device)
@@ -232,8 +236,6 @@ class _Run:
         self.restoring = restoring = start_restore(self.io.store, self.scratch, skip)
         full_resume = restoring is not None and spec.method == "full"
         model_dir = str(restoring.model_directory()) if full_resume else resolve_model_dir(spec.model, self.scratch, self.io.s3)
-        from transformers import AutoTokenizer
-
         tokenizer = background.submit(AutoTokenizer.from_pretrained, model_dir)
         samples = background.submit(lambda: build_samples(records.result(), tokenizer.result(), spec.seq_len))
         eval_samples = (background.submit(lambda: build_samples(eval_records.result(), tokenizer.result(), spec.seq_len))

@@ -116,7 +116,9 @@ def test_steps_to_delete(stored, complete, keep, doomed):
     assert steps_to_delete(stored, complete, keep) == doomed
 
 
-def test_optimizer_tensors_found_corrupt_at_the_first_update_fall_back_to_the_previous_checkpoint(trained, s3, tmp_path):
+def test_optimizer_tensors_found_corrupt_at_the_first_update_fall_back_to_the_previous_checkpoint(
+    trained, s3, tmp_path
+):
     """The optimizer's tensors arrive while the model loads and the first step runs: a bad one is
     found only then, and the trainer starts over from the previous checkpoint."""
     spec, store = trained

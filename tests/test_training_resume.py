@@ -174,7 +174,9 @@ def test_kill9_then_sigterm_at_random_steps_resume_to_identical_weights_and_loss
 
 
 @pytest.mark.slow
-def test_two_process_checkpoint_resumes_in_one_process_at_the_right_sample(tiny_lm, s3, bucket, moto_endpoint, tmp_path):
+def test_two_process_checkpoint_resumes_in_one_process_at_the_right_sample(
+    tiny_lm, s3, bucket, moto_endpoint, tmp_path
+):
     """2 ranks x 4 samples a step stop at step k (SIGTERM): 8k samples seen. One process resumes at
     sample 8k (not 4k): its first step's loss is the loss of samples [8k, 8k+4) under the
     checkpoint's weights and rank 0's RNG."""
@@ -200,7 +202,8 @@ def test_two_process_checkpoint_resumes_in_one_process_at_the_right_sample(tiny_
 
     restored = fetch_latest_complete(store, tmp_path)
     tokenizer = AutoTokenizer.from_pretrained(restored.directory)
-    stream = SampleStream(build_samples(load_records(spec.dataset, "train", "text"), tokenizer, spec.seq_len), spec.seed)
+    samples = build_samples(load_records(spec.dataset, "train", "text"), tokenizer, spec.seq_len)
+    stream = SampleStream(samples, spec.seed)
     model = AutoModelForCausalLM.from_pretrained(restored.directory, dtype=torch.float32)
     model.train()
     saved_rng = torch.load(io.BytesIO(restored.files["rng.pt"]), weights_only=False)

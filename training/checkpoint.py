@@ -79,6 +79,11 @@ def rng_file(per_rank: list[dict]) -> bytes:
     return _torch_bytes({"ranks": per_rank})
 
 
+def scaler_file(scaler) -> bytes:
+    """scaler.pt: fp16's loss scale and its growth tracker."""
+    return _torch_bytes(scaler.state_dict())
+
+
 def rng_of_rank(saved: dict, rank: int) -> dict | None:
     """The RNG state rank `rank` saved, or None when the checkpoint came from fewer ranks. A
     checkpoint of one process before per-rank states holds that process's state itself."""
@@ -503,7 +508,8 @@ class Restoring:
         return entry.key[len(self._prefix):]
 
     def _submit(self, store, entries) -> dict:
-        return {self._name(e): self._pool.submit(_fetch_verified, store, e) for e in sorted(entries, key=lambda e: -e.size)}
+        biggest_first = sorted(entries, key=lambda e: -e.size)
+        return {self._name(e): self._pool.submit(_fetch_verified, store, e) for e in biggest_first}
 
     def _after_early(self, store, entries) -> dict[str, memoryview]:
         for future in self._early.values():  # the model's bytes first: they are needed first

@@ -83,7 +83,8 @@ def pack_blocks(token_ids: list[list[int]], seq_len: int, eos_id: int | None) ->
     return torch.tensor(flat[: n_blocks * seq_len], dtype=torch.long).view(n_blocks, seq_len)
 
 
-def completion_sample(prompt_ids: list[int], completion_ids: list[int], seq_len: int, pad_id: int) -> tuple[list, list] | None:
+def completion_sample(prompt_ids: list[int], completion_ids: list[int], seq_len: int,
+                      pad_id: int) -> tuple[list, list] | None:
     """One padded sample whose labels cover the completion only; None when the prompt leaves no
     room for any completion token."""
     ids = (prompt_ids + completion_ids)[:seq_len]

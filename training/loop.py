@@ -23,9 +23,9 @@ from typing import Callable
 from training import distributed
 from training.adapters import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, adapter_config_bytes, is_adapter, load_model
 from training.checkpoint import (
-    RNG_FILE, SCALER_FILE, BackgroundUploader, CheckpointCorrupt, SnapshotTaker, _torch_bytes, capture_rng,
-    model_static_files, optimizer_from_files, optimizer_state_by_name, restore_rng, rng_file, rng_of_rank, small_state_from_files,
-    start_restore,
+    RNG_FILE, SCALER_FILE, BackgroundUploader, CheckpointCorrupt, SnapshotTaker, capture_rng, model_static_files,
+    optimizer_from_files, optimizer_state_by_name, restore_rng, rng_file, rng_of_rank, scaler_file,
+    small_state_from_files, start_restore,
 )
 from training.contract import FINAL, FINAL_MERGED, PROGRESS, MetricsRecord, Progress, TrainerState, load_json
 from training.data import IGNORE, SampleStream, build_samples, micro_batch_start
@@ -230,16 +230,19 @@ class _Run:
         precision = resolve_precision(spec.precision, device)
         make_deterministic(device)
         background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dataset")
-        records = background.submit(load_records, spec.dataset, spec.dataset_split, spec.dataset_text_column, self.io.s3)
-        eval_records = (background.submit(load_records, spec.dataset, spec.eval_split, spec.dataset_text_column, self.io.s3)
-                        if spec.eval_split else None)
+        def read(split: str):
+            return background.submit(load_records, spec.dataset, split, spec.dataset_text_column, self.io.s3)
+
+        records, eval_records = read(spec.dataset_split), read(spec.eval_split) if spec.eval_split else None
         self.restoring = restoring = start_restore(self.io.store, self.scratch, skip)
         full_resume = restoring is not None and spec.method == "full"
-        model_dir = str(restoring.model_directory()) if full_resume else resolve_model_dir(spec.model, self.scratch, self.io.s3)
+        model_dir = (str(restoring.model_directory()) if full_resume
+                     else resolve_model_dir(spec.model, self.scratch, self.io.s3))
         tokenizer = background.submit(AutoTokenizer.from_pretrained, model_dir)
-        samples = background.submit(lambda: build_samples(records.result(), tokenizer.result(), spec.seq_len))
-        eval_samples = (background.submit(lambda: build_samples(eval_records.result(), tokenizer.result(), spec.seq_len))
-                        if eval_records else None)
+        def tokenize(raw):
+            return background.submit(lambda: build_samples(raw.result(), tokenizer.result(), spec.seq_len))
+
+        samples, eval_samples = tokenize(records), tokenize(eval_records) if eval_records else None
         background.shutdown(wait=False)
         self.built = built = self._build_model(model_dir, device, precision, restoring, tokenizer)
         start = self._restore(built, restoring)
@@ -261,15 +264,17 @@ class _Run:
 
             adapter = views(restoring.early_files()[ADAPTER_WEIGHTS_FILE])[0]
             load_adapter_weights(inner, {name: tensor.clone() for name, tensor in adapter.items()})
-        sharding = distributed.choose_sharding(spec.sharding, spec.method, self.world,
-                                               sum(p.numel() for p in inner.parameters()), distributed.device_bytes(device))
+        parameters = sum(p.numel() for p in inner.parameters())
+        sharding = distributed.choose_sharding(spec.sharding, spec.method, self.world, parameters,
+                                               distributed.device_bytes(device))
         if self.world.main:  # before sharding: the config and tokenizer files, as save_pretrained writes them
             self.snapshots.set_static_files({ADAPTER_CONFIG_FILE: adapter_config_bytes(inner)} if is_adapter(inner)
                                             else model_static_files(inner, tokenizer.result()))
         model = distributed.wrap(inner, self.world, device, sharding)
         trainable = [p for p in inner.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=spec.learning_rate, weight_decay=spec.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, spec.warmup_steps, spec.max_steps))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: lr_factor(s, spec.warmup_steps, spec.max_steps))
         if self.world.main and sharding != "fsdp" and not self.reserved:
             self.snapshots.reserve(inner, background=True)
             self.reserved = True
@@ -463,10 +468,10 @@ class _Run:
         }
         small = {RNG_FILE: rng_file(rngs)}
         if built.scaler is not None:
-            small[SCALER_FILE] = _torch_bytes(built.scaler.state_dict())
+            small[SCALER_FILE] = scaler_file(built.scaler)
         taken = self.io.clock()
-        snapshot = self.snapshots.take(step, built.inner, built.optimizer, built.scheduler, trainer_state, urgent, small,
-                                       full_state=full)
+        snapshot = self.snapshots.take(step, built.inner, built.optimizer, built.scheduler, trainer_state, urgent,
+                                       small, full_state=full)
         self.result.snapshot_s.append(self.io.clock() - taken)
         self.uploader.submit(snapshot)
 
@@ -494,7 +499,8 @@ class _Run:
         full = distributed.full_state(built.model)[0] if built.sharding == "fsdp" else None
         if self.world.main:
             self.uploader.wait()
-            _write_final(self.io.store, built.inner, built.tokenizer, self.scratch / "final", self.spec.merge_adapter, full)
+            _write_final(self.io.store, built.inner, built.tokenizer, self.scratch / "final", self.spec.merge_adapter,
+                         full)
             self.metrics.flush()
         self.heartbeat.update(publish=True, state=TrainerState.done)
         distributed.barrier(self.world)
@@ -511,7 +517,8 @@ def _load_optimizer(built: _Model, state: dict) -> None:
         built.optimizer.load_state_dict(state)
 
 
-def _write_final(store: ObjectStore, model, tokenizer, local: Path, merge: bool, full_state: dict | None = None) -> None:
+def _write_final(store: ObjectStore, model, tokenizer, local: Path, merge: bool,
+                 full_state: dict | None = None) -> None:
     """final/: the trained model and tokenizer in save_pretrained layout; for LoRA the adapter in
     PEFT's layout, and with `merge` the merged model under final/merged/. `full_state`: the
     weights gathered from FSDP shards."""
@@ -528,6 +535,7 @@ def _write_final(store: ObjectStore, model, tokenizer, local: Path, merge: bool,
         merged = model.merge_and_unload()
         merged.save_pretrained(merged_dir, safe_serialization=True)
         tokenizer.save_pretrained(merged_dir)
-        uploads += [(p, FINAL_MERGED + p.relative_to(merged_dir).as_posix()) for p in merged_dir.rglob("*") if p.is_file()]
+        uploads += [(p, FINAL_MERGED + p.relative_to(merged_dir).as_posix())
+                    for p in merged_dir.rglob("*") if p.is_file()]
     with ThreadPoolExecutor(max_workers=4) as pool:
         list(pool.map(lambda item: store.upload_file(*item), uploads))

@@ -108,7 +108,7 @@ def simulate_window(traces, w: Window, every_tick: bool):
 
 
 def run_live(traces, w: Window, home: Path, endpoint: str, model: str):
-    """The job through train-job on the local backend: (summary, workloads)."""
+    """The job through train-job on the local backend: (summary, its workloads, its instances)."""
     from flows.runtime import Runtime
     from flows.train_job import train_job
     from spotshift.hf import model_size
@@ -129,7 +129,9 @@ def run_live(traces, w: Window, home: Path, endpoint: str, model: str):
                        backend_options={"trainer_cmd": trainer, "watch_interval_s": None, "grace_s": 10.0},
                        poll_seconds=poll_s, rescout_seconds=tick_s, changeover_hours=w.changeover_ticks * tick_s / 3600,
                        on_demand_prices={"p3.2xlarge": OD_USD}, settings={"heartbeat_stall_seconds": 3600.0})
-    clock.on_advance.append(rt.backend.poll)  # spot notices at each new instant, before the trainers see it
+    # spot notices at each new instant, before the trainers see it (the events poll() returns are
+    # dropped: the monitor tells a lost instance by its trainer's checkpoint and its EC2 state)
+    clock.on_advance.append(rt.backend.poll)
     rt.s3 = SettlingS3(rt.s3, clock)  # a checkpoint request is honoured within its instant
     assert rt.bucket_region(BUCKET) == BUCKET_REGION
     request = JobCreate.model_validate(dict(

@@ -101,7 +101,9 @@ def prefect_server(home: Path, timeout_s: float = 180.0) -> Iterator[tuple[subpr
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_SERVER_UI_ENABLED": "false", "PREFECT_API_URL": ""}
+           "PREFECT_SERVER_UI_ENABLED": "false", "PREFECT_API_URL": "",
+           # SQLite on a crowded machine: wait for the database rather than answer 503 after 10 s
+           "PREFECT_SERVER_DATABASE_TIMEOUT": "60", "PREFECT_SERVER_DATABASE_CONNECTION_TIMEOUT": "30"}
     log = open(home / "server.log", "ab")
     proc = subprocess.Popen([str(Path(sys.executable).with_name("prefect")), "server", "start", "--host", "127.0.0.1",
                              "--port", str(port), "--no-ui"], env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -178,7 +180,7 @@ def _end_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, grace_s: float
 def spawn_workers(options: Options, job_ids: list[str], mode: str) -> list[subprocess.Popen]:
     """One process per job (alone, processes) or one process with a thread per job (threads)."""
     env = {**os.environ, "PREFECT_API_URL": options.api_url, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "HF_HUB_OFFLINE": "1"}
+           "HF_HUB_OFFLINE": "1", "PREFECT_CLIENT_MAX_RETRIES": "20"}  # a burst of starts meets 503s: retry
     groups = [job_ids] if mode == "threads" else [[j] for j in job_ids]
     log = open(Path(options.home) / f"workers-{mode}.log", "ab")
     workers = []

@@ -479,11 +479,13 @@ class _Run:
         io, result = self.io, self.result
         noticed = io.clock()
         log.warning("stopping at step %d (%s): checkpointing", step, self.stop.reason or "another rank's stop")
-        self.heartbeat.update(publish=True, state=TrainerState.checkpointing, stop_reason=self.stop.reason)
+        self.heartbeat.update(soon=True, state=TrainerState.checkpointing, stop_reason=self.stop.reason)
         if step != last_ckpt_step:
             self._checkpoint(step, urgent=True)
         if self.world.main:
             self.uploader.wait()
+        result.durable_s = io.clock() - noticed  # LATEST.json names it: the checkpoint is durable
+        if self.world.main:
             self.metrics.flush()
         changes = {"state": TrainerState.checkpointed, "last_checkpoint_step": step}
         if self.stop.request_id:
@@ -491,7 +493,6 @@ class _Run:
         self.heartbeat.update(publish=True, **changes)
         distributed.barrier(self.world)  # no rank exits before the checkpoint is durable
         result.exit_code, result.stop_reason = EXIT_CHECKPOINTED, self.stop.reason
-        result.durable_s = io.clock() - noticed
         return result
 
     def _finish(self) -> RunResult:

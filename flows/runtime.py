@@ -18,6 +18,7 @@ from spotshift.policy.state import SpotOutlook
 from spotshift.settings import Settings, get_settings
 from spotshift.stores import JobStore, Ledger
 from spotshift.stores.market_history import MarketHistoryStore, observations_from_snapshot
+from spotshift.stores.throughput import ThroughputStore
 from training.contract import JobPaths
 
 
@@ -57,6 +58,7 @@ class Runtime:
     imds_endpoint: str | None = None  # the trainer polls it for spot notices (EC2: http://169.254.169.254)
     min_step_seconds: float = 0.0  # trainer pacing for demos and tests; 0 = train at full speed
     history: MarketHistoryStore | None = None  # recorded zone observations; None = no outlook for the policy
+    throughput: ThroughputStore | None = None  # measured training rates, for later estimates of the same shape
     fault: Callable[[str], None] = no_fault  # called at each named step of a migration (crash tests kill here)
     restart_job: Callable[[str], None] | None = None  # start a new train-job run that adopts the job
     _bucket_regions: dict[str, str] = field(default_factory=dict)
@@ -95,7 +97,7 @@ class Runtime:
         bucket; the market reads the Pricing API and the Spot Advisor feed."""
         from blocks.aws import load_aws_credentials
         from spotshift.aws.compute import make_backend
-        from blocks.stores import open_job_store, open_ledger
+        from blocks.stores import open_job_store, open_ledger, open_market_history, open_throughput_store
 
         settings = settings or get_settings()
         creds = load_aws_credentials(settings)
@@ -116,6 +118,8 @@ class Runtime:
             backend = make_backend("local", endpoint_url=settings.aws_endpoint_url,
                                    work_dir=settings.home / "instances")
         return cls(settings=settings, jobs=open_job_store(settings), ledger=open_ledger(settings),
+                   history=open_market_history(settings), throughput=open_throughput_store(settings),
+                   restart_job=restart_by_deployment,
                    s3=s3, market=_aws_market(settings, client_for, backend, live=on_ec2),
                    backend=backend,
                    poll_seconds=settings.monitor_poll_seconds, image_id=None if on_ec2 else settings.image_id,
@@ -142,7 +146,7 @@ class Runtime:
 
         from spotshift.aws.compute import make_backend
         from spotshift.aws.moto_env import client, ensure_bucket
-        from blocks.stores import open_job_store, open_ledger, open_market_history
+        from blocks.stores import open_job_store, open_ledger, open_market_history, open_throughput_store
 
         home = Path(home)
         settings = Settings(home=home, bucket=bucket, aws_endpoint_url=endpoint_url,
@@ -150,6 +154,7 @@ class Runtime:
         ensure_bucket(endpoint_url, bucket)
         backend = make_backend("local", endpoint_url=endpoint_url, work_dir=home / "instances", oracle=market,
                                clock=clock, **(backend_options or {}))
+        overrides.setdefault("throughput", open_throughput_store(settings))
         history = overrides.setdefault("history", open_market_history(settings))
         past = getattr(market, "past_observations", None)  # what a scout would have seen before now
         if seed_history and past is not None and history is not None and not history.zones():

@@ -21,38 +21,50 @@ from tests.test_flows import DEADLINE, SPEEDUP, model_uri  # noqa: F401 - a shar
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("prefect"), pytest.mark.timeout(600)]
 
-TIMELINE = DemoTimeline(lost_minute=10_000, cheap_minute=12, cheap_price=0.2)  # us-west-2a: $0.20/h at minute 12
-MAX_STEPS = 300  # 45 market minutes at 0.15 s a step: the move to the cheap zone pays for itself
+TIMELINE = DemoTimeline(lost_minute=10_000, cheap_minute=10_000)  # a quiet market: the move is asked for
+MAX_STEPS = 300
+MOVE_AFTER_STEP = 20  # the move starts once the first instance has trained this far (checkpoints every 10)
 
+# The flow process: train-job watches the job; once it trains, a migrate-job run (as continuous-scout
+# would start) moves it to us-west-2a, and the process dies (SIGKILL) at `point` of that move.
 FLOW_SCRIPT = '''
-import os, signal, sys, time
+import os, signal, sys, threading, time
 from datetime import datetime
 from deployments.demo_market import DemoTimeline, demo_market
+from flows.migrate_job import migrate_job
 from flows.runtime import Runtime
 from flows.train_job import train_job
 from spotshift.clock import VirtualClock
+from spotshift.market.query import OfferQuery
+from spotshift.models import Market, MigrationReason
 
 endpoint, home, job_id, point, start, wall0 = sys.argv[1:7]
 start = datetime.fromisoformat(start)
 clock = VirtualClock(start=start, speedup=%(speedup)r, _wall0=float(wall0), _wall=time.time)
-market = demo_market(start, DemoTimeline(lost_minute=10_000, cheap_minute=12, cheap_price=0.2))
+market = demo_market(start, DemoTimeline(lost_minute=10_000, cheap_minute=10_000))
 
 def crash(at):
     if at == point:  # the flow process dies here, with no chance to clean up
         os.kill(os.getpid(), signal.SIGKILL)
 
 rt = Runtime.local(endpoint, home, market=market, clock=clock, bucket="adopt-jobs", fault=crash,
-                   poll_seconds=0.3, rescout_seconds=2.0, min_step_seconds=0.15,
-                   on_demand_prices={"p3.2xlarge": 3.06}, settings={"heartbeat_stall_seconds": 90 * %(speedup)r})
-train_job(job_id, runtime=rt)
-''' % {"speedup": SPEEDUP}
+                   poll_seconds=0.3, min_step_seconds=0.15, on_demand_prices={"p3.2xlarge": 3.06},
+                   settings={"heartbeat_stall_seconds": 90 * %(speedup)r})
+threading.Thread(target=train_job, args=(job_id,), kwargs={"runtime": rt}, daemon=True).start()
+while not (rt.jobs.get(job_id).status.value == "running" and rt.jobs.get(job_id).step >= %(after)d):
+    time.sleep(0.5)
+query = OfferQuery(regions=("us-west-2",), instance_types=("p3.2xlarge",), markets=(Market.SPOT,))
+target = market.snapshot(query, clock()).offers[0]
+migrate_job(job_id, target, MigrationReason.MANUAL, expected_saving_usd=1.0, runtime=rt)
+sys.exit(3)  # the move ended without reaching `point`
+''' % {"speedup": SPEEDUP, "after": MOVE_AFTER_STEP}
 
 
 def _runtime(tmp_path, endpoint, start: datetime, wall0: float, fault) -> Runtime:
     clock = VirtualClock(start=start, speedup=SPEEDUP, _wall0=wall0, _wall=time.time)
     market = demo_market(start, TIMELINE)
     return Runtime.local(endpoint, tmp_path, market=market, clock=clock, bucket="adopt-jobs", fault=fault,
-                         poll_seconds=0.3, rescout_seconds=2.0, min_step_seconds=0.15,
+                         poll_seconds=0.3, min_step_seconds=0.15,
                          on_demand_prices={"p3.2xlarge": 3.06},
                          settings={"heartbeat_stall_seconds": 90 * SPEEDUP}, backend_options={"grace_s": 15.0})
 

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -435,19 +435,20 @@ class Restored:
     files: dict[str, memoryview]
 
 
-def candidate_manifests(store: ObjectStore) -> list[CheckpointManifest]:
-    """LATEST first, then every other step-<N>/manifest.json, newest first."""
-    found: dict[int, CheckpointManifest] = {}
+def candidate_manifests(store: ObjectStore) -> Iterator[CheckpointManifest]:
+    """LATEST first, then every other step-<N>/manifest.json, newest first. Lazy: a resume from
+    LATEST reads nothing else (no listing)."""
     latest = load_json(store, LATEST, CheckpointManifest)
+    if latest is not None:
+        yield latest
+    found: dict[int, CheckpointManifest] = {}
     for key in store.list_keys("checkpoints/step-"):
         step = step_of_key(key)
         if step is not None and key == checkpoint_prefix(step) + MANIFEST and step not in found:
             manifest = load_json(store, key, CheckpointManifest)
             found[manifest.step] = manifest
-    ordered = sorted(found.values(), key=lambda m: m.step, reverse=True)
-    if latest is not None:
-        ordered = [latest] + [m for m in ordered if m.step != latest.step]
-    return ordered
+    yield from (m for m in sorted(found.values(), key=lambda m: m.step, reverse=True)
+                if latest is None or m.step != latest.step)
 
 
 def _fetch_verified(store: ObjectStore, entry: ManifestFile) -> memoryview:

@@ -275,9 +275,6 @@ class _Run:
         optimizer = torch.optim.AdamW(trainable, lr=spec.learning_rate, weight_decay=spec.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: lr_factor(s, spec.warmup_steps, spec.max_steps))
-        if self.world.main and sharding != "fsdp" and not self.reserved:
-            self.snapshots.reserve(inner, background=True)
-            self.reserved = True
         if self.world.distributed:
             log.info("%d processes, %s", self.world.size, sharding)
         return _Model(model, inner, tokenizer.result(), optimizer, scheduler, make_scaler(precision, device), precision,
@@ -376,6 +373,7 @@ class _Run:
             if first_step_end is None:
                 first_step_end = io.clock()
                 result.first_step_s = first_step_end - self.started
+                self._reserve_snapshot_buffers()
             self.heartbeat.update(step=done, loss=loss, samples_per_s=samples_per_step / dt,
                                   tokens_per_s=samples_per_step * spec.seq_len / dt)
             result.final_step, result.final_loss = done, loss
@@ -390,6 +388,13 @@ class _Run:
         if result.final_step > start.step + 1:
             result.steps_per_s = (result.final_step - start.step - 1) / (io.clock() - first_step_end)
         return self._finish()
+
+    def _reserve_snapshot_buffers(self) -> None:
+        """The first snapshot's buffers, allocated and touched on a background thread once training
+        runs (not while the resume races to its first step)."""
+        if self.world.main and self.built.sharding != "fsdp" and not self.reserved:
+            self.snapshots.reserve(self.built.inner, background=True)
+            self.reserved = True
 
     def _train_step(self, built: _Model, stream: SampleStream, samples_before: int,
                     before_update: Callable[[], None] = lambda: None) -> float:

@@ -22,6 +22,7 @@ from tasks.aws_check import check_region_before_launch
 from tasks.deployer import start_instance, stop_instance, stop_job_instances
 from tasks.monitor import Watch, new_watch
 from tasks.optimizer import plan_placement
+from tasks.retention import expire_checkpoints
 from tasks.scout import scout
 from tasks.user_proxy import approve
 from tasks.workloads import close_workload, open_workload, record_instance
@@ -196,6 +197,8 @@ def finalize(rt: Runtime, run: JobRun, status: JobStatus, message: str) -> Job:
     create_markdown_artifact(key=f"cost-{run.job.id}", markdown=cost_report(
         run.job.id, workloads, rt.ledger.migrations(run.job.id), od), description=f"cost of job {run.job.id}")
     final = run.paths.final_uri if status is JobStatus.SUCCEEDED else None
+    if status is JobStatus.SUCCEEDED:
+        expire_checkpoints(rt.s3, run.paths)  # the final model stays; the checkpoints expire later
     return transition(rt, run, status, message, cost_usd=summary.total_usd, final_model=final,
                       current_workload_id=None) if run.job.status is not status else run.job
 

@@ -104,6 +104,7 @@ def _train_until_done(rt: Runtime, run: JobRun) -> bool:
         outcome = watch_instance(run.watch, s3=rt.s3, output=run.output, backend=rt.backend, jobs=rt.jobs,
                                  job_id=run.job.id, clock=rt.clock, sleep=rt.sleep, poll_seconds=rt.poll_seconds,
                                  stall_seconds=rt.settings.heartbeat_stall_seconds, wall_budget_s=rt.rescout_seconds,
+                                 first_heartbeat_seconds=rt.settings.first_heartbeat_seconds,
                                  flow_run_id=run.flow_run_id)
         if outcome.verdict is Verdict.DONE:
             return True
@@ -142,7 +143,7 @@ def _review(rt: Runtime, run: JobRun) -> None:
     """Re-scout this job's market and let the policy decide stay or move (continuous-scout's
     decision for one job, made inside the flow run that owns it)."""
     now = rt.clock()
-    snapshot = scout(rt.market, run.query, now)
+    snapshot = scout.with_options(refresh_cache=True)(rt.market, run.query, now)  # the market of now, as placements
     rt.record_market(snapshot, run.query, now)
     decision = decide(job_state(rt, run, now), snapshot, now, policy=rt.policy)
     if isinstance(decision, Move):

@@ -23,14 +23,17 @@ class Verdict(str, Enum):
 
 
 def assess(progress: Any, *, instance_id: str, now: datetime, last_sign_of_life: datetime,
-           stall_seconds: float) -> Verdict:
+           stall_seconds: float, first_heartbeat_seconds: float | None = None) -> Verdict:
     """What the instance's trainer is doing. Only a heartbeat that names this instance counts (the
     previous instance wrote to the same prefix). `last_sign_of_life` is when the caller, on its
     own clock, last saw the heartbeat change (or started the instance): trainer timestamps are
     another machine's clock and are not compared with `now`."""
-    stalled = (now - last_sign_of_life).total_seconds() > stall_seconds
+    silent = (now - last_sign_of_life).total_seconds()
+    stalled = silent > stall_seconds
     if progress is None or progress.instance_id != instance_id:
-        return Verdict.STALLED if stalled else Verdict.STARTING
+        # no heartbeat from this instance yet: boot, install and model download get their own time
+        first = max(stall_seconds, first_heartbeat_seconds or 0.0)
+        return Verdict.STALLED if silent > first else Verdict.STARTING
     state = TrainerState(progress.state)
     if state is TrainerState.done:
         return Verdict.DONE

@@ -54,7 +54,8 @@ def new_watch(workload: Workload, job_id: str) -> Watch:
 @task(name="monitor", cache_policy=NO_CACHE, task_run_name="watch-{watch.workload.instance_id}")
 def watch_instance(watch: Watch, *, s3: Any, output: str, backend: Any, jobs: Any, job_id: str,
                    clock: Callable[[], datetime], sleep: Callable[[float], None], poll_seconds: float,
-                   stall_seconds: float, wall_budget_s: float | None = None, flow_run_id: str = "") -> WatchOutcome:
+                   stall_seconds: float, wall_budget_s: float | None = None, flow_run_id: str = "",
+                   first_heartbeat_seconds: float | None = None) -> WatchOutcome:
     """Poll until the instance needs the flow; refreshes the job's lease and the progress artifact."""
     logger = get_run_logger()
     w = watch.workload
@@ -73,7 +74,8 @@ def watch_instance(watch: Watch, *, s3: Any, output: str, backend: Any, jobs: An
                 if watch.artifact_id is not None:
                     update_progress_artifact(watch.artifact_id, progress=100.0 * progress.step / progress.max_steps)
         verdict = assess(progress, instance_id=w.instance_id or "", now=now,
-                         last_sign_of_life=watch.last_sign_of_life or w.started_at, stall_seconds=stall_seconds)
+                         last_sign_of_life=watch.last_sign_of_life or w.started_at, stall_seconds=stall_seconds,
+                         first_heartbeat_seconds=first_heartbeat_seconds)
         job = jobs.update(job_id, JobUpdate(step=watch.last_step, measured=measured), now=now)  # also the job's lease
         watch.measured = job.measured
         if flow_run_id and job.flow_run_id not in (None, flow_run_id):

@@ -35,3 +35,10 @@ def test_rate_and_remaining_hours():
     assert m.steps_per_hour == 120
     assert remaining_hours(70, 310, m.steps_per_hour, fallback=99) == 2
     assert remaining_hours(70, 310, None, fallback=99) == 99
+
+
+def test_a_new_instance_gets_its_own_time_for_the_first_heartbeat():
+    kw = dict(instance_id="i-1", last_sign_of_life=T0, stall_seconds=60, first_heartbeat_seconds=1800)
+    assert assess(None, now=T0 + timedelta(seconds=600), **kw) is Verdict.STARTING  # booting, installing
+    assert assess(None, now=T0 + timedelta(seconds=1801), **kw) is Verdict.STALLED
+    assert assess(beat(), now=T0 + timedelta(seconds=61), **kw) is Verdict.STALLED  # once it beats, 60 s

@@ -70,14 +70,6 @@ WINDOWS = [
 
 
 @pytest.fixture(scope="module")
-def prefect_api():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
-
-
-@pytest.fixture(scope="module")
 def traces(traces_dir):
     """The V100 traces on their regular 195 s grid (the simulator's time axis; the CSVs' own
     timestamps drift by up to two hours from it over the 45 days)."""

@@ -52,3 +52,17 @@ def test_the_recorded_outlook_is_the_simulators_function_of_the_same_history(sto
     assert "us-east-1b" in live.run_hours and live.as_of <= now
     assert store.outlook(["eu-west-1"], now) is None  # nothing recorded there
     assert store.outlook(["us-east-1"], T0 - H) is None  # nothing recorded before then
+
+
+def test_records_of_another_writer_are_seen_once_the_copy_is_reloaded(tmp_path):
+    db = open_embedded_database(tmp_path, "t")
+    ticks = [0.0]
+    reader = MarketHistoryStore(db.database, write_lock=db.write_lock, reload_s=60, monotonic=lambda: ticks[0])
+    writer = MarketHistoryStore(db.database, write_lock=db.write_lock)  # a continuous scout elsewhere
+    reader.record([ZoneObservation("us-east-1a", T0, available=True, price=0.9)], source="scout")
+    assert reader.zones() == {"us-east-1a"}  # its own record, at once
+    writer.record([ZoneObservation("us-west-2a", T0 + H, available=False)], source="preemption")
+    assert reader.zones() == {"us-east-1a"}  # its copy is fresh enough for the outlook
+    ticks[0] = 61.0
+    assert reader.zones() == {"us-east-1a", "us-west-2a"}
+    assert [o.zone for o in reader.observations(since=T0 + H)] == ["us-west-2a"]

@@ -4,7 +4,8 @@ built from it by the same function the simulator applies to a trace's past ticks
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime, timedelta
 
@@ -32,32 +33,48 @@ def observations_from_snapshot(snapshot: MarketSnapshot, known_zones: Iterable[s
 
 
 class MarketHistoryStore:
-    """Zone observations in one collection of the job store's database (MongoDB or embedded)."""
+    """Zone observations in one collection of the job store's database (MongoDB or embedded).
 
-    def __init__(self, database, *, write_lock: AbstractContextManager | None = None):
+    The history is append-only and read at every decision, so it is read once and kept in memory:
+    this process's own records are added as they are written, other processes' (a continuous scout
+    elsewhere) are seen within `reload_s` (the outlook itself moves on a 15-minute grid)."""
+
+    def __init__(self, database, *, write_lock: AbstractContextManager | None = None, reload_s: float = 60.0,
+                 monotonic: Callable[[], float] = time.monotonic):
         self._obs = database[COLLECTION]
         self._lock = write_lock if write_lock is not None else nullcontext()
+        self._reload_s, self._monotonic = reload_s, monotonic
+        self._cache: list[ZoneObservation] | None = None
+        self._loaded_at = 0.0
         with self._lock:
             self._obs.create_index([("at", ASCENDING)])
 
     def record(self, observations: Iterable[ZoneObservation], source: str) -> int:
+        observations = list(observations)
         docs = [{"zone": o.zone, "at": o.at.astimezone(UTC).isoformat(), "available": o.available,
                  "price": o.price, "source": source} for o in observations]
         if docs:
             with self._lock:
                 self._obs.insert_many(docs)
+            if self._cache is not None:
+                self._cache = sorted([*self._cache, *observations], key=lambda o: o.at)  # stable: ties keep order
         return len(docs)
 
     def zones(self) -> set[str]:
-        return {d["zone"] for d in self._obs.find({}, {"zone": 1})}
+        return {o.zone for o in self._all()}
 
     def observations(self, since: datetime | None = None) -> list[ZoneObservation]:
         """Every observation at or after `since`, oldest first (ties in the order recorded)."""
-        query = {"at": {"$gte": since.astimezone(UTC).isoformat()}} if since else {}
-        # sorted here, stably (ties keep the order recorded): montydb's own sort is quadratic
-        docs = sorted(self._obs.find(query, {"_id": 0}), key=lambda d: d["at"])
-        return [ZoneObservation(zone=d["zone"], at=datetime.fromisoformat(d["at"]), available=d["available"],
-                                price=d.get("price")) for d in docs]
+        return [o for o in self._all() if since is None or o.at >= since]
+
+    def _all(self) -> list[ZoneObservation]:
+        if self._cache is None or self._monotonic() - self._loaded_at > self._reload_s:
+            # sorted here, stably (ties keep the order recorded): montydb's own sort is quadratic
+            docs = sorted(self._obs.find({}, {"_id": 0}), key=lambda d: d["at"])
+            self._cache = [ZoneObservation(zone=d["zone"], at=datetime.fromisoformat(d["at"]),
+                                           available=d["available"], price=d.get("price")) for d in docs]
+            self._loaded_at = self._monotonic()
+        return self._cache
 
     def outlook(self, regions: Sequence[str], now: datetime, lookback: timedelta = LOOKBACK,
                 settings: OutlookSettings = OutlookSettings()) -> SpotOutlook | None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from spotshift.catalog import GPU_MODELS, INSTANCE_TYPES, work_units_per_hour
+from spotshift.catalog import GPU_MODELS, INSTANCE_TYPES
+from spotshift.catalog import work_units_per_hour as instance_rate
 from spotshift.models import InterruptionRisk, JobCreate, Market, Offer, Workload
 
 # A V100 (fp16 tensor cores, 125 TFLOPS peak) sustains about 30% of peak in LM fine-tuning.
@@ -29,11 +30,13 @@ def offer_of_workload(w: Workload, observed_at: datetime) -> Offer:
 
 
 def remaining_work(step: int, max_steps: int, steps_per_hour: float | None, instance_type: str | None,
-                   estimate_total: float) -> float:
-    """V100-hours of work left: measured (steps/hour on `instance_type`) once known, else the
-    share of the pre-run estimate."""
+                   estimate_total: float, work_units_per_hour: float | None = None) -> float:
+    """V100-hours of work left: measured (steps/hour on `instance_type`, which does
+    `work_units_per_hour` V100-hours of this job's work an hour; default: every GPU of it) once
+    known, else the share of the pre-run estimate."""
     left = max(0, max_steps - step)
     if steps_per_hour and instance_type:
-        return left / steps_per_hour * work_units_per_hour(instance_type)
+        per_hour = work_units_per_hour if work_units_per_hour else instance_rate(instance_type)
+        return left / steps_per_hour * per_hour
     return estimate_total * left / max_steps
 

@@ -149,3 +149,27 @@ def test_a_migration_row_is_built_in_one_place():
     failed = migration_row("job-1", old, None, MigrationReason.PREEMPTED, started_at=NOW, finished_at=NOW + H,
                            checkpoint_step=None)
     assert failed.succeeded is False and failed.downtime_seconds is None
+
+
+def test_the_policy_prices_an_offer_for_the_gpus_the_job_uses():
+    """With the job's rates (spotshift.sizing), an 8-GPU instance the job can use one GPU of costs its
+    whole $/h for one GPU's work: the 1-GPU instance of the same GPU is cheaper per unit of work."""
+    from spotshift.hf import size_from_formula
+    from spotshift.sizing import JobSizing, TrainingShape, work_rates
+
+    tiny = {"model_type": "llama", "hidden_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "num_key_value_heads": 4, "intermediate_size": 512, "vocab_size": 1000}
+    one_sample = JobSizing(model=size_from_formula(tiny), shape=TrainingShape(micro_batch=1, seq_len=128,
+                                                                              samples_per_step=1))
+    rates = work_rates(one_sample)
+    big = offer("us-east-1a", 8.0, Market.ON_DEMAND).model_copy(update={"instance_type": "p3.16xlarge", "gpu_count": 8})
+    small = offer("us-east-1a", 3.06, Market.ON_DEMAND)
+    state = job_state(facts(remaining_work=2.0, deadline=NOW + 3 * H, work_rates=rates), [])
+    plan = plan_place(state, snapshot(big, small), NOW, frozenset(), "spotshift")
+    assert rates["p3.16xlarge"] == pytest.approx(rates["p3.2xlarge"])  # one sample a step: one GPU used
+    assert plan.offer.instance_type == "p3.2xlarge"
+    from spotshift.policy.view import make_view
+
+    unpriced = make_view(job_state(facts(remaining_work=2.0, deadline=NOW + 3 * H), []), snapshot(big, small), NOW)
+    assert unpriced.on_demand[0].instance_type == "p3.16xlarge"  # every GPU counted: the old mispricing
+    assert make_view(state, snapshot(big, small), NOW).on_demand[0].instance_type == "p3.2xlarge"

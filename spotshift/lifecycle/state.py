@@ -3,13 +3,14 @@ workloads (the ledger), its measurements and step (the job store), the market's 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from spotshift.models import EndReason, Job, Offer, Workload
 from spotshift.planning import offer_of_workload, remaining_work
 from spotshift.policy.state import JobState, SpotOutlook
+from spotshift.sizing import work_rates
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class JobFacts:
     checkpoint_region: str | None = None
     home_zone: str | None = None  # None = the zone of the first stint
     outlook: SpotOutlook | None = None
+    work_rates: Mapping[str, float] | None = None  # instance type -> V100-hours/hour of this job
 
 
 def job_state(facts: JobFacts, stints: Sequence[Stint]) -> JobState:
@@ -61,7 +63,7 @@ def job_state(facts: JobFacts, stints: Sequence[Stint]) -> JobState:
         was_preempted=current is None and last is not None and last.end_reason is EndReason.PREEMPTED,
         home_zone=facts.home_zone or (stints[0].offer.zone if stints else None),
         budget_usd=facts.budget_usd, spent_usd=sum(s.cost_usd for s in stints if s.ended_at is not None),
-        outlook=facts.outlook,
+        outlook=facts.outlook, work_rates=facts.work_rates,
     )
 
 
@@ -79,13 +81,14 @@ def live_job_state(job: Job, workloads: Sequence[Workload], *, now: datetime, de
     """The JobState of a stored job: what train-job, continuous-scout and an adopting run all use
     (the step is the job's, which the run that watches the trainer keeps up to date)."""
     m = job.measured
-    step = job.step
+    rates = work_rates(job.sizing) if job.sizing is not None else None
+    measured_on = (rates or {}).get(m.rate_instance_type or "") if rates is not None else None
     facts = JobFacts(
         job_id=job.id, deadline=job.request.deadline, started_at=job.created_at,
-        remaining_work=remaining_work(step, job.request.max_steps, m.steps_per_hour, m.rate_instance_type,
-                                      job.total_work or 0.0),
+        remaining_work=remaining_work(job.step, job.request.max_steps, m.steps_per_hour, m.rate_instance_type,
+                                      job.total_work or 0.0, work_units_per_hour=measured_on),
         changeover_hours=m.changeover_hours if m.changeover_hours is not None else default_changeover_hours,
         total_work=job.total_work, budget_usd=job.request.budget_usd, checkpoint_gb=m.checkpoint_gb,
-        checkpoint_region=checkpoint_region, outlook=outlook,
+        checkpoint_region=checkpoint_region, outlook=outlook, work_rates=rates,
     )
     return job_state(facts, stints_of(workloads, m.training_workload_id, now))

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from spotshift.models import Offer
+from spotshift.models import Offer, OfferKey
 from spotshift.sizing.speed import instance_work_units_per_hour
 
-OfferKey = tuple[str, str, str, str]  # (region, zone, instance type, market): Offer.key
 WorkRates = Mapping[str, float]  # instance type -> V100-hours of work per hour
 
 

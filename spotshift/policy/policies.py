@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from spotshift.catalog import work_units_per_hour
+from spotshift.market.ranking import work_rate
 from spotshift.market.traces import region_of
 from spotshift.models import Market, MarketSnapshot, MigrationReason, Offer
 from spotshift.policy.egress import transfer_cost_usd
@@ -279,7 +279,7 @@ class SpotShift:
         typical = runs[len(runs) // 2]
         need = work * d / max(typical, 1e-9)
         tight = 1.0 if free <= 0 else min(1.0, need / free) ** self.tightness_power
-        premium = rate(view.best_od) - min(rate(o) for o in view.spot)
+        premium = rate(view.best_od, state.work_rates) - min(rate(o, state.work_rates) for o in view.spot)
         return tight * max(premium, 0.0) * min(typical, work) / max(d, 1e-9)
 
     def _score(self, state: JobState, offer: Offer, run: float, slack_usd: float, transfer: bool = True) -> float:
@@ -288,7 +288,8 @@ class SpotShift:
         expected run."""
         d = state.changeover_hours
         carry = transfer_cost_usd(state.checkpoint_region, offer.region, state.checkpoint_gb) if transfer else 0.0
-        return rate(offer) + ((rate(offer) + slack_usd) * d + carry) / max(run, 1e-9)
+        r = rate(offer, state.work_rates)
+        return r + ((r + slack_usd) * d + carry) / max(run, 1e-9)
 
     def _best_spot(
         self, state: JobState, view: View, slack_usd: float, spare_per_work: float = 0.0
@@ -334,7 +335,7 @@ class SpotShift:
         """Whether leaving on-demand for `best` saves, over its expected run, more than the changeover
         there and the one back to on-demand after its preemption."""
         offer, run, score = best
-        return (rate(od) - score) * min(work, run) > (offer.usd_per_hour + od.usd_per_hour) * state.changeover_hours
+        return (rate(od, state.work_rates) - score) * min(work, run) > (offer.usd_per_hour + od.usd_per_hour) * state.changeover_hours
 
     def decide(self, state: JobState, snapshot: MarketSnapshot, now: datetime) -> Decision:
         if state.remaining_work <= 0:
@@ -398,8 +399,8 @@ class SpotShift:
         if move is not None:
             return move
         # training on spot leaves the slack as it is and shortens the work: a move may pay later
-        od_type = view.best_od.instance_type if view.best_od is not None else state.current.instance_type
-        speed = work_units_per_hour(state.current.instance_type) / work_units_per_hour(od_type)
+        speed = work_rate(state.current, state.work_rates) / work_rate(view.best_od, state.work_rates) \
+            if view.best_od is not None else 1.0
         until = self._first_at(state, now, work, speed, lambda w: self._move_target(state, view, free, w) is not None)
         return Stay("no move pays back its changeover", until=until)
 

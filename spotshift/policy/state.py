@@ -51,6 +51,8 @@ class JobState:
     budget_usd: float | None = None
     spent_usd: float = 0.0
     outlook: SpotOutlook | None = None  # online spot statistics; None = judge by the offers' interruption risk
+    work_rates: Mapping[str, float] | None = None  # instance type -> V100-hours/hour for this job (its
+    # precision, method and GPUs used: spotshift.sizing.work_rates); None = every GPU in mixed precision
 
     def __post_init__(self) -> None:
         if self.remaining_work < 0:

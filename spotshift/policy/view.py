@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from spotshift.catalog import work_units_per_hour
-from spotshift.market.ranking import rank_offers, usd_per_work_unit
+from spotshift.market.ranking import WorkRates, rank_offers, usd_per_work_unit, work_rate
 from spotshift.models import OfferKey, Market, MarketSnapshot, Offer
 from spotshift.policy.egress import transfer_cost_usd
 from spotshift.policy.state import JobState
@@ -16,7 +15,7 @@ HOUR = timedelta(hours=1)
 
 def hours_to_finish(state: JobState, offer: Offer) -> float:
     """Training hours `offer` needs for the job's remaining work."""
-    return state.remaining_work / work_units_per_hour(offer.instance_type)
+    return state.remaining_work / work_rate(offer, state.work_rates)
 
 
 def changeover_left(state: JobState, now: datetime) -> float:
@@ -56,14 +55,15 @@ def make_view(
 ) -> View:
     """Rank the snapshot's offers for `state` (only `zone`'s spot and its region's on-demand when
     given) and compute the slack left if the job finished on on-demand."""
-    if zone is None and not blocked:
+    rates = state.work_rates
+    if zone is None and not blocked and rates is None:
         spot, on_demand = _ranked_by_market(snapshot.offers)
     else:
-        offers = [o for o in snapshot.offers if o.key not in blocked]
+        offers = [o for o in snapshot.offers if o.key not in blocked and work_rate(o, rates) > 0]
         if zone is not None:
             region = zone[:-1]
             offers = [o for o in offers if (o.zone == zone if o.market is Market.SPOT else o.region == region)]
-        spot, on_demand = _split(rank_offers(offers))
+        spot, on_demand = _split(rank_offers(offers, rates))
     on_demand = _checkpoint_region_first(state, on_demand)
     hours_left = (state.deadline - now) / HOUR
     if on_demand:
@@ -81,9 +81,9 @@ def _checkpoint_region_first(state: JobState, on_demand: list[Offer]) -> list[Of
     on-demand is never interrupted, so the only difference between equal prices is the transfer."""
     if len(on_demand) < 2 or state.checkpoint_region is None or on_demand[0].region == state.checkpoint_region:
         return on_demand
-    cheapest = usd_per_work_unit(on_demand[0])
+    cheapest = usd_per_work_unit(on_demand[0], state.work_rates)
     for i, o in enumerate(on_demand):
-        if usd_per_work_unit(o) > cheapest:
+        if usd_per_work_unit(o, state.work_rates) > cheapest:
             break
         if o.region == state.checkpoint_region:
             return [o, *on_demand[:i], *on_demand[i + 1:]]
@@ -111,6 +111,6 @@ def _ranked_by_market(offers: list[Offer]) -> tuple[list[Offer], list[Offer]]:
     return spot, on_demand
 
 
-def rate(offer: Offer) -> float:
-    """Dollars per V100-hour of work on `offer`."""
-    return usd_per_work_unit(offer)
+def rate(offer: Offer, rates: WorkRates | None = None) -> float:
+    """Dollars per V100-hour of work on `offer` (for the job whose `rates` they are)."""
+    return usd_per_work_unit(offer, rates)

@@ -346,7 +346,8 @@ def lower_thread_priority(increment: int) -> bool:
 
 class BackgroundUploader:
     """Publishes snapshots on a worker thread so training continues while they upload.
-    Checkpoints go out in order; `wait()` blocks until all submitted ones are durable. A failed
+    Checkpoints go out in order; `wait()` blocks until all submitted ones are durable (older ones
+    are deleted after that, `close()` waits for it). A failed
     publish is tried once more; if a periodic checkpoint still fails, training goes on (LATEST
     still names the previous complete checkpoint, and the next one tries again) with a warning;
     if an urgent (stop) checkpoint fails, the error reaches the training thread."""
@@ -390,20 +391,27 @@ class BackgroundUploader:
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
-            snapshot, submitted = item
+            snapshot, submitted, manifest = *item, None
             try:
                 if self._error is None:
                     manifest = self._publish_with_retry(snapshot)
                     if manifest is not None:
                         self.publish_seconds.append(self._clock() - submitted)
                         self._on_published(manifest)
-                        prune_checkpoints(self._store, self._keep)
             except BaseException as exc:  # surfaced to the training thread by raise_if_failed
                 self._error = exc
             finally:
                 self._on_released(snapshot)
-                self._queue.task_done()
+                self._queue.task_done()  # durable: wait() returns; old checkpoints go after
+            if manifest is not None:
+                self._prune()
         self._queue.task_done()
+
+    def _prune(self) -> None:
+        try:
+            prune_checkpoints(self._store, self._keep)
+        except Exception as exc:  # the old checkpoints stay until the next prune
+            log.warning("could not delete old checkpoints (%s); the next checkpoint tries again", exc)
 
     def _publish_with_retry(self, snapshot: Snapshot, attempts: int = 2) -> CheckpointManifest | None:
         for attempt in range(1, attempts + 1):

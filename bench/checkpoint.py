@@ -89,9 +89,12 @@ def raw_upload_s(s3, bucket: str, local: Path) -> float:
     return time.perf_counter() - start
 
 
-def raw_download_load_s(s3, output: str, step: int, target: Path, model_dir: Path, method: str) -> float:
+def raw_download_load_s(s3, output: str, step: int, target: Path, model_dir: Path, method: str,
+                        batch: tuple[int, int] | None = None) -> tuple[float, float | None]:
     """Baseline (b): plain boto3 download of the same checkpoint files + from_pretrained (for an
-    adapter: the base model from its source, then PeftModel.from_pretrained of the adapter)."""
+    adapter: the base model from its source, then PeftModel.from_pretrained of the adapter); and,
+    given `batch` (size, seq_len), the time of one training step of the loaded model (ours counts
+    its first step: for a small checkpoint the step is most of the time)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -104,13 +107,21 @@ def raw_download_load_s(s3, output: str, step: int, target: Path, model_dir: Pat
     for obj in listing:
         s3.download_file(bucket, obj["Key"], str(target / obj["Key"].rsplit("/", 1)[1]))
     if method == "full":
-        AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32)
     else:
         from peft import PeftModel
 
-        PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32), target,
-                                  is_trainable=True)
-    return time.perf_counter() - start
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32),
+                                          target, is_trainable=True)
+    loaded = time.perf_counter() - start
+    if batch is None:
+        return loaded, None
+    start = time.perf_counter()
+    ids = torch.randint(0, model.config.vocab_size, batch)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
+    model(input_ids=ids, labels=ids).loss.backward()
+    optimizer.step()
+    return loaded, time.perf_counter() - start
 
 
 def trainer_default_s(model_dir: Path, s3, bucket: str, work: Path, method: str = "full") -> float | None:
@@ -184,8 +195,10 @@ def measure_once(tag: str, args, s3, bucket: str, work: Path, common: dict, plai
     if "b" in parts:
         resumed = run(notice.model_copy(update={"max_steps": manifest.step + 1}), s3)
         (work / f"raw-{bucket}-{tag}").mkdir()
-        figures.update(resume_to_first_step_s=resumed.first_step_s, raw_download_load_s=raw_download_load_s(
-            s3, notice.output, manifest.step, work / f"raw-{bucket}-{tag}", Path(common["model"]), common["method"]))
+        loaded, step = raw_download_load_s(s3, notice.output, manifest.step, work / f"raw-{bucket}-{tag}",
+                                           Path(common["model"]), common["method"], (args.batch_size, args.seq_len))
+        figures.update(resume_to_first_step_s=resumed.first_step_s, raw_download_load_s=loaded,
+                       raw_download_load_step_s=loaded + step)
 
     # (c) steady throughput with a checkpoint every N steps vs none: (intervals + 1) * N steps, so
     # each checkpoint is followed by N steps that its background upload overlaps; the two runs
@@ -222,6 +235,7 @@ def bench_case(size: str, args, s3, work: Path, dataset: Path) -> dict:
     config = AutoConfig.from_pretrained(model_dir)
     params = 12 * config.n_layer * config.n_embd ** 2 + (config.vocab_size + config.n_positions) * config.n_embd
     figures = ("notice_to_durable_s", "raw_upload_s", "resume_to_first_step_s", "raw_download_load_s",
+               "raw_download_load_step_s",
                "steps_per_s_no_checkpoint", "steps_per_s_with_checkpoint", "throughput_ratio")
     case = {"size": size, "method": args.method, "precision": args.precision, "params": params, "checkpoint_bytes": repeats[0].get("checkpoint_bytes"), "repeats": len(repeats)}
     case.update({name: median([r[name] for r in repeats]) if name in repeats[0] else None for name in figures})
@@ -229,6 +243,8 @@ def bench_case(size: str, args, s3, work: Path, dataset: Path) -> dict:
                             if "a" in args.parts else None)
     case["resume_ratio"] = (median([r["resume_to_first_step_s"] / r["raw_download_load_s"] for r in repeats])
                             if "b" in args.parts else None)
+    case["resume_ratio_with_step"] = (median([r["resume_to_first_step_s"] / r["raw_download_load_step_s"]
+                                              for r in repeats]) if "b" in args.parts else None)
     case["throughput_ratios"] = [r["throughput_ratio"] for r in repeats]
     last = repeats[-1]
     case.update({"checkpoint_every": last["checkpoint_every"], "steps": last["steps"],
@@ -259,6 +275,8 @@ def report(case: dict) -> None:
     if case["resume_ratio"] is not None:
         b, raw = case["resume_to_first_step_s"], case["raw_download_load_s"]
         print(f"  (b) resume -> 1st step  {b:8.2f} s   download+from_pretrained {raw:8.2f} s   ratio {case['resume_ratio']:5.2f}x (target <= {TARGETS['resume']}x)")
+        print(f"      download+from_pretrained+one training step {case['raw_download_load_step_s']:8.2f} s   "
+              f"ratio {case['resume_ratio_with_step']:5.2f}x")
     print(f"  (c) throughput, checkpoint every {case['checkpoint_every']} steps (= {case['checkpoint_interval_s']:.1f} s of training), "
           f"{case['steps']} steps: {case['steps_per_s_with_checkpoint']:.3f} steps/s"
           f"   none: {case['steps_per_s_no_checkpoint']:.3f} steps/s   ratio {case['throughput_ratio']:.3f} (target >= {TARGETS['throughput']})")

@@ -4,13 +4,14 @@ transfer paid on every launch in another region."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
-from spotshift.models import Market
+from spotshift.lifecycle.state import JobFacts, Stint, job_state
+from spotshift.models import EndReason, Market
 from spotshift.policy.egress import transfer_cost_usd
 from spotshift.policy.policies import Policy
-from spotshift.policy.state import JobState, Move, Stop
+from spotshift.policy.state import Move, Stop
 from spotshift.sim.grid import TickJob
 from spotshift.sim.market import TraceMarket
 
@@ -53,39 +54,33 @@ def simulate(
     n_ticks = avail.shape[1]
     steps, frac = job.work_steps, job.last_fraction
     deadline_at = market.time_of(start) + timedelta(hours=job.deadline_ticks * tick_h)
-    base = JobState(
-        job_id="sim", remaining_work=job.work_ticks * tick_h, deadline=deadline_at,
-        changeover_hours=job.changeover_ticks * tick_h, total_work=job.work_ticks * tick_h,
-        started_at=market.time_of(start), home_zone=home_zone,
-    )
+    facts = JobFacts(job_id="sim", deadline=deadline_at, started_at=market.time_of(start),
+                     remaining_work=job.work_ticks * tick_h, changeover_hours=job.changeover_ticks * tick_h,
+                     total_work=job.work_ticks * tick_h, checkpoint_gb=checkpoint_gb, home_zone=home_zone)
+    stints: list[Stint] = []  # the placements so far, as the flows' ledger holds them
     zone_index = {z: i for i, z in enumerate(market.traces.zones)}
     cost = egress = 0.0
     done = 0  # whole work ticks done
     inst: int | None = None
-    offer = None
     co_left = 0
-    placed = ready = None
     changeovers = preemptions = cross_region = 0
     kinds = {"od": 0, "spot": 0, "changeover": 0}  # ticks billed, by what they bought
-    preempted = False
     last_region = None
     next_ask = start
     limit = min(n_ticks, start + job.horizon)
     t = start
     while t < limit:
         if inst is not None and inst != OD and not avail[inst, t]:
-            inst, offer, preempted, next_ask = None, None, True, t
+            inst, next_ask = None, t
             preemptions += 1
+            stints[-1] = replace(stints[-1], ended_at=market.time_of(t), end_reason=EndReason.PREEMPTED)
         if every_tick or t >= next_ask:
             now = market.time_of(t)
-            state = JobState(
-                job_id="sim", remaining_work=(job.work_ticks - done) * tick_h, deadline=deadline_at,
-                current=offer, placed_at=placed, ready_at=ready if co_left else None,
-                changeover_hours=base.changeover_hours, checkpoint_gb=checkpoint_gb,
-                checkpoint_region=checkpoint_region or last_region,
-                total_work=base.total_work, started_at=base.started_at, moves=changeovers,
-                was_preempted=preempted, home_zone=home_zone, outlook=market.outlook(t),
-            )
+            if stints and stints[-1].ended_at is None and not co_left:
+                stints[-1] = replace(stints[-1], trained=True)  # its changeover is over
+            state = job_state(replace(facts, remaining_work=(job.work_ticks - done) * tick_h,
+                                      checkpoint_region=checkpoint_region or last_region,
+                                      outlook=market.outlook(t)), stints)
             decision = policy.decide(state, market.snapshot(t), now)
             next_ask = t + 1
             if isinstance(decision, Stop):
@@ -94,8 +89,10 @@ def simulate(
                 target = decision.target
                 idx = OD if target.market is Market.ON_DEMAND else zone_index.get(target.zone)
                 if idx is not None and (idx == OD or avail[idx, t]):
-                    inst, offer, co_left, preempted = idx, target, job.changeover_ticks, False
-                    placed, ready = now, market.time_of(t + co_left)
+                    if stints and stints[-1].ended_at is None:
+                        stints[-1] = replace(stints[-1], ended_at=now, end_reason=EndReason.MIGRATED)
+                    stints.append(Stint(target, now, trained=False))
+                    inst, co_left = idx, job.changeover_ticks
                     # no checkpoint before the first run; after it, where checkpoints are kept
                     kept = (checkpoint_region or last_region) if last_region is not None else None
                     carry = transfer_cost_usd(kept, target.region, checkpoint_gb)

@@ -47,17 +47,18 @@ def running_jobs(rt: Runtime, now: datetime) -> list[RunningJob]:
     """Every running job with its open workload and the JobState the policy needs (built from the
     stores by the same function train-job uses)."""
     open_by_id = {w.id: w for w in rt.ledger.open_workloads()}
+    running = [j for j in rt.jobs.list(JobStatus.RUNNING) if j.current_workload_id in open_by_id]
+    workloads = rt.ledger.workloads_of([j.id for j in running])  # one read for every job
+    outlooks: dict[tuple[str, ...], object] = {}  # one outlook per set of regions
     out = []
-    for job in rt.jobs.list(JobStatus.RUNNING):
-        w = open_by_id.get(job.current_workload_id or "")
-        if w is None:
-            continue
+    for job in running:
         query = OfferQuery.for_job(job.request, job.sizing or job.gpu_memory_gib or 0.0)
-        state = live_job_state(job, rt.ledger.workloads(job.id), now=now,
-                               default_changeover_hours=rt.changeover_hours,
+        if query.regions not in outlooks:
+            outlooks[query.regions] = rt.outlook(query, now)
+        state = live_job_state(job, workloads[job.id], now=now, default_changeover_hours=rt.changeover_hours,
                                checkpoint_region=rt.bucket_region(rt.paths(job).bucket),
-                               outlook=rt.outlook(query, now))
-        out.append(RunningJob(job, w, query, state))
+                               outlook=outlooks[query.regions])
+        out.append(RunningJob(job, open_by_id[job.current_workload_id], query, state))
     return out
 
 

@@ -101,6 +101,16 @@ def test_migrations_round_trip(ledger):
     assert ledger.migrations("job-1") == [done]
 
 
+def test_workloads_of_many_jobs_come_back_by_job_in_one_read(ledger):
+    ledger.upsert_workload(workload("wl-2", "job-1", start=T0 + timedelta(hours=2)))
+    ledger.upsert_workload(workload("wl-1", "job-1", start=T0))
+    ledger.upsert_workload(workload("wl-3", "job-2", start=T0))
+    ledger.upsert_workload(workload("wl-4", "job-3", start=T0))
+    by_job = ledger.workloads_of(["job-1", "job-2", "job-9"])
+    assert {k: [w.id for w in v] for k, v in by_job.items()} == {"job-1": ["wl-1", "wl-2"], "job-2": ["wl-3"],
+                                                                 "job-9": []}
+
+
 # --- SupabaseLedger at the HTTP level ---------------------------------------------------------------
 
 SUPABASE = "http://supabase.test"
@@ -188,3 +198,11 @@ def test_postgrest_error_is_raised_not_swallowed(supabase):
 
     with pytest.raises(APIError, match="row-level security"):
         ledger.upsert_workload(workload())
+
+
+def test_workloads_of_many_jobs_is_one_filtered_request(supabase):
+    ledger, router = supabase
+    route = router.get("/workloads").mock(return_value=httpx.Response(200, json=[RECORDED_OPEN_WORKLOAD_ROW]))
+    by_job = ledger.workloads_of(["job-1", "job-2"])
+    assert [w.id for w in by_job["job-1"]] == ["wl-2"] and by_job["job-2"] == []
+    assert route.calls.last.request.url.params["job_id"] == "in.(job-1,job-2)"

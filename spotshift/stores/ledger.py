@@ -5,10 +5,10 @@ Writes are idempotent upserts on the records' ids; reads come back oldest first.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Protocol, runtime_checkable
 
-from pymongo import ASCENDING
 
 from spotshift.models import Migration, Plan, Workload
 
@@ -24,6 +24,8 @@ class Ledger(Protocol):
     def workloads(self, job_id: str) -> list[Workload]: ...
     def migrations(self, job_id: str) -> list[Migration]: ...
     def open_workloads(self, job_id: str | None = None) -> list[Workload]: ...
+
+    def workloads_of(self, job_ids: Sequence[str]) -> dict[str, list[Workload]]: ...
 
 
 # --- rows: the same shape in PostgreSQL and in the document store --------------------------------
@@ -91,6 +93,11 @@ class EmbeddedLedger(_RowWriter):
     def migrations(self, job_id: str) -> list[Migration]:
         return [Migration.model_validate(r) for r in self._rows("migrations", {"job_id": job_id}, "started_at")]
 
+    def workloads_of(self, job_ids: Sequence[str]) -> dict[str, list[Workload]]:
+        """Every workload of these jobs, by job, in one read (continuous-scout's many running jobs)."""
+        return _by_job(job_ids, [Workload.model_validate(r) for r in
+                                 self._rows("workloads", {"job_id": {"$in": list(job_ids)}}, "started_at")])
+
     def open_workloads(self, job_id: str | None = None) -> list[Workload]:
         query: dict[str, Any] = {"ended_at": None}
         if job_id is not None:
@@ -102,8 +109,9 @@ class EmbeddedLedger(_RowWriter):
             self._db[collection].replace_one({"_id": row["id"]}, {"_id": row["id"], **row}, upsert=True)
 
     def _rows(self, collection: str, query: dict[str, Any], order_by: str) -> list[dict[str, Any]]:
-        cursor = self._db[collection].find(query).sort([(order_by, ASCENDING), ("_id", ASCENDING)])
-        return [{k: v for k, v in doc.items() if k != "_id"} for doc in cursor]
+        # sorted here: montydb's own sort is quadratic in the rows it returns
+        docs = sorted(self._db[collection].find(query), key=lambda d: (str(d[order_by]), str(d["_id"])))
+        return [{k: v for k, v in doc.items() if k != "_id"} for doc in docs]
 
 
 # --- Supabase ------------------------------------------------------------------------------------
@@ -127,6 +135,10 @@ class SupabaseLedger(_RowWriter):
         rows = self._select("migrations", "started_at").eq("job_id", job_id).execute().data
         return [Migration.model_validate(r) for r in rows]
 
+    def workloads_of(self, job_ids: Sequence[str]) -> dict[str, list[Workload]]:
+        rows = self._select("workloads", "started_at").in_("job_id", list(job_ids)).execute().data if job_ids else []
+        return _by_job(job_ids, [Workload.model_validate(r) for r in rows])
+
     def open_workloads(self, job_id: str | None = None) -> list[Workload]:
         query = self._select("workloads", "started_at").is_("ended_at", "null")
         if job_id is not None:
@@ -138,3 +150,10 @@ class SupabaseLedger(_RowWriter):
 
     def _select(self, table: str, order_by: str):
         return self._client.table(table).select("*").order(order_by).order("id")
+
+
+def _by_job(job_ids: Sequence[str], workloads: list[Workload]) -> dict[str, list[Workload]]:
+    out: dict[str, list[Workload]] = {job_id: [] for job_id in job_ids}
+    for w in workloads:
+        out.setdefault(w.job_id, []).append(w)
+    return out

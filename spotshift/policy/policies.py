@@ -242,11 +242,10 @@ class SpotShift:
     # many changeovers: a move's changeover eats slack, which tight jobs need for preemptions
     min_run_d: float = 1.0  # launch spot only where it is expected to stay up this many changeovers
     patience_d: float = 10.0  # ... and, when idle, this many more per hour of slack above the reserve
-    # per work hour left: loose jobs wait for a long-lived zone instead of launching into flapping ones
-    patience_cap: float = 1.0  # ... counting at most this many hours of slack per hour of work: a job far
-    # smaller than its deadline window (3 minutes of work in 12 hours) waits at most about as long as
-    # one whose slack equals its work, instead of idling most of the window (the bench's job fractions,
-    # >= 0.5, never reach the cap)
+    # per work hour left: loose jobs wait for a long-lived zone instead of launching into flapping ones,
+    # but never for a run longer than the changeover plus the job's whole work (a job of minutes with
+    # hours of slack launches at once: any zone expected to outlast it will do; the bench's 48 h jobs
+    # are never capped, where waiting near their end still buys longer runs)
     region_wait_share: float = 0.5  # idle, a job waits for spot capacity in its checkpoint's region
     # rather than carry the checkpoint elsewhere when a zone there is expected back within this share of
     # the slack above the reserve, times that slack per work hour left (loose jobs wait, tight ones move)
@@ -292,11 +291,13 @@ class SpotShift:
         return r + ((r + slack_usd) * d + carry) / max(run, 1e-9)
 
     def _best_spot(
-        self, state: JobState, view: View, slack_usd: float, spare_per_work: float = 0.0
+        self, state: JobState, view: View, slack_usd: float, spare_per_work: float = 0.0, job: float = math.inf
     ) -> tuple[Offer, float, float] | None:
         """(offer, expected run hours, score) of the spot offer with the least score among those
-        expected to outlast `min_run_d` changeovers, plus `patience_d` per hour of `spare_per_work`."""
-        floor = state.changeover_hours * max(self.min_run_d, self.patience_d * min(spare_per_work, self.patience_cap))
+        expected to outlast `min_run_d` changeovers, plus `patience_d` per hour of `spare_per_work`
+        (at most the changeover plus `job` hours)."""
+        d = state.changeover_hours
+        floor = max(d * self.min_run_d, min(d * self.patience_d * spare_per_work, d + job))
         best = None
         for o in view.spot:
             run = self._run_hours(state, o)
@@ -408,7 +409,7 @@ class SpotShift:
         spare = free - self._reserve_rate(state) * work  # slack above the reserve (< 0: waiting would
         # likely end on on-demand)
         slack_usd = self._slack_usd(state, view, free, work)
-        best = self._best_spot(state, view, slack_usd, max(spare, 0.0) / max(work, 1e-9))
+        best = self._best_spot(state, view, slack_usd, max(spare, 0.0) / max(work, 1e-9), self._job_hours(state, work))
         if best is not None and free >= 0:
             back = self._checkpoint_region_back(state, best[0], slack_usd, spare, work)
             if back is not None:
@@ -419,6 +420,13 @@ class SpotShift:
         wait = self._idle_wait(state, view, spare, work)
         return Stay("waiting for spot capacity", until=_fresh(state, _later(now, wait)))
 
+    @staticmethod
+    def _job_hours(state: JobState, work: float) -> float:
+        """The job's whole work in hours of the best on-demand offer (`work`: the hours left there)."""
+        if state.total_work is None or state.remaining_work <= 0:
+            return work
+        return work * state.total_work / state.remaining_work
+
     def _idle_wait(self, state: JobState, view: View, spare: float, work: float) -> float:
         """Hours an idle job that launched nothing now waits before its rules could decide otherwise
         with the same market and outlook: the spare above the reserve falls by one an hour, so the
@@ -427,8 +435,8 @@ class SpotShift:
         d = state.changeover_hours
         longest = max((self._run_hours(state, o) for o in view.spot), default=0.0)
         if longest > d * self.min_run_d and self.patience_d > 0 and d > 0:
-            if longest > self.patience_d * d * self.patience_cap:
-                return 0.0  # the capped floor is cleared already
+            if longest > d + self._job_hours(state, work):
+                return 0.0  # patience never asks for a run longer than the changeover and the whole job
             # launch once patience_d * d * (spare - t) / work < longest (TIE_H past the instant of equality)
             return min(spare, max(0.0, spare - longest * work / (self.patience_d * d) + TIE_H))
         return spare

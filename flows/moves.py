@@ -17,6 +17,7 @@ from flows.steps import (
 from spotshift.aws.errors import CapacityUnavailable
 from spotshift.lifecycle.plans import migration_row, move_request, plan_move
 from spotshift.models import EndReason, JobStatus, JobUpdate, MigrationReason, Plan, Workload
+from spotshift.monitoring import after_changeover
 from spotshift.planning import offer_of_workload
 from spotshift.policy.state import Move, NoFeasiblePlacement
 from tasks.deployer import stop_instance
@@ -35,11 +36,8 @@ def first_step(rt: Runtime, run: JobRun, workload: Workload, after_step: int) ->
                                  timeout_s=max(rt.settings.first_heartbeat_seconds, rt.settings.heartbeat_stall_seconds),
                                  poll_s=rt.poll_seconds, sleep=rt.sleep, clock=rt.clock,
                                  is_alive=lambda: rt.backend.state(workload.instance_id) not in LOST_STATES)
-    measured = run.job.measured
-    took = max(0.0, (seen - workload.started_at).total_seconds() / 3600)
-    run.job = rt.jobs.update(run.job.id, JobUpdate(measured=measured.model_copy(update={
-        "changeover_hours": max(measured.changeover_hours or 0.0, took),
-        "training_workload_id": workload.id})), now=rt.clock())
+    measured = after_changeover(run.job.measured, workload.id, workload.started_at, seen)
+    run.job = rt.jobs.update(run.job.id, JobUpdate(measured=measured), now=rt.clock())
     return seen
 
 

@@ -82,3 +82,12 @@ def measurements_after(measured: Any, meter: RateMeter, workload: Any) -> Any:
     if rate is not None:
         update |= {"steps_per_hour": rate, "rate_instance_type": workload.instance_type}
     return measured.model_copy(update=update)
+
+
+def after_changeover(measured: Any, workload_id: str, started: datetime, first_step_at: datetime) -> Any:
+    """The job's measurements once a new workload trained: it is the training one, and the
+    changeover the policy plans with is the slowest seen so far (its safety net keeps only a small
+    margin above it, so a single fast start must not make it plan for faster ones)."""
+    took = max(0.0, (first_step_at - started).total_seconds() / 3600)
+    return measured.model_copy(update={"changeover_hours": max(measured.changeover_hours or 0.0, took),
+                                       "training_workload_id": workload_id})

@@ -123,25 +123,12 @@ class TrainingSpec(BaseModel):
     def _shell_safe(cls, v: str, info) -> str:
         return check_shell_safe(v, info.field_name)
 
-    @field_validator("method")
+    @field_validator("method", "precision", "sharding")
     @classmethod
-    def _method(cls, v: str) -> str:
-        if v not in METHODS:
-            raise ValueError(choose_between("method", v, METHODS))
-        return v
-
-    @field_validator("precision")
-    @classmethod
-    def _precision(cls, v: str) -> str:
-        if v not in PRECISIONS:
-            raise ValueError(choose_between("precision", v, PRECISIONS))
-        return v
-
-    @field_validator("sharding")
-    @classmethod
-    def _sharding(cls, v: str) -> str:
-        if v not in SHARDINGS:
-            raise ValueError(choose_between("sharding", v, SHARDINGS))
+    def _one_of(cls, v: str, info) -> str:
+        allowed = {"method": METHODS, "precision": PRECISIONS, "sharding": SHARDINGS}[info.field_name]
+        if v not in allowed:
+            raise ValueError(choose_between(info.field_name, v, allowed))
         return v
 
     @model_validator(mode="after")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydantic import ValidationError
@@ -40,7 +40,7 @@ def test_a_name_has_one_active_token_and_is_free_again_once_revoked(tokens):
     with pytest.raises(TokenNameTaken, match="revoke it first"):
         tokens.create("ci", now=NOW)
     tokens.revoke("ci", now=NOW)
-    second = tokens.create("ci", now=NOW)
+    second = tokens.create("ci", now=NOW + timedelta(seconds=1))  # listed oldest first
     assert second != first and tokens.verify(second) is not None and tokens.verify(first) is None
     assert [(t.name, t.active) for t in tokens.list()] == [("ci", False), ("ci", True)]
 

@@ -9,9 +9,13 @@ import pytest
 from spotshift.catalog import work_units_per_hour
 from spotshift.models import Market, MarketSnapshot, MigrationReason, Offer
 from spotshift.policy import (
-    DEFAULT_POLICY, POLICIES, JobState, Move, NoFeasiblePlacement, Stay, choose_placement, decide,
-    get_policy, transfer_cost_usd,
+    DEFAULT_POLICY, POLICIES, JobState, Move, NoFeasiblePlacement, Stay, decide, get_policy, transfer_cost_usd,
 )
+from spotshift.lifecycle.plans import plan_place
+
+
+def choose_placement(job: JobState, snapshot: MarketSnapshot, now: datetime, blocked=frozenset()):
+    return plan_place(job, snapshot, now, blocked, DEFAULT_POLICY)
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
 

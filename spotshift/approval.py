@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from spotshift.models import ApprovalDecision, ApprovalMode, ApprovalPolicy, Decider, MigrationReason, Plan
+from spotshift.models import ApprovalDecision, ApprovalMode, ApprovalPolicy, Decider, MigrationReason
 
 Subject = Literal["plan", "move"]
 
@@ -37,18 +37,6 @@ class ApprovalRequest:
             lines.append(f"- **reason**: {self.reason}")
         lines += ["", "Answer `approved: true` to go ahead; no answer before the timeout means no."]
         return "\n".join(lines)
-
-
-def plan_request(plan: Plan) -> ApprovalRequest:
-    o = plan.offer
-    return ApprovalRequest(
-        job_id=plan.job_id,
-        subject="plan",
-        summary=f"{o.instance_type} {o.market} in {o.zone} at ${o.usd_per_hour:.3f}/h",
-        expected_cost_usd=plan.expected_cost_usd,
-        expected_hours=plan.expected_hours,
-        interruption_risk=o.interruption.bucket or "unknown",
-    )
 
 
 def auto_decision(policy: ApprovalPolicy, request: ApprovalRequest, now: datetime) -> ApprovalDecision | None:

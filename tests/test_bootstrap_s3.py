@@ -50,14 +50,14 @@ def run_user_data(script: str, tmp_path: Path, endpoint: str) -> subprocess.Comp
     return subprocess.run(["bash", "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
 
 
-def prepare(tmp_path: Path, s3, bucket: str, tiny_lm, wheel: TrainerWheel) -> tuple[str, str, Path]:
+def prepare(tmp_path: Path, s3, bucket: str, tiny_lm, wheel: TrainerWheel, max_steps: int = 6) -> tuple[str, str, Path]:
     """(spec uri, wheel uri, python of the fresh env) with the spec and the wheel in the bucket."""
     from training.contract import write_spec
 
     model_dir, dataset = tiny_lm
     job_id = f"job-{uuid.uuid4().hex[:8]}"
     spec = TrainingSpec(job_id=job_id, model=str(model_dir), dataset=str(dataset), output=f"s3://{bucket}/jobs/{job_id}/",
-                        max_steps=6, batch_size=4, seq_len=32, checkpoint_every_steps=3, heartbeat_seconds=0.1,
+                        max_steps=max_steps, batch_size=4, seq_len=32, checkpoint_every_steps=3, heartbeat_seconds=0.1,
                         control_poll_seconds=0.2)
     (tmp_path / "bin").mkdir()
     shutdown_stub(tmp_path / "bin", tmp_path / "shutdown")
@@ -99,3 +99,21 @@ def test_a_broken_wheel_still_uploads_the_log_and_powers_off(moto_endpoint, s3, 
     assert run.returncode != 0
     assert "starting trainer" not in log and f"exit {run.returncode}" in log
     assert (tmp_path / "shutdown").read_text().strip() == "-h now"
+
+
+def test_a_checkpointed_stop_under_torchrun_exits_75_not_1(moto_endpoint, s3, bucket, tiny_lm, tmp_path):
+    """torchrun exits 1 for a worker's 75; the user-data passes rank 0's own code on (the trainer is
+    already installed here: the project's python)."""
+    from training.contract import ControlRequest, read_progress, write_control
+
+    spec_uri, _, _ = prepare(tmp_path, s3, bucket, tiny_lm, TrainerWheel(data=b"", sha256="0" * 64), max_steps=10_000)
+    output = spec_uri.rsplit("/", 1)[0] + "/"
+    write_control(s3, output, ControlRequest(request_id="stop-1", reason="test"))
+    script = render_user_data(spec_uri, python=sys.executable, gpus=1, log_file=str(tmp_path / "train.log"))
+    run = run_user_data(script, tmp_path, moto_endpoint)
+
+    log = (tmp_path / "train.log").read_text()
+    assert run.returncode == 75, log[-3000:]
+    assert "torchrun exited with 1, rank 0 with 75" in log and "trainer exited with 75" in log
+    progress = read_progress(s3, output)
+    assert progress.state == "checkpointed" and progress.step < 10_000

@@ -1,6 +1,7 @@
 """Entrypoint: `python -m training --spec <s3://…/spec.json | path>` (console script spotshift-train),
 or one rank of `torchrun --standalone --nproc_per_node=<GPUs> -m training --spec ...`.
-Exit codes: see training/exitcodes.py (torchrun itself turns any non-zero worker exit into 1).
+Exit codes: see training/exitcodes.py. torchrun turns any non-zero worker exit into 1, so rank 0 also
+writes its code to $SPOTSHIFT_EXIT_CODE_FILE when set (the user-data reads it back).
 """
 
 from __future__ import annotations
@@ -49,7 +50,22 @@ def main(argv: list[str] | None = None) -> int:
     if spec.output.startswith("s3://") or spec.model.startswith("s3://") or spec.dataset.startswith("s3://"):
         s3 = s3 or default_s3_client()
     io = TrainerIO(store=open_store(spec.output, s3), s3=s3)
-    return run_training(spec, io, stop, world).exit_code
+    code = run_training(spec, io, stop, world).exit_code
+    if world.rank == 0:
+        report_exit_code(code)
+    return code
+
+
+def report_exit_code(code: int) -> None:
+    """Write this process's exit code to $SPOTSHIFT_EXIT_CODE_FILE (the user-data sets it): torchrun
+    exits 1 for any failed worker, so the user-data reads rank 0's own code from there."""
+    path = os.environ.get("SPOTSHIFT_EXIT_CODE_FILE")
+    if path:
+        try:
+            with open(path, "w") as out:
+                out.write(str(code))
+        except OSError as exc:
+            logging.getLogger("training").warning("cannot write the exit code to %s: %s", path, exc)
 
 
 if __name__ == "__main__":

@@ -30,9 +30,18 @@ trap finish EXIT
 set -e
 PYTHON={python}
 {install}{hub_token}echo "spotshift bootstrap: starting trainer"
+# torchrun turns any worker's non-zero exit into 1: rank 0 writes its own exit code here (75 =
+# checkpointed on request), and that code is the script's
+SPOTSHIFT_EXIT_CODE_FILE=$(mktemp)
+export SPOTSHIFT_EXIT_CODE_FILE
 set +e
 {launch}
 status=$?
+trainer_status=$(cat "$SPOTSHIFT_EXIT_CODE_FILE" 2>/dev/null)
+if [ "$status" -ne 0 ] && [[ "$trainer_status" =~ ^[1-9][0-9]*$ ]] && [ "$trainer_status" -ne "$status" ]; then
+  echo "spotshift bootstrap: torchrun exited with $status, rank 0 with $trainer_status"
+  status=$trainer_status
+fi
 set -e
 echo "spotshift bootstrap: trainer exited with $status"
 exit "$status"

@@ -12,7 +12,7 @@ import torch
 from pydantic import ValidationError
 
 from training.contract import METRICS, parse_metrics
-from training.data import IGNORE, PromptCompletion, build_samples, micro_batch_start, parse_records
+from training.data import IGNORE, PromptCompletion, build_samples, parse_records
 from training.distributed import World, world_from_env
 from training.exitcodes import EXIT_CHECKPOINTED, EXIT_DONE, EXIT_FAILED
 from training.loop import TrainerIO, run_training
@@ -97,16 +97,6 @@ def test_prompt_completion_loss_counts_the_completion_only(tiny_lm):
     assert samples.labels[row, n:].tolist() == [IGNORE] * (32 - n)
     text_rows = [i for i in range(len(samples)) if i not in pair_rows]
     assert text_rows and all(torch.equal(samples.labels[i], samples.input_ids[i]) for i in text_rows)
-
-
-def test_each_step_deals_its_samples_out_once_whatever_the_world_size():
-    def step_samples(world: int, before: int, batch: int = 2, accum: int = 3) -> list[int]:
-        return sorted(micro_batch_start(before, m, r, world, batch) + i
-                      for m in range(accum) for r in range(world) for i in range(batch))
-
-    assert step_samples(1, 12) == list(range(12, 18))
-    assert step_samples(2, 12) == list(range(12, 24))
-    assert step_samples(4, 0) == list(range(24))
 
 
 def test_auto_sharding_is_fsdp_only_for_a_full_fine_tune_that_does_not_fit_one_gpu():

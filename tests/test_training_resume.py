@@ -177,9 +177,10 @@ def test_kill9_then_sigterm_at_random_steps_resume_to_identical_weights_and_loss
 def test_two_process_checkpoint_resumes_in_one_process_at_the_right_sample(
     tiny_lm, s3, bucket, moto_endpoint, tmp_path
 ):
-    """2 ranks x 4 samples a step stop at step k (SIGTERM): 8k samples seen. One process resumes at
-    sample 8k (not 4k): its first step's loss is the loss of samples [8k, 8k+4) under the
-    checkpoint's weights and rank 0's RNG."""
+    """A global batch of 4 samples a step, 2 on each of 2 ranks, stops at step k (SIGTERM): 4k
+    samples seen. One process resumes at sample 4k (not 8k, where 4 samples per rank would have
+    put it): its first step's loss is the loss of samples [4k, 4k+4) under the checkpoint's
+    weights and rank 0's RNG."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from training.checkpoint import fetch_latest_complete, restore_rng, rng_of_rank
@@ -198,7 +199,7 @@ def test_two_process_checkpoint_resumes_in_one_process_at_the_right_sample(
     k = stopped.step
     store = S3Store.from_uri(s3, spec.output)
     state = json.loads(store.get_bytes(f"checkpoints/step-{k}/trainer_state.json"))
-    assert state["world_size"] == 2 and state["samples_seen"] == 2 * 4 * k
+    assert state["world_size"] == 2 and state["samples_seen"] == 4 * k and state["global_batch"] == 4
 
     restored = fetch_latest_complete(store, tmp_path)
     tokenizer = AutoTokenizer.from_pretrained(restored.directory)
@@ -217,7 +218,7 @@ def test_two_process_checkpoint_resumes_in_one_process_at_the_right_sample(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        right, wrong = first_step_loss(2 * 4 * k), first_step_loss(4 * k)
+        right, wrong = first_step_loss(4 * k), first_step_loss(2 * 4 * k)
     finally:
         torch.set_num_threads(threads)
 
@@ -228,5 +229,5 @@ def test_two_process_checkpoint_resumes_in_one_process_at_the_right_sample(
     first_resumed = next(m for m in read_metrics(s3, spec.output) if m.step == k + 1)
     assert first_resumed.loss == pytest.approx(right, rel=0, abs=1e-6)
     assert abs(first_resumed.loss - wrong) > 1e-4
-    assert first_resumed.samples_seen == 2 * 4 * k + 4
+    assert first_resumed.samples_seen == 4 * k + 4
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -142,14 +143,61 @@ class SampleStream:
 
     def batch(self, start: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(input_ids, labels) of samples [start, start + count)."""
-        chosen = self.indices(start, count)
+        return self.rows(self.indices(start, count))
+
+    def rows(self, chosen: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input_ids, labels) of the samples numbered `chosen` (indices into `samples`)."""
         return self.samples.input_ids[chosen], self.samples.labels[chosen]
 
+    @cached_property
+    def loss_tokens_per_sample(self) -> torch.Tensor:
+        """[n]: the tokens of each sample that count for a causal LM's loss (labels shift by one:
+        the first position predicts nothing)."""
+        return (self.samples.labels[:, 1:] != IGNORE).sum(dim=1)
 
-def micro_batch_start(samples_before_step: int, micro: int, rank: int, world: int, batch_size: int) -> int:
-    """The first stream index of micro-batch `micro` of `rank` in a step that starts at
-    `samples_before_step`: the step's samples are dealt out micro-batch by micro-batch, rank by rank."""
-    return samples_before_step + (micro * world + rank) * batch_size
+
+@dataclass(frozen=True)
+class StepDeal:
+    """How one optimizer step's samples are dealt over the ranks. The global batch is FIXED:
+    batch_size x grad_accum samples per step whatever the world size, so max_steps means the same
+    data on 1 GPU or 8 and a resume at another world size trains on. The step starting at stream
+    index s holds samples [s, s + global_batch); rank r takes the contiguous chunk
+    [s + r*G//W, s + (r+1)*G//W) (sizes differ by at most one) and cuts it into micro-batches of at
+    most batch_size. Every rank runs `micro_steps` forward/backward passes, so the collectives of
+    DDP and FSDP match; a rank whose chunk runs out first does an empty micro-batch (a padding pass
+    of weight 0)."""
+
+    batch_size: int
+    grad_accum: int
+    world: int
+
+    def __post_init__(self):
+        if self.world > self.global_batch:
+            raise ValueError(
+                f"{self.world} processes but a global batch of {self.global_batch} samples per step "
+                f"(batch_size {self.batch_size} x grad_accum {self.grad_accum}): every process needs at least "
+                f"one sample. Choose batch_size x grad_accum >= {self.world}, or run at most "
+                f"{self.global_batch} processes")
+
+    @property
+    def global_batch(self) -> int:
+        return self.batch_size * self.grad_accum
+
+    @property
+    def micro_steps(self) -> int:
+        """Forward/backward passes per step on every rank: the largest chunk's micro-batches."""
+        largest = -(-self.global_batch // self.world)
+        return -(-largest // self.batch_size)
+
+    def chunk(self, rank: int) -> range:
+        """Rank `rank`'s positions within the step, 0 <= position < global_batch."""
+        return range(rank * self.global_batch // self.world, (rank + 1) * self.global_batch // self.world)
+
+    def micro_batches(self, rank: int) -> list[range]:
+        """Rank `rank`'s micro-batches as positions within the step, `micro_steps` of them (empty
+        ranges at the end: padding passes)."""
+        mine = self.chunk(rank)
+        return [mine[m * self.batch_size:(m + 1) * self.batch_size] for m in range(self.micro_steps)]
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from training.checkpoint import (
     small_state_from_files, start_restore,
 )
 from training.contract import FINAL, FINAL_MERGED, PROGRESS, MetricsRecord, Progress, TrainerState, load_json
-from training.data import IGNORE, SampleStream, build_samples, micro_batch_start
+from training.data import IGNORE, SampleStream, StepDeal, build_samples
 from training.distributed import World
 from training.exitcodes import EXIT_CHECKPOINTED, EXIT_DONE, EXIT_FAILED
 from training.heartbeat import Heartbeat
@@ -195,7 +195,7 @@ class _Model:
 @dataclass
 class _Start:
     step: int = 0
-    samples_seen: int = 0
+    samples_seen: int = 0  # stream index of the next step's first sample
     honoured: str | None = None
     resumed: bool = False
     loss_window: list[float] = field(default_factory=list)  # losses of the steps since the last metrics record
@@ -225,6 +225,7 @@ class _Run:
         from transformers import AutoTokenizer, PreTrainedTokenizerBase  # noqa: F401
 
         spec = self.spec
+        self.deal = StepDeal(spec.batch_size, spec.grad_accum, self.world.size)  # refuses more ranks than samples
         device = distributed.rank_device(self.world, pick_device(spec.device))
         distributed.start(self.world, device)
         precision = resolve_precision(spec.precision, device)
@@ -303,6 +304,7 @@ class _Run:
             log.warning("checkpoint step-%d was written by %d processes, resuming on %d: training continues at "
                         "sample %d; ranks without a saved RNG state are seeded", start.step, saved_world,
                         world.size, start.samples_seen)
+        _warn_if_global_batch_changed(state, start.samples_seen, self.deal.global_batch)
         log.info("resumed from checkpoint step-%d (sample %d)", start.step, start.samples_seen)
         return start
 
@@ -351,7 +353,7 @@ class _Run:
         last_ckpt_step = start.step if start.resumed else -1  # -1: no checkpoint yet
         last_ckpt_time = io.clock()
         first_step_end, self.window = None, list(start.loss_window)
-        samples_per_step = spec.batch_size * spec.grad_accum * world.size
+        samples_per_step = self.deal.global_batch  # the same on any number of ranks
         built.model.train()
         stop_now = distributed.sum_across(world, [float(self.stop.is_set())], built.device)[0] > 0
         for step in range(start.step, spec.max_steps):
@@ -362,12 +364,12 @@ class _Run:
             if spec.min_step_seconds:
                 time.sleep(max(0.0, spec.min_step_seconds - (io.clock() - t0)))
             done = step + 1
-            io.on_step(done, loss)  # this rank's loss
+            io.on_step(done, loss)  # this rank's part of the step's loss (the loss itself on one process)
             timed_due = spec.checkpoint_every_seconds is not None and \
                 io.clock() - last_ckpt_time >= spec.checkpoint_every_seconds
             loss_sum, stops, timed = distributed.sum_across(
                 world, [loss, float(self.stop.is_set()), float(timed_due)], built.device)
-            loss, stop_now = loss_sum / world.size, stops > 0
+            loss, stop_now = loss_sum, stops > 0  # the ranks' parts add up to the global batch's loss
             dt = io.clock() - t0
             result.samples_seen += samples_per_step
             if first_step_end is None:
@@ -398,21 +400,12 @@ class _Run:
 
     def _train_step(self, built: _Model, stream: SampleStream, samples_before: int,
                     before_update: Callable[[], None] = lambda: None) -> float:
-        """One optimizer step over this rank's micro-batches; returns this rank's mean loss.
-        `before_update` runs between the backward passes and the update."""
+        """One optimizer step over the global batch that starts at stream index `samples_before`;
+        returns this rank's part of its loss. `before_update` runs between the backward passes and
+        the update."""
         import torch
 
-        spec, world = self.spec, self.world
-        total = 0.0
-        for micro in range(spec.grad_accum):
-            first = micro_batch_start(samples_before, micro, world.rank, world.size, spec.batch_size)
-            input_ids, labels = stream.batch(first, spec.batch_size)
-            with distributed.gradient_sync(built.model, not world.distributed or micro == spec.grad_accum - 1):
-                with autocast(built.precision, built.device):
-                    loss = built.model(input_ids=input_ids.to(built.device), labels=labels.to(built.device)).loss
-                loss = loss.float() / spec.grad_accum
-                (built.scaler.scale(loss) if built.scaler is not None else loss).backward()
-            total += loss.item()
+        total = self._backward_global_batch(built, stream, samples_before)
         before_update()
         if built.scaler is not None:
             built.scaler.unscale_(built.optimizer)
@@ -424,6 +417,30 @@ class _Run:
             built.optimizer.step()
         built.scheduler.step()
         built.optimizer.zero_grad(set_to_none=True)
+        return total
+
+    def _backward_global_batch(self, built: _Model, stream: SampleStream, samples_before: int) -> float:
+        """Gradients of samples [samples_before, samples_before + G): this rank's micro-batches
+        (self.deal), each loss weighted by its share of the step's loss tokens and by the world
+        size, so the gradient DDP/FSDP average over the ranks is the gradient of the token-weighted
+        mean loss over the whole global batch, on any number of ranks. Returns this rank's part of
+        that loss (the parts of all ranks add up to it)."""
+        deal, world = self.deal, self.world
+        order = stream.indices(samples_before, deal.global_batch)
+        step_tokens = max(1, int(stream.loss_tokens_per_sample[order].sum()))
+        batches = deal.micro_batches(world.rank)
+        total = 0.0
+        for micro, positions in enumerate(batches):
+            chosen = [order[p] for p in positions] or order[:1]  # empty: a padding pass on a real sample, weight 0
+            tokens = int(stream.loss_tokens_per_sample[chosen].sum()) if positions else 0
+            input_ids, labels = stream.rows(chosen)
+            with distributed.gradient_sync(built.model, not world.distributed or micro == len(batches) - 1):
+                with autocast(built.precision, built.device):
+                    loss = built.model(input_ids=input_ids.to(built.device), labels=labels.to(built.device)).loss
+                part = loss.float() * (tokens / step_tokens)
+                averaged = part * world.size  # DDP and FSDP divide the summed gradients by the world size
+                (built.scaler.scale(averaged) if built.scaler is not None else averaged).backward()
+            total += part.item()
         return total
 
     def _evaluate(self, stream: SampleStream) -> float:
@@ -465,8 +482,10 @@ class _Run:
         if not self.world.main:
             return
         trainer_state = {
-            "step": step, "samples_seen": self.result.samples_seen, "data_position": step * spec.grad_accum,
-            "micro_batch_size": spec.batch_size, "world_size": self.world.size, "seed": spec.seed,
+            "step": step, "samples_seen": self.result.samples_seen, "global_batch": self.deal.global_batch,
+            # for readers of checkpoints older than samples_seen: samples_seen in micro-batches
+            "data_position": self.result.samples_seen // spec.batch_size, "micro_batch_size": spec.batch_size,
+            "world_size": self.world.size, "seed": spec.seed,
             "job_id": spec.job_id, "method": spec.method, "precision": built.precision,
             "loss": self.heartbeat.progress.loss, "loss_window": self.window,
             "honoured_request_id": self.stop.request_id or self.start_state.honoured,
@@ -512,6 +531,19 @@ class _Run:
         distributed.barrier(self.world)
         log.info("done: step %d, loss %.4f", self.result.final_step, self.result.final_loss or float("nan"))
         return self.result
+
+
+def _warn_if_global_batch_changed(state: dict, samples_seen: int, global_batch: int) -> None:
+    """A checkpoint trained on another global batch resumes at its sample, with this run's batch:
+    say so. Checkpoints older than `global_batch` took batch_size x grad_accum samples per step on
+    every rank (samples_seen / step of them)."""
+    saved = state.get("global_batch")
+    if saved is None and state.get("world_size", 1) > 1 and state["step"] > 0:
+        saved = samples_seen // state["step"]
+    if saved is not None and saved != global_batch:
+        log.warning("checkpoint step-%d trained on %d samples per step; this run trains on %d (batch_size x "
+                    "grad_accum, on any number of processes) from sample %d", state["step"], saved, global_batch,
+                    samples_seen)
 
 
 def _load_optimizer(built: _Model, state: dict) -> None:

@@ -20,6 +20,7 @@ from spotshift.monitoring import Verdict
 from spotshift.policy import decide
 from spotshift.policy.state import Move, NoFeasiblePlacement
 from spotshift.sizing import JobSizing, job_work_v100_hours, single_gpu_memory_gib
+from spotshift.stores.throughput import measurement
 from tasks.monitor import watch_instance
 from tasks.scout import scout
 from tasks.workloads import publish_spec, training_spec
@@ -106,6 +107,7 @@ def _train_until_done(rt: Runtime, run: JobRun) -> bool:
                                  stall_seconds=rt.settings.heartbeat_stall_seconds, wall_budget_s=rt.rescout_seconds,
                                  first_heartbeat_seconds=rt.settings.first_heartbeat_seconds,
                                  flow_run_id=run.flow_run_id)
+        _record_throughput(rt, run)
         if outcome.verdict is Verdict.DONE:
             return True
         if outcome.disowned:
@@ -120,6 +122,20 @@ def _train_until_done(rt: Runtime, run: JobRun) -> bool:
             continue
         if not _recover_from(rt, run, outcome):
             raise NoFeasiblePlacement(run.job.id, "the new placement was not approved")
+
+
+def _record_throughput(rt: Runtime, run: JobRun) -> None:
+    """Store the rate the watch measured on its instance type, so that later estimates of the same
+    (instance type, model, method, precision) use it instead of the table."""
+    measured = run.watch.measured if run.watch is not None else None
+    if rt.throughput is None or run.job.sizing is None or measured is None:
+        return
+    if measured.steps_per_hour is None or measured.rate_instance_type != run.workload.instance_type:
+        return
+    record = measurement(run.job.sizing, run.job.request.model, measured.rate_instance_type,
+                         measured.steps_per_hour, rt.clock())
+    if record is not None:
+        rt.throughput.record(record)
 
 
 def _recover_from(rt: Runtime, run: JobRun, outcome) -> bool:

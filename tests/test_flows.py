@@ -110,6 +110,9 @@ def test_train_job_survives_a_preemption_and_moves_once_to_cheaper_capacity(pref
     # nothing left running, and the job closed
     assert running_instances(rt, job.id) == []
     assert rt.jobs.get(job.id).status is JobStatus.SUCCEEDED
+    # the rate measured on the instance type is stored for later estimates (paced: 1 step per 9 market s)
+    [rate] = rt.throughput.for_model(model_uri[0], "full")
+    assert rate.instance_type == "p3.2xlarge" and 0 < rate.steps_per_second <= 1.2 / 9
 
 
 def test_the_same_submission_twice_gives_one_job_and_one_instance(prefect_api, moto_endpoint, model_uri, tmp_path):

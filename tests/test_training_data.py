@@ -101,7 +101,8 @@ def uneven_dataset(texts_file: Path, to: Path) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_torch_thread")
-def test_two_processes_and_one_train_on_the_same_global_batch_to_the_same_weights(tiny_lm, tmp_path):
+@pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
+def test_two_processes_and_one_train_on_the_same_global_batch_to_the_same_weights(tiny_lm, tmp_path, sharding):
     """batch_size 1 x grad_accum 3: one process runs 3 micro-batches per step; two run rank 0 on 1
     sample (+ a padding pass) and rank 1 on 2. Same samples seen, same loss, same weights."""
     model = without_dropout(tiny_lm[0], tmp_path / "model")
@@ -111,7 +112,8 @@ def test_two_processes_and_one_train_on_the_same_global_batch_to_the_same_weight
         return TrainingSpec(job_id="same", model=str(model), dataset=str(dataset), output=str(tmp_path / name),
                             device="cpu", max_steps=6, batch_size=1, grad_accum=3, seq_len=32, seed=5,
                             learning_rate=1e-2, checkpoint_every_steps=None, metrics_every_steps=1,
-                            heartbeat_seconds=0.2, control_poll_seconds=0.2)
+                            heartbeat_seconds=0.2, control_poll_seconds=0.2,
+                            sharding=sharding if name == "two" else "auto")
 
     one = run_training(spec("one"), TrainerIO(store=LocalStore(tmp_path / "one")), StopFlag())
     assert one.exit_code == EXIT_DONE, one.error
@@ -122,6 +124,7 @@ def test_two_processes_and_one_train_on_the_same_global_batch_to_the_same_weight
                           "-m", "training", "--spec", str(spec_file)], env=env, capture_output=True, text=True,
                          timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
+    assert f"2 processes, {sharding}" in two.stderr
 
     metrics = {name: parse_metrics((tmp_path / name / METRICS).read_bytes()) for name in ("one", "two")}
     assert [m.samples_seen for m in metrics["two"]] == [m.samples_seen for m in metrics["one"]] == [3, 6, 9, 12, 15, 18]

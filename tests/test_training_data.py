@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from training.contract import METRICS, PROGRESS, parse_metrics
 from training.data import StepDeal
 from training.distributed import World
-from training.exitcodes import EXIT_DONE, EXIT_FAILED
+from training.exitcodes import EXIT_CHECKPOINTED, EXIT_DONE, EXIT_FAILED
 from training.loop import TrainerIO, run_training
 from training.spec import TrainingSpec
 from training.stopping import StopFlag
@@ -74,6 +74,46 @@ def test_the_trainer_fails_clearly_when_started_on_more_processes_than_samples(t
     assert result.exit_code == EXIT_FAILED and "3 processes but a global batch of 2 samples" in result.error
     progress = json.loads((tmp_path / "out" / PROGRESS).read_text())
     assert progress["state"] == "failed" and "run at most 2 processes" in progress["error"]
+
+
+def rewrite_checkpoint_state(store: LocalStore, step: int, change) -> None:
+    """Edit a checkpoint's trainer_state.json as an older trainer would have written it, and its
+    manifests' size and sha256 to match (the checkpoint stays valid)."""
+    import hashlib
+
+    key = f"checkpoints/step-{step}/trainer_state.json"
+    data = json.dumps(change(json.loads(store.get_bytes(key)))).encode()
+    store.put_bytes(key, data)
+    for manifest_key in ("checkpoints/LATEST.json", f"checkpoints/step-{step}/manifest.json"):
+        manifest = json.loads(store.get_bytes(manifest_key))
+        for entry in manifest["files"]:
+            if entry["key"] == key:
+                entry.update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
+        store.put_bytes(manifest_key, json.dumps(manifest).encode())
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_a_checkpoint_of_the_per_rank_batch_era_resumes_in_one_process_at_its_sample(tiny_lm, tmp_path, caplog):
+    """Before the global batch was fixed, 2 ranks of batch_size 2 took 4 samples a step and saved
+    no global_batch: one process resumes at the sample they reached (16 after 4 steps) and trains
+    on 2 a step from there, saying so."""
+    spec = TrainingSpec(job_id="old", model=str(tiny_lm[0]), dataset=str(tiny_lm[1]), output=str(tmp_path / "out"),
+                        max_steps=6, batch_size=2, seq_len=32, checkpoint_every_steps=4, metrics_every_steps=1,
+                        heartbeat_seconds=0.2, control_poll_seconds=0.2)
+    store, flag = LocalStore(tmp_path / "out"), StopFlag()
+    io = TrainerIO(store=store, on_step=lambda step, loss: flag.set("sigterm") if step == 4 else None)
+    assert run_training(spec, io, flag).exit_code == EXIT_CHECKPOINTED
+
+    def per_rank_era(state: dict) -> dict:
+        del state["global_batch"]
+        return state | {"world_size": 2, "samples_seen": 16, "data_position": 4}
+
+    rewrite_checkpoint_state(store, 4, per_rank_era)
+    with caplog.at_level("WARNING", logger="training"):
+        resumed = run_training(spec, TrainerIO(store=store), StopFlag())
+    assert resumed.exit_code == EXIT_DONE and resumed.start_step == 4, resumed.error
+    assert [m.samples_seen for m in parse_metrics(store.get_bytes(METRICS))][-2:] == [18, 20]
+    assert "trained on 4 samples per step; this run trains on 2" in caplog.text
 
 
 def without_dropout(model_dir: Path, to: Path) -> Path:

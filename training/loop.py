@@ -1,6 +1,8 @@
 """The training loop: causal-LM fine-tuning (full, LoRA, QLoRA; fp32, bf16, fp16) on one process or
-as one rank of a data-parallel group, with exact resume from S3 checkpoints, background uploads,
-and checkpoint-and-exit, agreed by every rank at the same step, when a StopFlag is set.
+as one rank of a data-parallel group (a fixed global batch of batch_size x grad_accum samples per
+step, dealt over the ranks: training.data.StepDeal), with exact resume from S3 checkpoints,
+background uploads, and checkpoint-and-exit, agreed by every rank at the same step, when a
+StopFlag is set.
 
 Own loop rather than transformers' Trainer: every piece of state that decides the next step
 (weights, AdamW moments, LR schedule, loss scale, RNG of every rank, data position = samples seen)

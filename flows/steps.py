@@ -18,6 +18,7 @@ from spotshift.lifecycle.state import live_job_state
 from spotshift.market.query import OfferQuery
 from spotshift.models import EndReason, Job, JobStatus, JobUpdate, OfferKey, Plan, Workload, new_id
 from spotshift.policy.state import JobState, NoFeasiblePlacement
+from spotshift.sizing import fit
 from tasks.aws_check import check_region_before_launch
 from tasks.deployer import start_instance, stop_instance, stop_job_instances
 from tasks.monitor import Watch, new_watch
@@ -87,7 +88,8 @@ def launch(rt: Runtime, run: JobRun, plan: Plan) -> Workload:
                                  imds=rt.imds_endpoint if on_ec2 else None, power_off=on_ec2)
     request = LaunchRequest(job_id=run.job.id, workload_id=workload_id, flow_run_id=run.flow_run_id,
                             offer=plan.offer, spec_uri=run.paths.spec_uri, image_id=rt.image_id,
-                            instance_profile=rt.settings.instance_profile, user_data=user_data)
+                            instance_profile=rt.settings.instance_profile, user_data=user_data,
+                            processes=trainer_processes(run.job, plan.offer))
     if getattr(rt.backend, "preflight", None) is not None:  # issue 11: the region's `spotshift aws check` (cached)
         check_region_before_launch(plan.offer, rt.backend)
     pending = open_workload(rt.ledger, run.job, plan, workload_id, None, rt.clock())
@@ -156,6 +158,17 @@ def place(rt: Runtime, run: JobRun) -> Workload | None:
         transition(rt, run, JobStatus.RUNNING, f"running on {workload.instance_id}", current_workload_id=workload.id)
         return workload
     raise NoFeasiblePlacement(run.job.id, f"{MAX_LAUNCH_ATTEMPTS} launches failed; the last: {last_error}")
+
+
+def trainer_processes(job: Job, offer) -> int | None:
+    """torchrun's processes on `offer`: the GPUs the job's global batch keeps busy there (the
+    trainer refuses more ranks than samples per step); None (one per GPU) for a job not yet sized."""
+    if job.sizing is None:
+        return None
+    try:
+        return fit(job.sizing, offer.instance_type).gpus_used
+    except KeyError:  # an instance type the catalog does not know
+        return None
 
 
 def end_workload(rt: Runtime, run: JobRun, reason: EndReason) -> Workload | None:

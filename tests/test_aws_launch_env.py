@@ -58,3 +58,22 @@ def test_a_family_the_image_cannot_boot_blocks_the_offer(env):
 def test_a_zone_without_a_subnet_blocks_its_offers(env, moto_endpoint):
     with pytest.raises(CapacityUnavailable, match="no usable subnet in us-west-2z"):
         env.complete(request("g5.xlarge", "us-west-2z"))
+
+
+def test_torchrun_starts_only_the_processes_the_global_batch_keeps_busy(env):
+    """A global batch of 2 samples on a 4-GPU instance: 2 trainer processes (the trainer refuses more
+    ranks than samples per step), never more than the instance's GPUs."""
+    from flows.steps import trainer_processes
+    from spotshift.hf import size_from_formula
+    from spotshift.models import Job, JobCreate
+    from spotshift.sizing import JobSizing, TrainingShape
+
+    small = {"model_type": "llama", "hidden_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "num_key_value_heads": 4, "intermediate_size": 512, "vocab_size": 1000}
+    sized = JobSizing(model=size_from_formula(small), shape=TrainingShape(micro_batch=1, seq_len=128, samples_per_step=2))
+    job = Job.model_construct(id="j1", sizing=sized, request=JobCreate.model_construct())
+    four_gpus = request("g5.12xlarge", "us-west-2b")
+    assert trainer_processes(job, four_gpus.offer) == 2
+    assert "--nproc_per_node=2 -m training" in env.complete(four_gpus.model_copy(update={"processes": 2})).user_data
+    assert "--nproc_per_node=4 -m training" in env.complete(four_gpus.model_copy(update={"processes": 9})).user_data
+    assert trainer_processes(job.model_copy(update={"sizing": None}), four_gpus.offer) is None

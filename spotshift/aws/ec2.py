@@ -40,6 +40,9 @@ class LaunchRequest(BaseModel):
     offer: Offer = Field(description="where and how: instance type, region, zone, market")
     spec_uri: str = Field(min_length=1, description="s3://bucket/jobs/<job_id>/spec.json the trainer reads")
     user_data: str = Field(default="", description="rendered by training.bootstrap.render_user_data")
+    processes: int | None = Field(default=None, ge=1, description="trainer processes (torchrun's "
+                                  "--nproc_per_node): the GPUs the job's global batch keeps busy; None = "
+                                  "one per GPU of the instance")
     image_id: str | None = Field(default=None, pattern=r"^ami-[0-9a-f]{8,17}$",
                                  description="AMI with the training environment; None = the backend resolves "
                                  "the region's image (spotshift.aws.images)")

@@ -265,8 +265,11 @@ class JobCreate(BaseModel):
     model: ModelRef = Field(description="Hugging Face repo id, local directory or s3:// prefix")
     dataset: DatasetRef = Field(description=".txt or .jsonl file, local or s3://")
     max_steps: int = Field(ge=1, le=10_000_000)
-    batch_size: int = Field(default=8, ge=1, le=4096)
-    grad_accum: int = Field(default=1, ge=1, le=1024)
+    batch_size: int = Field(default=8, ge=1, le=4096,
+                            description="micro-batch: the most samples one process runs in one pass")
+    grad_accum: int = Field(default=1, ge=1, le=1024,
+                            description="one optimizer step = batch_size x grad_accum samples (the global "
+                            "batch), dealt over the processes; the same on 1 GPU or 8")
     learning_rate: float = Field(default=5e-4, gt=0, le=1)
     seq_len: int = Field(default=128, ge=8, le=131_072)
     seed: int = Field(default=0, ge=0, le=2**32 - 1)

@@ -71,8 +71,11 @@ class TrainingSpec(BaseModel):
     dataset: str = Field(description=".txt or .jsonl (a `text` field per line), local or s3://")
     output: str = Field(description="s3://bucket/prefix/ of the job; checkpoints, progress, final")
     max_steps: PositiveSteps
-    batch_size: int = Field(default=8, ge=1, le=4096)
-    grad_accum: int = Field(default=1, ge=1, le=1024)
+    batch_size: int = Field(default=8, ge=1, le=4096,
+                            description="micro-batch: the most samples one process runs in one pass")
+    grad_accum: int = Field(default=1, ge=1, le=1024,
+                            description="one optimizer step = batch_size x grad_accum samples (the global "
+                            "batch), dealt over the processes; the same on 1 GPU or 8")
     learning_rate: float = Field(default=5e-4, gt=0, le=1)
     warmup_steps: int = Field(default=0, ge=0, le=10_000_000)
     weight_decay: float = Field(default=0.0, ge=0, le=1)

@@ -130,7 +130,8 @@ def outlook_from_history(
     first observation counts as up: no outage was seen there); per available zone the expected rest
     of its current run (the mean excess over its age of the zone's past runs that outlived that age,
     with one prior run of `prior_run_h`, or of its age if longer); per unavailable zone the expected
-    rest of its current outage (the same estimate over its past outages)."""
+    rest of its current outage (the same estimate over its past outages); per zone the mean of its
+    past runs with the prior (what a launch there usually buys)."""
     times = outlook_as_of(history, now, settings)
     if times is None:
         return None
@@ -138,12 +139,14 @@ def outlook_from_history(
     window = settings.window_h * HOUR_S
     uptime = (history.up_seconds(as_of) - history.up_seconds(as_of - window)) / window
     i = int(np.searchsorted(history.at_s, as_of + EPS_S, side="right")) - 1
-    run_hours, gap_hours = {}, {}
+    run_hours, gap_hours, fresh = {}, {}, {}
     for z, up in enumerate(history.available[:, i]):
         runs, gaps = history.spells[z]
         rest = _expected_rest(runs if up else gaps, as_of, settings)
         (run_hours if up else gap_hours)[history.zones[z]] = rest / HOUR_S
+        fresh[history.zones[z]] = _fresh_run(runs, as_of, settings) / HOUR_S
     return SpotOutlook(uptime=min(1.0, max(0.0, uptime)), run_hours=run_hours, gap_hours=gap_hours,
+                       fresh_run_hours=fresh,
                        as_of=_utc(as_of), refresh_at=_utc(refresh_at))
 
 
@@ -158,6 +161,16 @@ def _expected_rest(spells: Spells, t: float, settings: OutlookSettings) -> float
     longer = past[past > age]
     prior = max(age, settings.prior_run_h * HOUR_S)
     return (float((longer - age).sum()) + prior) / (len(longer) + 1)
+
+
+def _fresh_run(runs: Spells, t: float, settings: OutlookSettings) -> float:
+    """Expected seconds of a run beginning at `t`: the mean of the runs that ended by then, with one
+    prior run of `prior_run_h`."""
+    starts, lengths = runs
+    first = 0 if settings.run_window_h is None else int(np.searchsorted(starts, t - settings.run_window_h * HOUR_S))
+    ended = (starts[first:] + lengths[first:]) <= t + EPS_S
+    past = lengths[first:][ended]
+    return (float(past.sum()) + settings.prior_run_h * HOUR_S) / (len(past) + 1)
 
 
 def _spells(flags: np.ndarray, at_s: np.ndarray) -> Spells:

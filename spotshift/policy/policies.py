@@ -226,7 +226,12 @@ class SpotShift:
     idle loose job waits for a zone expected to stay up longer, and only such a job moves voluntarily;
     where spot was often down lately, a tight job goes on-demand through an outage instead of idling.
     Carrying the checkpoint to another region is priced into every launch there; an idle loose job
-    whose checkpoint's region is expected back soon waits for it instead of paying the transfer."""
+    whose checkpoint's region is expected back soon waits for it instead of paying the transfer.
+    A job whose slack could pay the changeovers of riding the market's longest-lived zone but not of
+    riding its typical one spends the slack no faster than its work (`_paced`): behind that pace it
+    goes on-demand rather than idle and leaves on-demand only once back on it, so a flapping spell,
+    whose runs fall far short of the outlook's averages, cannot use up the slack the long runs need
+    later."""
 
     name: str = "spotshift"
     safety_margin_d: float = 0.1  # Safety Net: on-demand when the slack beyond its changeover falls to
@@ -361,7 +366,7 @@ class SpotShift:
     def _return_target(self, state: JobState, view: View, free: float, work: float) -> Offer | None:
         """The spot offer to leave on-demand for, with `work` on-demand hours left: leaving needs slack
         for the changeover there and, after a preemption, the one back, and must repay both."""
-        if not view.spot or free < state.changeover_hours:
+        if not view.spot or free < state.changeover_hours or free < self._paced_slack(state, view, work):
             return None
         best = self._best_spot(state, view, self._slack_usd(state, view, free, work))
         return best[0] if best is not None and self._return_pays(state, view.best_od, best, work) else None
@@ -415,10 +420,34 @@ class SpotShift:
             if back is not None:
                 return Stay("waiting for capacity where the checkpoint is", until=_fresh(state, _later(now, back)))
             return Move(best[0], _launch_reason(state))
-        if view.best_od is not None and spare < 0:
+        paced = self._paced_slack(state, view, work)
+        if view.best_od is not None and (spare < 0 or free < paced):
             return Move(view.best_od, MigrationReason.DEADLINE)
-        wait = self._idle_wait(state, view, spare, work)
+        wait = min(self._idle_wait(state, view, spare, work), free - paced + TIE_H)  # idling eats the slack
         return Stay("waiting for spot capacity", until=_fresh(state, _later(now, wait)))
+
+    def _paced_slack(self, state: JobState, view: View, work: float) -> float:
+        """The slack above the Safety Net after one more launch (`free`) that a paced job keeps with
+        `work` on-demand hours left: its slack at the start per hour of its whole work, times `work`
+        (0 when the job is not paced, see `_paced`)."""
+        if view.best_od is None or state.total_work is None or state.started_at is None:
+            return 0.0
+        job = state.total_work / work_rate(view.best_od, state.work_rates)
+        at_start = (state.deadline - state.started_at) / HOUR - job - (2 + self.safety_margin_d) * state.changeover_hours
+        return at_start * work / job if self._paced(state, job, at_start) else 0.0
+
+    @staticmethod
+    def _paced(state: JobState, job: float, at_start: float) -> bool:
+        """Whether a job of `job` on-demand hours with `at_start` hours of slack is paced: its slack
+        pays the changeovers of the whole job if it rides the zone whose runs are the longest on
+        average (one changeover per run) but not if it rides the typical zone (the median of those
+        averages). Tighter, it cannot afford even the best zone: there is no later run to keep the
+        slack for. Looser, it can afford the typical zone: no spell of short runs can use it up."""
+        runs = sorted(state.outlook.fresh_run_hours.values()) if state.outlook is not None else []
+        if not runs or job <= 0:
+            return False
+        per_run = job * state.changeover_hours
+        return per_run / runs[-1] < at_start <= per_run / runs[len(runs) // 2]
 
     @staticmethod
     def _job_hours(state: JobState, work: float) -> float:

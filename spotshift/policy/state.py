@@ -17,6 +17,8 @@ class SpotOutlook:
     uptime: float  # share of the recent past in which some spot offer of the job's market was up
     run_hours: Mapping[str, float] = field(default_factory=dict)  # zone -> expected hours its capacity stays up
     gap_hours: Mapping[str, float] = field(default_factory=dict)  # zone -> expected hours until its capacity is back
+    fresh_run_hours: Mapping[str, float] = field(default_factory=dict)  # zone -> the mean of its past runs (with
+    # the prior): the hours a launch there buys on average, up or down now (what the zone usually offers)
     as_of: datetime | None = None  # the instant these estimates were made at (None = not said)
     refresh_at: datetime | None = None  # the next instant they change without a change of the market
     # (None = only with the market): a Stay that depends on them holds at most until then

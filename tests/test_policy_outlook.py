@@ -85,3 +85,18 @@ def test_bad_history_is_rejected_naming_the_field():
         MarketHistory(("us-east-1a",), np.array([1.0, 0.0]), np.ones((1, 2), dtype=bool))
     with pytest.raises(ValueError, match="refresh_h"):
         OutlookSettings(refresh_h=0)
+
+
+def test_a_zone_s_usual_run_is_the_mean_of_its_ended_runs_with_the_prior():
+    # 10-minute ticks: the zone ran 2 h, then 4 h (30 minutes down before each), and is up again since
+    # 1 h; the run in progress is not counted (its end is not known yet), the 1 h prior is
+    zones = ("us-west-2a",)
+    flags = np.concatenate([np.zeros(3), np.ones(12), np.zeros(3), np.ones(24), np.zeros(3), np.ones(40)])
+    history = MarketHistory.from_observations(observations(flags[None, :], zones, 10 * MIN, len(flags) - 1))
+    now = T0 + (3 + 12 + 3 + 24 + 3 + 6) * 10 * MIN
+    assert outlook_from_history(history, now).fresh_run_hours["us-west-2a"] == pytest.approx((2 + 4 + 1) / 3)
+    # down: its last run has ended and counts
+    down = T0 + (3 + 12 + 3 + 24 + 1) * 10 * MIN
+    assert outlook_from_history(history, down).fresh_run_hours["us-west-2a"] == pytest.approx((2 + 4 + 1) / 3)
+    before = T0 + (3 + 12 + 1) * 10 * MIN
+    assert outlook_from_history(history, before).fresh_run_hours["us-west-2a"] == pytest.approx((2 + 1) / 2)

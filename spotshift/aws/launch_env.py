@@ -26,9 +26,10 @@ class TrainerBoot:
 
     def user_data(self, request: LaunchRequest) -> str:
         output = request.spec_uri.rsplit("/", 1)[0] + "/"
+        processes = min(request.processes or request.offer.gpu_count, request.offer.gpu_count)  # one per GPU at most
         return render_user_data(
             request.spec_uri, python=self.python, trainer_wheel_uri=self.wheel_uri(), log_uri=output + "logs/",
-            gpus=min(request.processes or request.offer.gpu_count, request.offer.gpu_count), hub_token_secret=self.hub_token_secret, imds=IMDS, power_off=True,
+            gpus=processes, hub_token_secret=self.hub_token_secret, imds=IMDS, power_off=True,
             extra_env={"AWS_DEFAULT_REGION": self.bucket_region})
 
 

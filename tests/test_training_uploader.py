@@ -10,6 +10,7 @@ from pathlib import Path
 import os
 import sys
 import threading
+import time
 
 import pytest
 
@@ -61,6 +62,37 @@ def test_a_failed_upload_is_tried_again_and_the_checkpoint_is_published(tmp_path
     uploader = publish(store, snapshot(5))
     assert latest_step(store) == 5 and uploader.failed_steps == []
     assert (tmp_path / "checkpoints/step-5/model.safetensors").read_bytes() == b"w" * 1000 + bytes([5])
+
+
+class SlowSecondFileStore(FailingStore):
+    """Fault injection as above, and the small file's put of the failed attempt is still running
+    when the big file's fails (a slow PUT); records every put of a key that overlaps another."""
+
+    def __init__(self, root: Path, failures: int):
+        super().__init__(root, failures)
+        self.state.update(in_flight=set(), overlaps=[], slowed=False, lock=threading.Lock())
+
+    def put_bytes(self, key, data, *, background=False):
+        with self.state["lock"]:
+            if key in self.state["in_flight"]:
+                self.state["overlaps"].append(key)
+            self.state["in_flight"].add(key)
+            slow = key.endswith("trainer_state.json") and not self.state["slowed"]
+            self.state["slowed"] |= slow
+        try:
+            if slow:
+                time.sleep(0.5)
+            super().put_bytes(key, data, background=background)
+        finally:
+            with self.state["lock"]:
+                self.state["in_flight"].discard(key)
+
+
+def test_a_retry_waits_for_every_upload_of_the_failed_attempt(tmp_path):
+    store = SlowSecondFileStore(tmp_path, failures=1)
+    uploader = publish(store, snapshot(5))
+    assert store.state["overlaps"] == []
+    assert latest_step(store) == 5 and uploader.failed_steps == []
 
 
 def test_a_periodic_checkpoint_that_keeps_failing_does_not_stop_training(tmp_path, caplog):

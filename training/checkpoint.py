@@ -17,7 +17,7 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -292,6 +292,9 @@ def publish_snapshot(store: ObjectStore, snapshot: Snapshot, now: Callable[[], d
     digests = {name: pool.submit(sha256_bytes, snapshot.files[name]) for name in names}
     uploads = [pool.submit(store.put_bytes, prefix + name, snapshot.files[name], background=not snapshot.urgent)
                for name in names]
+    # All uploads end before a failure is raised: a retry, or the next snapshot reusing these
+    # buffers, must never race a write still running from this attempt.
+    wait(uploads)
     for upload in uploads:
         upload.result()
     entries = [ManifestFile(key=prefix + name, size=len(snapshot.files[name]), sha256=digests[name].result())

@@ -153,7 +153,8 @@ def test_kill9_then_sigterm_at_random_steps_resume_to_identical_weights_and_loss
     # torchrun reports any non-zero worker exit (75 included) as 1: progress.json tells the outcome
     assert code == (EXIT_CHECKPOINTED if processes == 1 else 1), second.stderr.read()[-3000:]
     stopped = read_progress(s3, spec.output)
-    assert stopped.state == "checkpointed" and stopped.stop_reason == "sigterm"
+    assert stopped.state == "checkpointed" and stopped.stop_reason == "sigterm", \
+        f"{stopped.state} {stopped.stop_reason}: {second.stderr.read()[-6000:]}"
     assert read_latest(s3, spec.output).step == stopped.step >= seen
 
     third = start_trainer(spec_uri, moto_endpoint, processes)

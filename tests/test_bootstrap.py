@@ -1,15 +1,20 @@
 """training.bootstrap: the rendered user-data is valid bash, logs, passes hostile values through verbatim,
-and never installs the project by name from a package index."""
+never installs the project by name from a package index, and gives the trainer torchrun's longer
+SIGTERM grace (checked against the real torchrun)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import stat
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from training.bootstrap import render_user_data
+from training.bootstrap import SHUTDOWN_GRACE_S, render_user_data
 
 HOSTILE = [
     "s3://b/jobs/x/spec.json",
@@ -92,3 +97,60 @@ def test_secret_looking_env_is_refused(name):
 def test_bad_input_names_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
         render_user_data(**kwargs)
+
+
+@pytest.mark.parametrize("extra_env, grace", [({}, str(SHUTDOWN_GRACE_S)),
+                                              ({"TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "600"}, "600")])
+def test_torchrun_gets_the_shutdown_grace_and_the_users_own_value_wins(extra_env, grace, tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    write_stub(bin_dir / "python3", f'printf %s "$TORCH_ELASTIC_SHUTDOWN_TIMEOUT" > {tmp_path}/grace\n')
+    script = render_user_data("s3://b/jobs/j/spec.json", log_file=str(tmp_path / "train.log"), extra_env=extra_env)
+    run = subprocess.run(["bash", "-c", script], env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, timeout=30)
+    assert run.returncode == 0
+    assert (tmp_path / "grace").read_text() == grace
+
+
+# a worker that needs `delay` seconds after a SIGTERM to finish (as a checkpoint upload would), then
+# says so in `done` and exits 75
+SLOW_STOPPING_WORKER = """
+import signal, sys, time
+from pathlib import Path
+ready, done, delay = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
+stop = []
+signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+ready.touch()
+while not stop:
+    time.sleep(0.05)
+time.sleep(delay)
+done.touch()
+sys.exit(75)
+"""
+
+
+def stop_torchrun(tmp_path: Path, grace: str, delay: float) -> bool:
+    """Start the real torchrun with one slow-stopping worker, SIGTERM torchrun alone (it passes the
+    signal on); True if the worker finished its stop before torchrun killed it."""
+    worker, ready, done = tmp_path / "worker.py", tmp_path / f"ready-{grace}", tmp_path / f"done-{grace}"
+    worker.write_text(SLOW_STOPPING_WORKER)
+    env = {**os.environ, "TORCH_ELASTIC_SHUTDOWN_TIMEOUT": grace, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
+                             str(worker), str(ready), str(done), str(delay)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "the worker did not start"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    return done.exists()
+
+
+def test_the_installed_torchrun_waits_as_long_as_the_user_data_asks(tmp_path):
+    """The variable the user-data sets is the one torchrun reads: with 1 s the worker is killed in
+    the middle of its 3 s stop; with the user-data's grace it finishes."""
+    assert not stop_torchrun(tmp_path, "1", delay=3.0)
+    assert stop_torchrun(tmp_path, str(SHUTDOWN_GRACE_S), delay=3.0)

@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load
 
 from deployments.local_aws import local_env
+from training.bootstrap import SHUTDOWN_GRACE_S
 from training.contract import read_latest, read_metrics, read_progress, write_spec
 from training.exitcodes import EXIT_CHECKPOINTED, EXIT_DONE
 from training.spec import TrainingSpec
@@ -52,7 +53,8 @@ def make_spec(tiny_lm, bucket: str, job_id: str, **fields) -> TrainingSpec:
 def start_trainer(spec_uri: str, endpoint: str, processes: int = 1) -> subprocess.Popen:
     """`python -m training` for one process, `torchrun --standalone --nproc_per_node=N -m training`
     otherwise."""
-    env = {**os.environ, **local_env(endpoint), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, **local_env(endpoint), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "TORCH_ELASTIC_SHUTDOWN_TIMEOUT": str(SHUTDOWN_GRACE_S)}  # as the user-data sets it
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"] \
         if processes > 1 else [sys.executable]
     return subprocess.Popen([*launcher, "-m", "training", "--spec", spec_uri], env=env,

@@ -34,6 +34,9 @@ PYTHON={python}
 # checkpointed on request), and that code is the script's
 SPOTSHIFT_EXIT_CODE_FILE=$(mktemp)
 export SPOTSHIFT_EXIT_CODE_FILE
+# torchrun SIGKILLs its workers this long after passing a SIGTERM on to them (its default, 30 s, is
+# shorter than a big model's checkpoint); the trainer exits by itself once its checkpoint is durable
+export TORCH_ELASTIC_SHUTDOWN_TIMEOUT="${{TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-{shutdown_grace}}}"
 set +e
 {launch}
 status=$?
@@ -69,6 +72,12 @@ _UPLOAD = """  aws s3 cp "$LOG_FILE" {log_uri}"$INSTANCE_ID.log" --only-show-err
 """
 # the machine powers off, which terminates it (the launch sets InstanceInitiatedShutdownBehavior=terminate)
 _POWER_OFF = '  echo "spotshift bootstrap: powering off"\n  shutdown -h now\n'
+
+
+# seconds torchrun waits for its workers after a SIGTERM before it SIGKILLs them: most of the two
+# minutes between a spot interruption notice and the reclaim (read by torchrun from PyTorch's
+# pytorch/pytorch#172596, March 2026, on; an older torchrun keeps its fixed 30 s)
+SHUTDOWN_GRACE_S = 110
 
 
 def launch_command(spec_uri: str, gpus: int) -> str:
@@ -128,5 +137,5 @@ def render_user_data(
         hub_token=_HUB_TOKEN.format(secret=shlex.quote(hub_token_secret)) if hub_token_secret else "",
         upload=_UPLOAD.format(log_uri=shlex.quote(log_uri)) if log_uri else "",
         power_off=_POWER_OFF if power_off else "",
-        launch=launch_command(spec_uri, gpus),
+        launch=launch_command(spec_uri, gpus), shutdown_grace=SHUTDOWN_GRACE_S,
     )

@@ -246,6 +246,11 @@ def bench_case(size: str, args, s3, work: Path, dataset: Path) -> dict:
     case["resume_ratio_with_step"] = (median([r["resume_to_first_step_s"] / r["raw_download_load_step_s"]
                                               for r in repeats]) if "b" in args.parts else None)
     case["throughput_ratios"] = [r["throughput_ratio"] for r in repeats]
+    # each repeat's (ours, baseline) seconds: the spread behind the medians on a noisy machine
+    case["notice_per_repeat"] = [(r["notice_to_durable_s"], r["raw_upload_s"]) for r in repeats] \
+        if "a" in args.parts else None
+    case["resume_per_repeat"] = [(r["resume_to_first_step_s"], r["raw_download_load_s"]) for r in repeats] \
+        if "b" in args.parts else None
     last = repeats[-1]
     case.update({"checkpoint_every": last["checkpoint_every"], "steps": last["steps"],
                  "checkpoint_interval_s": last["checkpoint_every"] / case["steps_per_s_no_checkpoint"],
@@ -269,12 +274,14 @@ def report(case: dict) -> None:
     if case["notice_ratio"] is not None:
         a, raw = case["notice_to_durable_s"], case["raw_upload_s"]
         print(f"  (a) notice -> durable   {a:8.2f} s   plain boto3 upload {raw:8.2f} s   ratio {case['notice_ratio']:5.2f}x (target <= {TARGETS['notice']}x)")
+        print_per_repeat(case["notice_per_repeat"])
     if case["trainer_default_s"] is not None:
         t = case["trainer_default_s"]
         print(f"      Trainer save_model+save_state+optimizer, then sync upload {t:8.2f} s   (Trainer / ours = {t / a:5.2f}x)")
     if case["resume_ratio"] is not None:
         b, raw = case["resume_to_first_step_s"], case["raw_download_load_s"]
         print(f"  (b) resume -> 1st step  {b:8.2f} s   download+from_pretrained {raw:8.2f} s   ratio {case['resume_ratio']:5.2f}x (target <= {TARGETS['resume']}x)")
+        print_per_repeat(case["resume_per_repeat"])
         print(f"      download+from_pretrained+one training step {case['raw_download_load_step_s']:8.2f} s   "
               f"ratio {case['resume_ratio_with_step']:5.2f}x")
     print(f"  (c) throughput, checkpoint every {case['checkpoint_every']} steps (= {case['checkpoint_interval_s']:.1f} s of training), "
@@ -285,6 +292,11 @@ def report(case: dict) -> None:
     snaps = ", ".join(f"{x:.2f}" for x in case["snapshot_s"])
     pubs = ", ".join(f"{x:.1f}" for x in case["publish_s"])
     print(f"      per checkpoint: snapshot on the training thread {snaps} s; background upload until durable {pubs} s")
+
+
+def print_per_repeat(pairs: list[tuple[float, float]] | None) -> None:
+    if pairs and len(pairs) > 1:
+        print("      per repeat (ours / baseline): " + ", ".join(f"{a:.2f} / {b:.2f} s" for a, b in pairs))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -292,9 +292,9 @@ def publish_snapshot(store: ObjectStore, snapshot: Snapshot, now: Callable[[], d
     digests = {name: pool.submit(sha256_bytes, snapshot.files[name]) for name in names}
     uploads = [pool.submit(store.put_bytes, prefix + name, snapshot.files[name], background=not snapshot.urgent)
                for name in names]
-    # All uploads end before a failure is raised: a retry, or the next snapshot reusing these
-    # buffers, must never race a write still running from this attempt.
-    wait(uploads)
+    # Every hash and upload of this attempt ends before a failure is raised: a retry, or the next
+    # snapshot reusing these buffers, must never race a read or a write still running from it.
+    wait([*digests.values(), *uploads])
     for upload in uploads:
         upload.result()
     entries = [ManifestFile(key=prefix + name, size=len(snapshot.files[name]), sha256=digests[name].result())

@@ -9,13 +9,14 @@ import logging
 import pytest
 import torch
 
-from training.checkpoint import fetch_latest_complete, steps_to_delete
-from training.contract import LATEST, read_latest, read_progress
-from training.exitcodes import EXIT_DONE
+from training.checkpoint import MANIFEST, fetch_latest_complete, steps_to_delete
+from training.contract import LATEST, PROGRESS, TrainerState, checkpoint_prefix, read_latest, read_progress
+from training.exitcodes import EXIT_DONE, EXIT_PERMANENT
 from training.loop import TrainerIO, run_training
 from training.spec import TrainingSpec
 from training.stopping import StopFlag
 from training.storage import S3Store
+from training.versions import minor_release, running_versions
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -130,3 +131,108 @@ def test_optimizer_tensors_found_corrupt_at_the_first_update_fall_back_to_the_pr
     assert train(resumed, s3, tmp_path) == EXIT_DONE
     progress = read_progress(s3, spec.output)
     assert progress.resumed_from_step == 10 and progress.step == 22
+
+
+# -- the library versions a checkpoint records, and the resume check ---------------------------
+
+
+class ReadLog:
+    """An object store that notes every key read (to tell what a refused resume touched)."""
+
+    def __init__(self, store):
+        self._store, self.read = store, []
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def get_bytes(self, key, *args, **kwargs):
+        self.read.append(key)
+        return self._store.get_bytes(key, *args, **kwargs)
+
+    def get_buffer(self, key, *args, **kwargs):
+        self.read.append(key)
+        return self._store.get_buffer(key, *args, **kwargs)
+
+
+def rewrite_versions(store, step: int, **changes) -> None:
+    """LATEST.json and step-<N>/manifest.json as if written with other versions (None: without
+    a versions field, as before they were recorded)."""
+    doc = json.loads(store.get_bytes(LATEST))
+    if changes.pop("unrecorded", False):
+        del doc["versions"]
+    else:
+        doc["versions"] |= changes
+    for key in (LATEST, checkpoint_prefix(step) + MANIFEST):
+        store.put_bytes(key, json.dumps(doc).encode())
+
+
+def listing(store) -> dict[str, int]:
+    """Every key under the job's prefix with its size, but the heartbeat."""
+    return {key: len(store.get_bytes(key)) for key in store.list_keys("") if key != PROGRESS}
+
+
+def test_a_checkpoint_records_the_library_versions_that_wrote_it(trained, s3):
+    from importlib.metadata import version
+
+    spec, store = trained
+    latest = read_latest(s3, spec.output)
+    assert latest.versions == running_versions()
+    assert latest.versions.transformers == version("transformers") and latest.versions.torch == version("torch")
+    step_manifest = json.loads(store.get_bytes(checkpoint_prefix(15) + MANIFEST))
+    assert step_manifest["versions"]["transformers"] == version("transformers")
+
+
+def test_a_checkpoint_of_another_transformers_minor_version_is_refused_before_anything_is_loaded(
+    trained, s3, tmp_path
+):
+    spec, store = trained
+    running = running_versions().transformers
+    major, minor = minor_release(running)
+    written = f"{major}.{minor + 1}.0"
+    rewrite_versions(store, 15, transformers=written)
+    before = listing(store)
+    reads = ReadLog(store)
+
+    result = run_training(spec.model_copy(update={"max_steps": 22}), TrainerIO(store=reads, s3=s3, scratch=tmp_path),
+                          StopFlag())
+
+    assert result.exit_code == EXIT_PERMANENT
+    progress = read_progress(s3, spec.output)
+    assert progress.state is TrainerState.failed and progress.permanent
+    assert f"checkpoint step-15 was written with transformers {written}" in progress.error
+    assert f"this trainer has transformers {running}" in progress.error
+    assert progress.step == 0 and progress.resumed_from_step is None  # it never trained
+    assert not [key for key in reads.read if key.startswith(checkpoint_prefix(15)) and key != checkpoint_prefix(15)
+                + MANIFEST]  # no weights, no optimizer state downloaded
+    assert listing(store) == before  # nothing written but the heartbeat
+
+
+def test_a_patch_level_transformers_difference_resumes_with_a_warning(trained, s3, tmp_path, caplog):
+    spec, store = trained
+    running = running_versions()
+    major, minor = minor_release(running.transformers)
+    rewrite_versions(store, 15, transformers=f"{major}.{minor}.999", torch="0.0.1")
+
+    with caplog.at_level(logging.WARNING, logger="training.versions"):
+        assert train(spec.model_copy(update={"max_steps": 22}), s3, tmp_path) == EXIT_DONE
+
+    progress = read_progress(s3, spec.output)
+    assert progress.resumed_from_step == 15 and progress.step == 22
+    warned = [r.getMessage() for r in caplog.records]
+    assert any(f"transformers {major}.{minor}.999" in m and f"transformers {running.transformers}" in m
+               for m in warned)
+    assert any("torch 0.0.1" in m for m in warned)
+
+
+def test_a_checkpoint_written_before_versions_were_recorded_resumes_with_a_note(trained, s3, tmp_path, caplog):
+    spec, store = trained
+    rewrite_versions(store, 15, unrecorded=True)
+    assert read_latest(s3, spec.output).versions is None
+
+    with caplog.at_level(logging.WARNING, logger="training.versions"):
+        assert train(spec.model_copy(update={"max_steps": 22}), s3, tmp_path) == EXIT_DONE
+
+    progress = read_progress(s3, spec.output)
+    assert progress.resumed_from_step == 15 and progress.step == 22
+    assert any("step-15 records no library versions" in r.getMessage() for r in caplog.records)
+    assert read_latest(s3, spec.output).versions == running_versions()  # its next checkpoint records them

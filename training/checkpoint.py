@@ -32,6 +32,7 @@ from training.contract import (
 )
 from training.storage import ObjectStore
 from training.tensor_pack import host_buffer, pack, plan_layout, views
+from training.versions import running_versions
 
 log = logging.getLogger("training.checkpoint")
 
@@ -286,7 +287,7 @@ def optimizer_from_files(files: dict, optimizer, load_optimizer=None) -> None:
 def publish_snapshot(store: ObjectStore, snapshot: Snapshot, now: Callable[[], datetime],
                      pool: ThreadPoolExecutor) -> CheckpointManifest:
     """Hash and upload a snapshot's files (all at once, hashing alongside the uploads), then
-    step-<N>/manifest.json, then LATEST.json (last)."""
+    step-<N>/manifest.json, then LATEST.json (last); the manifest records the library versions."""
     prefix = checkpoint_prefix(snapshot.step)
     names = sorted(snapshot.files, key=lambda n: -len(snapshot.files[n]))  # biggest first
     digests = {name: pool.submit(sha256_bytes, snapshot.files[name]) for name in names}
@@ -299,7 +300,7 @@ def publish_snapshot(store: ObjectStore, snapshot: Snapshot, now: Callable[[], d
         upload.result()
     entries = [ManifestFile(key=prefix + name, size=len(snapshot.files[name]), sha256=digests[name].result())
                for name in sorted(names)]
-    manifest = CheckpointManifest(step=snapshot.step, files=entries, created_at=now())
+    manifest = CheckpointManifest(step=snapshot.step, files=entries, created_at=now(), versions=running_versions())
     save_json(store, prefix + MANIFEST, manifest)
     save_json(store, LATEST, manifest)
     return manifest
@@ -543,10 +544,13 @@ class Restoring:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def start_restore(store: ObjectStore, scratch: Path, skip: set[int] = frozenset()) -> Restoring | None:
-    """Start downloading the newest checkpoint whose step is not in `skip`; None if there is none."""
+def start_restore(store: ObjectStore, scratch: Path, skip: set[int] = frozenset(),
+                  vet: Callable[[CheckpointManifest], None] = lambda manifest: None) -> Restoring | None:
+    """Start downloading the newest checkpoint whose step is not in `skip`; None if there is none.
+    `vet(manifest)` runs first and may refuse the checkpoint by raising (nothing is downloaded then)."""
     for manifest in candidate_manifests(store):
         if manifest.step not in skip:
+            vet(manifest)
             return Restoring(store, manifest, scratch)
     return None
 

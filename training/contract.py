@@ -113,6 +113,10 @@ class Progress(BaseModel):
     )
     stop_reason: str | None = Field(default=None, description="sigterm | spot_notice | control | None")
     error: str | None = Field(default=None, description="one-line failure reason (state failed)")
+    permanent: bool = Field(
+        default=False, description="state failed: no restart, here or elsewhere, can fix it (exit code "
+        "EXIT_PERMANENT, e.g. a checkpoint written by incompatible library versions); the orchestrator ends the "
+        "job FAILED with `error` instead of launching it again")
 
 
 class ControlRequest(BaseModel):
@@ -152,12 +156,28 @@ class ManifestFile(BaseModel):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
+class LibraryVersions(BaseModel):
+    """The versions of the libraries a trainer runs with (None: not installed there, e.g. peft in
+    a full fine-tune environment without it). training.versions reads and compares them."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    torch: str | None = None
+    transformers: str | None = None
+    peft: str | None = None
+    datasets: str | None = None
+    trainer: str | None = Field(default=None, description="the spotshift_trainer distribution (spotshift in a "
+                                "dev checkout)")
+
+
 class CheckpointManifest(BaseModel):
     """checkpoints/LATEST.json (and step-<N>/manifest.json): a checkpoint exists once this is written."""
 
     step: int = Field(ge=0)
     files: list[ManifestFile]
     created_at: datetime
+    versions: LibraryVersions | None = Field(
+        default=None, description="the libraries that wrote it; None: written before versions were recorded")
 
     @property
     def total_bytes(self) -> int:

@@ -32,7 +32,7 @@ from training.checkpoint import (
 from training.contract import FINAL, FINAL_MERGED, PROGRESS, MetricsRecord, Progress, TrainerState, load_json
 from training.data import IGNORE, SampleStream, StepDeal, build_samples
 from training.distributed import World
-from training.exitcodes import EXIT_CHECKPOINTED, EXIT_DONE, EXIT_FAILED
+from training.exitcodes import EXIT_CHECKPOINTED, EXIT_DONE, EXIT_FAILED, EXIT_PERMANENT, PermanentFailure
 from training.heartbeat import Heartbeat
 from training.metrics import MetricsLog
 from training.model_source import load_records, resolve_model_dir
@@ -40,6 +40,7 @@ from training.precision import autocast, make_scaler, resolve_precision
 from training.spec import TrainingSpec
 from training.stopping import StopFlag, watch_control, watch_spot_notice
 from training.storage import ObjectStore
+from training.versions import check_resume
 
 log = logging.getLogger("training")
 
@@ -164,9 +165,14 @@ def run_training(spec: TrainingSpec, io: TrainerIO, stop: StopFlag, world: World
             return run.train()
         except Exception as exc:
             message = f"{exc.__class__.__name__}: {exc}".splitlines()[0][:500]
-            log.exception("training failed")
-            heartbeat.update(publish=True, state=TrainerState.failed, error=message)
-            return RunResult(EXIT_FAILED, final_step=heartbeat.progress.step, error=message)
+            permanent = isinstance(exc, PermanentFailure)  # no restart can fix it: the job ends here
+            if permanent:
+                log.error("training refused: %s", exc)
+            else:
+                log.exception("training failed")
+            heartbeat.update(publish=True, state=TrainerState.failed, error=message, permanent=permanent)
+            return RunResult(EXIT_PERMANENT if permanent else EXIT_FAILED, final_step=heartbeat.progress.step,
+                             error=message)
         finally:
             for poller in pollers:
                 poller.stop()
@@ -237,7 +243,7 @@ class _Run:
             return background.submit(load_records, spec.dataset, split, spec.dataset_text_column, self.io.s3)
 
         records, eval_records = read(spec.dataset_split), read(spec.eval_split) if spec.eval_split else None
-        self.restoring = restoring = start_restore(self.io.store, self.scratch, skip)
+        self.restoring = restoring = start_restore(self.io.store, self.scratch, skip, vet=check_resume)
         full_resume = restoring is not None and spec.method == "full"
         model_dir = (str(restoring.model_directory()) if full_resume
                      else resolve_model_dir(spec.model, self.scratch, self.io.s3))

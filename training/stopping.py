@@ -73,6 +73,11 @@ def spot_interruption_notice(endpoint: str, timeout_s: float = 1.0) -> dict | No
 
 def pending_control(store: ObjectStore, honoured_request_id: str | None) -> ControlRequest | None:
     """The control.json request, unless it is the one already honoured (by this or an earlier run)."""
+    # Requests per poll: one GET while control.json exists (an honoured request stays there). While
+    # it does not, one GET (404) where the caller may list the bucket; on AWS with the trainer's role
+    # (ListBucket only under a prefix condition) the GET's 403 plus one ListObjectsV2 to confirm the
+    # absence (training.missing_keys). At the 2 s default poll that is 43,200 LISTs a day, about
+    # $0.22 at us-east-1's $0.005 per 1,000 (GETs: $0.0004 per 1,000).
     request = load_json(store, CONTROL, ControlRequest)
     if request is None or request.request_id == honoured_request_id:
         return None

@@ -8,13 +8,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from training.missing_keys import is_missing_key
+
 
 class ObjectStore(Protocol):
     """Keys are relative to the store's root ("checkpoints/step-5/model.safetensors")."""
 
     def put_bytes(self, key: str, data: bytes | memoryview, *, background: bool = False) -> None: ...
-    def get_bytes(self, key: str) -> bytes | None: ...
+    def get_bytes(self, key: str) -> bytes | None: ...  # None if absent
     def get_buffer(self, key: str) -> memoryview: ...  # writable; FileNotFoundError if absent
+    # (absent: S3's 404, or its 403 to a caller without s3:ListBucket when a listing confirms it;
+    # a denied read of an object that exists raises training.missing_keys.PermissionDenied)
     def upload_file(self, path: Path, key: str) -> None: ...
     def download_file(self, key: str, path: Path) -> None: ...
     def list_keys(self, prefix: str) -> list[str]: ...
@@ -98,6 +102,10 @@ class S3Store:
     def _key(self, key: str) -> str:
         return self.prefix + key
 
+    def _missing(self, key: str, exc: Exception) -> bool:
+        """S3's rule for a missing key (404, or 403 without s3:ListBucket): training.missing_keys."""
+        return is_missing_key(self.s3, self.bucket, self._key(key), exc)
+
     def put_bytes(self, key: str, data: bytes | memoryview, *, background: bool = False) -> None:
         """Small objects in one PUT; big ones as a parallel multipart upload read straight from
         `data` (boto3's transfer manager: one copy per part, no temporary file), with fewer parts
@@ -116,16 +124,21 @@ class S3Store:
         try:
             self.s3.download_fileobj(self.bucket, self._key(key), sink, Config=transfer_config())
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+            if self._missing(key, exc):
                 raise FileNotFoundError(f"no object at {self.uri(key)}") from exc
             raise
         return sink.getbuffer()
 
     def get_bytes(self, key: str) -> bytes | None:
+        """The object's bytes, or None when there is none (a 404, or a 403 that a listing confirms)."""
+        from botocore.exceptions import ClientError
+
         try:
             return self.s3.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
-        except self.s3.exceptions.NoSuchKey:
-            return None
+        except ClientError as exc:
+            if self._missing(key, exc):
+                return None
+            raise
 
     def upload_file(self, path: Path, key: str) -> None:
         self.s3.upload_file(str(path), self.bucket, self._key(key))
@@ -137,7 +150,7 @@ class S3Store:
         try:
             self.s3.download_file(self.bucket, self._key(key), str(path))
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+            if self._missing(key, exc):
                 raise FileNotFoundError(f"no object at {self.uri(key)}") from exc
             raise
 

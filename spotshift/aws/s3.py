@@ -9,6 +9,7 @@ from botocore.exceptions import ClientError
 
 from spotshift.aws.calls import call_aws
 from spotshift.aws.errors import map_client_error
+from training.missing_keys import PermissionDenied, is_missing_key
 from training.storage import split_s3_uri
 
 
@@ -37,7 +38,20 @@ def get_if_changed(s3: Any, uri: str, etag: str | None) -> ObjectRead:
         code = str(exc.response.get("Error", {}).get("Code", ""))
         if code in ("304", "NotModified"):
             return ObjectRead(changed=False, etag=etag)
-        if code in ("404", "NoSuchKey"):
+        if _absent(s3, bucket, key, exc):
             return ObjectRead(changed=etag is not None)
         raise map_client_error(exc, region="global") from exc
     return ObjectRead(changed=True, data=answer["Body"].read(), etag=answer.get("ETag"))
+
+
+def _absent(s3: Any, bucket: str, key: str, exc: ClientError) -> bool:
+    """S3's rule for a missing key (training.missing_keys). The orchestrator's policy lists the bucket,
+    so S3 answers it 404 and this costs nothing more; a 403 (other credentials, another account's
+    bucket) costs one listing. A denied read (the object exists, or the listing is refused too) is
+    the caller's to map, as the GET's own AccessDenied; a listing that fails otherwise is mapped here."""
+    try:
+        return is_missing_key(s3, bucket, key, exc)
+    except PermissionDenied:
+        return False
+    except ClientError as listing:
+        raise map_client_error(listing, region="global") from exc

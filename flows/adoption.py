@@ -11,6 +11,7 @@ from flows.runtime import Runtime
 from flows.steps import JobRun, transition, watch_existing
 from spotshift.lifecycle.adoption import Adoption, plan_adoption
 from spotshift.models import EndReason, JobStatus, JobUpdate, MigrationReason
+from spotshift.monitoring import TrainerFailedPermanently, permanent_failure
 from tasks.deployer import stop_instance
 from tasks.workloads import close_workload, record_instance
 from training.contract import read_progress
@@ -41,9 +42,17 @@ def reconcile(rt: Runtime, run: JobRun) -> Adoption:
     return adoption
 
 
+def _failed_permanently(rt: Runtime, run: JobRun) -> str | None:
+    """The reason, when the trainer of the job's current workload failed in a way no restart fixes."""
+    current = next((w for w in rt.ledger.workloads(run.job.id) if w.id == run.job.current_workload_id), None)
+    if current is None or not current.instance_id:
+        return None
+    return permanent_failure(read_progress(rt.s3, run.output), current.instance_id)
+
+
 def adopt(rt: Runtime, run: JobRun) -> bool:
     """Take the job over from a dead flow run and leave it training (True), or False when a new
-    placement was not approved."""
+    placement was not approved; TrainerFailedPermanently when its trainer failed for good."""
     logger = get_run_logger()
     run.job = rt.jobs.update(run.job.id, JobUpdate(flow_run_id=run.flow_run_id), now=rt.clock())
     adoption = reconcile(rt, run)
@@ -51,6 +60,8 @@ def adopt(rt: Runtime, run: JobRun) -> bool:
     logger.info("Adopting job %s: keep %s, stopped %d instance(s), closed %d workload(s)", run.job.id,
                 adoption.keep.instance_id if adoption.keep else None, len(adoption.stop), len(adoption.close))
     if adoption.keep is None:
+        if (reason := _failed_permanently(rt, run)) is not None:  # resuming elsewhere would fail the same way
+            raise TrainerFailedPermanently(reason)
         lost = next((r for _, r in adoption.close), EndReason.FAILED)
         reason = MigrationReason.PREEMPTED if lost is EndReason.PREEMPTED else MigrationReason.STALLED
         return recover(rt, run, reason, EndReason.FAILED, rt.clock())

@@ -8,9 +8,10 @@ from prefect.runtime import flow_run as current_flow_run
 
 from flows.moves import move
 from flows.runtime import Runtime
-from flows.steps import JobRun, watch_existing
+from flows.steps import JobRun, finalize, watch_existing
 from spotshift.market.query import OfferQuery
 from spotshift.models import JobStatus, MigrationReason, Offer
+from spotshift.monitoring import TrainerFailedPermanently
 from spotshift.policy.state import Move
 
 
@@ -38,4 +39,8 @@ def migrate_job(job_id: str, target: Offer, reason: MigrationReason = MigrationR
     if run is None:
         get_run_logger().warning("Job %s is not running on an open workload: nothing to move", job_id)
         return False
-    return move(rt, run, Move(target=target, reason=reason, expected_saving_usd=expected_saving_usd))
+    try:
+        return move(rt, run, Move(target=target, reason=reason, expected_saving_usd=expected_saving_usd))
+    except TrainerFailedPermanently as exc:  # the job's own train-job run sees it FAILED and leaves it
+        finalize(rt, run, JobStatus.FAILED, "the trainer failed permanently", error=str(exc)[:500])
+        raise

@@ -17,7 +17,7 @@ from flows.steps import (
 from spotshift.aws.errors import CapacityUnavailable
 from spotshift.lifecycle.plans import migration_row, move_request, plan_move
 from spotshift.models import EndReason, JobStatus, JobUpdate, MigrationReason, Plan, Workload
-from spotshift.monitoring import after_changeover
+from spotshift.monitoring import TrainerFailedPermanently, after_changeover
 from spotshift.planning import offer_of_workload
 from spotshift.policy.state import Move, NoFeasiblePlacement
 from tasks.deployer import stop_instance
@@ -64,6 +64,12 @@ def recover(rt: Runtime, run: JobRun, reason: MigrationReason, end: EndReason, l
         except MigrationTimeout as exc:
             get_run_logger().warning("The new instance never trained (%s); re-planning", exc)
             end_workload(rt, run, EndReason.FAILED)
+        except TrainerFailedPermanently:  # no other placement can do better: the flow ends the job
+            if pending is not None:
+                rt.ledger.upsert_migration(pending.model_copy(update={"to_workload_id": new.id,
+                                                                      "checkpoint_step": step,
+                                                                      "finished_at": rt.clock()}))
+            raise
     else:
         raise NoFeasiblePlacement(run.job.id, f"{MAX_NEW_INSTANCES} new instances never trained")
     if old is not None:
@@ -103,7 +109,13 @@ def move(rt: Runtime, run: JobRun, decision: Move) -> bool:
         new = launch(rt, run, plan)
         rt.ledger.upsert_migration(pending.model_copy(update={"succeeded": None, "finished_at": None,
                                                               "to_workload_id": new.id, "checkpoint_step": step}))
-        seen = first_step(rt, run, new, step)
+        try:
+            seen = first_step(rt, run, new, step)
+        except TrainerFailedPermanently:  # resumed nowhere: the flow ends the job
+            rt.ledger.upsert_migration(migration_row(
+                run.job.id, old, new, decision.reason, started_at=started, finished_at=rt.clock(),
+                checkpoint_step=step, expected_saving_usd=decision.expected_saving_usd, migration_id=pending.id))
+            raise
     except (CapacityUnavailable, MigrationTimeout) as exc:
         logger.warning("New placement on %s failed (%s); resuming from the checkpoint", decision.target.zone, exc)
         stop_instance(old.instance_id, "migrated", rt.backend)

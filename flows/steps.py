@@ -198,9 +198,13 @@ def checkpoint_step(rt: Runtime, run: JobRun) -> int:
     return latest.step
 
 
-def finalize(rt: Runtime, run: JobRun, status: JobStatus, message: str) -> Job:
-    """Close what is open, stop every instance of the job, write the cost report, end the job."""
-    end_workload(rt, run, EndReason.COMPLETED if status is JobStatus.SUCCEEDED else EndReason.CANCELLED)
+_END_OF_JOB = {JobStatus.SUCCEEDED: EndReason.COMPLETED, JobStatus.FAILED: EndReason.FAILED}
+
+
+def finalize(rt: Runtime, run: JobRun, status: JobStatus, message: str, error: str | None = None) -> Job:
+    """Close what is open, stop every instance of the job, write the cost report, end the job
+    (`error`: why it failed, stored on the job)."""
+    end_workload(rt, run, _END_OF_JOB.get(status, EndReason.CANCELLED))
     stop_job_instances(run.job.id, "job finished", rt.backend)
     for w in rt.ledger.open_workloads(run.job.id):
         close_workload(rt.ledger, w, EndReason.CANCELLED, rt.clock())
@@ -213,7 +217,7 @@ def finalize(rt: Runtime, run: JobRun, status: JobStatus, message: str) -> Job:
     if status is JobStatus.SUCCEEDED:
         expire_checkpoints(rt.s3, run.paths)  # the final model stays; the checkpoints expire later
     return transition(rt, run, status, message, cost_usd=summary.total_usd, final_model=final,
-                      current_workload_id=None) if run.job.status is not status else run.job
+                      current_workload_id=None, error=error) if run.job.status is not status else run.job
 
 
 def on_demand_prices(rt: Runtime, workloads: list[Workload]) -> dict[str, float]:

@@ -16,7 +16,7 @@ from flows.moves import follow_handover, move, recover
 from flows.steps import JobRun, finalize, job_state, place, transition
 from spotshift.market.query import OfferQuery
 from spotshift.models import EndReason, JobCreate, JobStatus, Market, MigrationReason
-from spotshift.monitoring import Verdict
+from spotshift.monitoring import TrainerFailedPermanently, Verdict
 from spotshift.policy import decide
 from spotshift.policy.state import Move, NoFeasiblePlacement
 from spotshift.sizing import JobSizing, job_work_v100_hours, single_gpu_memory_gib
@@ -52,7 +52,7 @@ def summary(rt: Runtime, job_id: str) -> dict:
         "preemptions": sum(1 for w in workloads if w.end_reason is EndReason.PREEMPTED),
         "migrations": sum(1 for m in migrations if m.reason is not MigrationReason.PREEMPTED),
         "cost_usd": round(s.total_usd, 4), "on_demand_usd": round(s.on_demand_usd, 4),
-        "final_model": job.final_model,
+        "final_model": job.final_model, "error": job.error,
     }
 
 
@@ -70,18 +70,29 @@ def train_job(job_id: str, runtime: Runtime | None = None) -> dict:
         logger.info("Job %s is already %s", job_id, job.status)
     else:
         run = _prepare(rt, job, flow_run_id)
-        if job.status is JobStatus.PENDING:
-            transition(rt, run, JobStatus.PLANNING, "planning", flow_run_id=flow_run_id,
-                       gpu_memory_gib=run.job.gpu_memory_gib, total_work=run.job.total_work, sizing=run.job.sizing)
-            started = place(rt, run) is not None
-        else:
-            started = adopt(rt, run)
-        if not started:
-            finalize(rt, run, JobStatus.CANCELLED, "plan not approved")
-        elif _train_until_done(rt, run):
-            finalize(rt, run, JobStatus.SUCCEEDED, "final model written")
+        try:
+            _run_to_the_end(rt, run)
+        except TrainerFailedPermanently as exc:  # relaunching would fail the same way: the job ends here
+            logger.error("Job %s failed: %s", job_id, exc)
+            finalize(rt, run, JobStatus.FAILED, "the trainer failed permanently", error=str(exc)[:500])
+            raise
     hooks.ACTIVE_RUNTIMES.pop(flow_run_id, None)
     return summary(rt, job_id)
+
+
+def _run_to_the_end(rt: Runtime, run: JobRun) -> None:
+    """Place (or adopt) the job, train it to the end, finalize it; TrainerFailedPermanently when
+    its trainer failed in a way no restart can fix."""
+    if run.job.status is JobStatus.PENDING:
+        transition(rt, run, JobStatus.PLANNING, "planning", flow_run_id=run.flow_run_id,
+                   gpu_memory_gib=run.job.gpu_memory_gib, total_work=run.job.total_work, sizing=run.job.sizing)
+        started = place(rt, run) is not None
+    else:
+        started = adopt(rt, run)
+    if not started:
+        finalize(rt, run, JobStatus.CANCELLED, "plan not approved")
+    elif _train_until_done(rt, run):
+        finalize(rt, run, JobStatus.SUCCEEDED, "final model written")
 
 
 def _prepare(rt: Runtime, job, flow_run_id: str) -> JobRun:
@@ -118,7 +129,7 @@ def _train_until_done(rt: Runtime, run: JobRun) -> bool:
             continue
         if outcome.handover:
             if not follow_handover(rt, run):
-                return True
+                return run.job.status is not JobStatus.FAILED  # failed meanwhile (the move's trainer): ended
             continue
         if not _recover_from(rt, run, outcome):
             raise NoFeasiblePlacement(run.job.id, "the new placement was not approved")
@@ -139,8 +150,12 @@ def _record_throughput(rt: Runtime, run: JobRun) -> None:
 
 
 def _recover_from(rt: Runtime, run: JobRun, outcome) -> bool:
-    """The instance stopped training: lost, stalled or failed; resume elsewhere."""
+    """The instance stopped training: lost, stalled or failed; resume elsewhere. A trainer that
+    failed permanently raises TrainerFailedPermanently (resumed nowhere)."""
     now = rt.clock()
+    if outcome.verdict is Verdict.FAILED_PERMANENTLY:
+        raise TrainerFailedPermanently(outcome.progress.error or "the trainer failed permanently",
+                                       run.workload.instance_id)
     if outcome.lost or outcome.verdict is Verdict.CHECKPOINTED:
         if run.workload.market is Market.SPOT:
             rt.record_zone_lost(run.workload.zone, now, "preemption")

@@ -18,8 +18,28 @@ class Verdict(str, Enum):
     TRAINING = "training"
     DONE = "done"
     CHECKPOINTED = "checkpointed"  # stopped cleanly after a checkpoint (request, SIGTERM, spot notice)
-    FAILED = "failed"
+    FAILED = "failed"  # another attempt may work: the job resumes elsewhere (a few times)
+    FAILED_PERMANENTLY = "failed_permanently"  # no restart can fix it (Progress.permanent): the job ends FAILED
     STALLED = "stalled"  # no fresh heartbeat for too long
+
+
+class TrainerFailedPermanently(Exception):
+    """The trainer failed in a way no restart, here or elsewhere, can fix (its heartbeat says
+    permanent, exit code EXIT_PERMANENT): the job ends FAILED with this message, launched nowhere again."""
+
+    def __init__(self, message: str, instance_id: str | None = None):
+        super().__init__(message)
+        self.instance_id = instance_id
+
+
+def permanent_failure(progress: Any, instance_id: str | None = None) -> str | None:
+    """The trainer's reason when its heartbeat (of `instance_id`, if given) reports a failure no
+    restart can fix; None for anything else (training, a failure another attempt may fix, ...)."""
+    if progress is None or (instance_id is not None and progress.instance_id != instance_id):
+        return None
+    if TrainerState(progress.state) is not TrainerState.failed or not getattr(progress, "permanent", False):
+        return None
+    return progress.error or "the trainer failed permanently without a reason"
 
 
 def assess(progress: Any, *, instance_id: str, now: datetime, last_sign_of_life: datetime,
@@ -40,7 +60,7 @@ def assess(progress: Any, *, instance_id: str, now: datetime, last_sign_of_life:
     if state is TrainerState.checkpointed:
         return Verdict.CHECKPOINTED
     if state is TrainerState.failed:
-        return Verdict.FAILED
+        return Verdict.FAILED_PERMANENTLY if getattr(progress, "permanent", False) else Verdict.FAILED
     return Verdict.STALLED if stalled else Verdict.TRAINING
 
 

@@ -10,6 +10,7 @@ from typing import Any, Callable
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from spotshift.monitoring import TrainerFailedPermanently, permanent_failure
 from training.contract import (
     CONTROL, ControlRequest, Progress, TrainerState, read_latest, read_progress, write_control,
 )
@@ -63,12 +64,15 @@ def wait_for_heartbeat(s3: Any, output: str, instance_id: str, after_step: int, 
                        poll_s: float, sleep: Callable[[float], None], clock: Callable[[], datetime],
                        is_alive: Callable[[], bool] = lambda: True) -> tuple[Progress, datetime]:
     """Wait for `instance_id`'s first heartbeat past `after_step` (or done); it and when it was seen.
-    `timeout_s` is measured on `clock`."""
+    `timeout_s` is measured on `clock`. A trainer that failed raises MigrationTimeout (try another
+    placement), one that failed permanently TrainerFailedPermanently (try none)."""
     deadline = clock() + timedelta(seconds=timeout_s)
     while clock() <= deadline:
         p = read_progress(s3, output)
         if p is not None and p.instance_id == instance_id and (p.step > after_step or p.state is TrainerState.done):
             return p, clock()
+        if (reason := permanent_failure(p, instance_id)) is not None:  # not a timeout: nowhere else either
+            raise TrainerFailedPermanently(reason, instance_id)
         if p is not None and p.instance_id == instance_id and p.state is TrainerState.failed:
             raise MigrationTimeout(f"the trainer on {instance_id} failed: {p.error}")
         if not is_alive():

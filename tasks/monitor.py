@@ -122,7 +122,7 @@ def _needs_flow(watch: Watch, verdict: Verdict | None, progress: Progress | None
         return WatchOutcome(verdict, progress, disowned=True, detail=f"adopted by flow run {job.flow_run_id}")
     if job.status is JobStatus.MIGRATING or job.current_workload_id not in (None, w.id):
         return WatchOutcome(verdict, progress, handover=True, detail="moved by another flow run")
-    if verdict in (Verdict.DONE, Verdict.CHECKPOINTED, Verdict.FAILED, Verdict.STALLED):
+    if verdict in (Verdict.DONE, Verdict.CHECKPOINTED, Verdict.FAILED, Verdict.FAILED_PERMANENTLY, Verdict.STALLED):
         logger.info("Instance %s: %s at step %s", w.instance_id, verdict.value, watch.last_step)
         return WatchOutcome(verdict, progress, detail=getattr(progress, "stop_reason", None) or "")
     lost = [e for e in backend.poll() if e.instance_id == w.instance_id and e.kind in ("preempted", "terminated")]

@@ -237,6 +237,42 @@ def test_a_killed_flow_leaves_nothing_running_once_the_reaper_ran(prefect_api, m
     wait_for(lambda: not Path(f"/proc/{trainer_pid}").exists() or _zombie(trainer_pid), 30, "the trainer to end")
 
 
+def test_a_checkpoint_the_trainer_refuses_fails_the_job_with_its_reason_and_launches_nothing_more(
+    prefect_api, moto_endpoint, model_uri, tmp_path
+):
+    """The job's checkpoint was written by another transformers minor version: the real trainer
+    refuses it (a permanent failure), and the job ends FAILED with the trainer's words instead of
+    being resumed on another instance."""
+    from flows.train_job import summary, train_job
+    from spotshift.monitoring import TrainerFailedPermanently
+    from training.contract import LATEST, CheckpointManifest, save_json
+    from training.storage import S3Store
+    from training.versions import minor_release, running_versions
+
+    rt = runtime(tmp_path, moto_endpoint, DemoTimeline(lost_minute=10_000, cheap_minute=10_000))
+    running = running_versions()
+    major, minor = minor_release(running.transformers)
+    written = f"{major}.{minor + 1}.0"
+    try:
+        job = rt.jobs.create(request(rt, model_uri, max_steps=20, key="refused"), now=rt.clock())
+        save_json(S3Store.from_uri(rt.s3, rt.paths(job).output), LATEST, CheckpointManifest(
+            step=10, files=[], created_at=rt.clock(), versions=running.model_copy(update={"transformers": written})))
+        with pytest.raises(TrainerFailedPermanently, match=f"written with transformers {written}"):
+            train_job(job.id, runtime=rt)
+    finally:
+        rt.backend.close()
+
+    failed = rt.jobs.get(job.id)
+    assert failed.status is JobStatus.FAILED
+    assert f"checkpoint step-10 was written with transformers {written}" in failed.error
+    assert f"this trainer has transformers {running.transformers}" in failed.error
+    assert summary(rt, job.id)["error"] == failed.error  # what `spotshift status` prints
+    [workload] = rt.ledger.workloads(job.id)  # launched once, never again elsewhere
+    assert workload.end_reason is EndReason.FAILED
+    assert rt.ledger.migrations(job.id) == []
+    assert running_instances(rt, job.id) == []
+
+
 def _zombie(pid: int) -> bool:
     from spotshift.aws.local_backend import _is_zombie
 

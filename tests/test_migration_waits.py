@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tasks.migration import MigrationTimeout, wait_for_checkpoint
+from spotshift.monitoring import TrainerFailedPermanently
+from tasks.migration import MigrationTimeout, wait_for_checkpoint, wait_for_heartbeat
 from training.contract import ControlRequest, Progress, TrainerState, read_control, write_control, write_progress
 
 
@@ -56,3 +57,28 @@ def test_an_honoured_request_returns_its_step_even_if_the_instance_then_shut_dow
                                         updated_at=datetime.now(UTC), honoured_request_id=rid))
     assert _wait(s3, output, rid, StepClock(), lambda: False) == 40
     assert read_control(s3, output) is None
+
+
+def _wait_for_first_step(s3, output: str, clock: StepClock) -> None:
+    wait_for_heartbeat.fn(s3, output, "i-new", 40, timeout_s=600, poll_s=1, sleep=clock.sleep, clock=clock)
+
+
+def test_a_new_trainer_that_failed_permanently_is_not_a_timeout_so_no_other_placement_is_tried(s3, bucket):
+    output = f"s3://{bucket}/jobs/j3/"
+    reason = "IncompatibleCheckpoint: checkpoint step-40 was written with transformers 5.25.0; ..."
+    write_progress(s3, output, Progress(state=TrainerState.failed, step=0, max_steps=100, instance_id="i-new",
+                                        updated_at=datetime.now(UTC), permanent=True, error=reason))
+    clock = StepClock()
+    with pytest.raises(TrainerFailedPermanently) as failed:
+        _wait_for_first_step(s3, output, clock)
+    assert not isinstance(failed.value, MigrationTimeout)  # recover() and move() re-plan on a MigrationTimeout
+    assert str(failed.value) == reason and failed.value.instance_id == "i-new"
+    assert clock.sleeps == 0
+
+
+def test_a_new_trainer_that_failed_otherwise_is_a_timeout_another_placement_may_fix(s3, bucket):
+    output = f"s3://{bucket}/jobs/j4/"
+    write_progress(s3, output, Progress(state=TrainerState.failed, step=0, max_steps=100, instance_id="i-new",
+                                        updated_at=datetime.now(UTC), error="RuntimeError: CUDA error"))
+    with pytest.raises(MigrationTimeout, match="CUDA error"):
+        _wait_for_first_step(s3, output, StepClock())

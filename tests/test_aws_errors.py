@@ -42,6 +42,10 @@ def client_error(code: str, message: str = "boom", operation: str = "RunInstance
         ("InvalidAMIID.NotFound", ImageUnavailable),
         ("NoSuchEntity", NotFound),
         ("NoSuchBucket", NotFound),
+        ("NoSuchResourceException", NotFound),  # Service Quotas: no applied value for the quota code
+        ("IllegalArgumentException", InvalidRequest),
+        ("AccessDeniedException", PermissionDenied),
+        ("TooManyRequestsException", Throttled),
         ("InvalidParameterValue", InvalidRequest),
         ("InvalidAMIID.Malformed", ImageUnavailable),
         ("IdempotentParameterMismatch", InvalidRequest),

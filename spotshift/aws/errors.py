@@ -60,6 +60,7 @@ PERMISSION_CODES = frozenset({
 })
 NOT_FOUND_CODES = frozenset({
     "NotFound", "404", "NoSuchBucket", "NoSuchKey", "NoSuchEntity", "ResourceNotFoundException", "ParameterNotFound",
+    "NoSuchResourceException",  # Service Quotas: e.g. no applied value for a quota code (ask for the AWS default)
 })
 INVALID_REQUEST_CODES = frozenset({
     "InvalidParameterValue",
@@ -74,6 +75,7 @@ INVALID_REQUEST_CODES = frozenset({
     "IdempotentParameterMismatch",
     "InvalidBlockDeviceMapping",
     "InvalidUserData.Malformed",
+    "IllegalArgumentException",  # Service Quotas
 })
 
 # Anything that looks like an AWS access key id or a long secret-ish token is cut from messages.

@@ -18,7 +18,8 @@ def add_aws_parser(sub: Any) -> None:
     p = sub.add_parser("aws", help="set up, check or tear down what spotshift needs on your AWS account")
     actions = p.add_subparsers(dest="aws_action", required=True)
     for name, text in (("setup", "create the bucket, trainer role and profile, security groups (idempotent)"),
-                       ("check", "read-only: can this account run a job in each region? exit 1 if not"),
+                       ("check", "read-only: can this account run a job? exit 1 if a check fails or no GPU "
+                                  "quota is usable"),
                        ("teardown", "remove what setup made (the bucket only with --delete-bucket)"),
                        ("policy", "print the orchestrator's IAM policy")):
         a = actions.add_parser(name, help=text)
@@ -99,14 +100,16 @@ def _teardown(args, settings, clients, account, bucket, regions, out) -> int:
 
 
 def _check(args, settings, clients, account, bucket, regions, out) -> int:
-    from spotshift.aws.check import render_rows, run_check
+    from spotshift.aws.check import check_failures, failure_summary, quota_summary, render_rows, run_check
 
     rows = run_check(clients, check_config(settings, bucket, regions))
     print(render_rows(rows), file=out)
-    failed = [r for r in rows if not r.ok]
+    print("\nGPU quotas (a family at quota 0 is skipped, an unknown quota is tried):", file=out)
+    for line in quota_summary(rows):
+        print(f"  {line}", file=out)
+    failed = check_failures(rows)
     if failed:
-        print(f"\n{len(failed)} check(s) failed: " + "; ".join(f"{r.region} {r.check}: {r.fix or r.detail}"
-                                                            for r in failed), file=out)
+        print(f"\n{failure_summary(failed)}", file=out)
         return 1
     print("\nall checks passed", file=out)
     return 0

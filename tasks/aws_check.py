@@ -36,7 +36,8 @@ def _in_run() -> bool:
 @task(name="check-region", task_run_name="check-{offer.region}", cache_policy=NO_CACHE)
 def check_region_before_launch(offer: Offer, backend: Any) -> list[CheckRow]:
     """Run the region's preflight when the backend has one (EC2; the local backend has none); raises
-    RegionNotReady naming each fix, or QuotaExceeded when the offer's quota is zero (block and go on)."""
+    RegionNotReady naming each fix, or QuotaExceeded when the offer's quota is known to be zero (block
+    and go on); an unknown quota (not readable) lets the launch go ahead."""
     preflight = getattr(backend, "preflight", None)
     if preflight is None:
         return []
@@ -45,6 +46,7 @@ def check_region_before_launch(offer: Offer, backend: Any) -> list[CheckRow]:
         _logger().info("checked %s: %d/%d rows pass", offer.region, sum(r.ok for r in rows), len(rows))
         if _in_run():
             create_table_artifact(key=f"aws-check-{offer.region}", description=f"spotshift aws check of {offer.region}",
-                                  table=[{"check": r.check, "ok": r.ok, "detail": r.detail, "fix": r.fix} for r in rows])
+                                  table=[{"check": r.check, "result": r.result, "detail": r.detail, "fix": r.fix}
+                                         for r in rows])
     launch_verdict(offer, rows)
     return rows

@@ -28,16 +28,31 @@ def moto_clients(endpoint: str, *, key: str = "testing", secret: str = "testing"
     return clients
 
 
-def stubbed_quotas(values: dict[str, float]) -> Callable[[str], Any]:
+def stubbed_quotas(values: dict[str, float], *, defaults: dict[str, float] | None = None,
+                   errors: dict[str, str] | None = None) -> Callable[[str], Any]:
     """Stubber (moto's Service Quotas knows no EC2 codes): each region answers get_service_quota for
-    every G/P quota with values[code] vCPUs (default 64)."""
+    every G/P quota with values[code] vCPUs (default 64). A code in `defaults` has no applied value,
+    as on a new account: GetServiceQuota answers AWS's NoSuchResourceException, then
+    GetAWSDefaultServiceQuota answers defaults[code]. A code in `errors` answers that AWS error code."""
+    defaults, errors = defaults or {}, errors or {}
+
     def make(region: str):
         client = boto3.client("service-quotas", region_name=region, aws_access_key_id="x", aws_secret_access_key="x")
         stubber = Stubber(client)
         for _, _, quota in gpu_quotas():
-            stubber.add_response("get_service_quota", {"Quota": {"QuotaCode": quota.code, "ServiceCode": "ec2",
-                                                                 "Value": values.get(quota.code, 64.0)}},
-                                 {"ServiceCode": "ec2", "QuotaCode": quota.code})
+            params = {"ServiceCode": "ec2", "QuotaCode": quota.code}
+            if quota.code in errors:
+                stubber.add_client_error("get_service_quota", errors[quota.code], f"stubbed {errors[quota.code]}",
+                                         400, expected_params=params)
+            elif quota.code in defaults:
+                stubber.add_client_error("get_service_quota", "NoSuchResourceException",
+                                         f"The request failed because the specified service quota {quota.code} "
+                                         "has no applied value.", 400, expected_params=params)
+                stubber.add_response("get_aws_default_service_quota", {"Quota": {
+                    "QuotaCode": quota.code, "ServiceCode": "ec2", "Value": defaults[quota.code]}}, params)
+            else:
+                stubber.add_response("get_service_quota", {"Quota": {"QuotaCode": quota.code, "ServiceCode": "ec2",
+                                                                     "Value": values.get(quota.code, 64.0)}}, params)
         stubber.activate()
         return client
     return make

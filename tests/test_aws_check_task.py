@@ -1,6 +1,7 @@
 """The preflight before a job's first launch in a region: the check rows (cached per region), and
-the verdict for one offer -- a zero quota blocks the offers under that quota, anything else the
-user must fix stops with the fix named. Quotas: Stubber (moto's Service Quotas has no EC2 codes)."""
+the verdict for one offer -- a zero quota blocks the offers under that quota, an unknown one (not
+readable) blocks nothing, anything else the user must fix stops with the fix named. Quotas:
+Stubber (moto's Service Quotas has no EC2 codes)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,17 @@ from datetime import UTC, datetime
 
 import pytest
 
-from spotshift.aws.check import CheckConfig, CheckRow, RegionNotReady, RegionPreflight, launch_verdict
+from spotshift.aws.check import (
+    CheckConfig,
+    CheckRow,
+    RegionNotReady,
+    RegionPreflight,
+    launch_verdict,
+    quota_row,
+    quota_row_name,
+)
 from spotshift.aws.errors import CapacityUnavailable, QuotaExceeded
-from spotshift.aws.quotas import blocked_by
+from spotshift.aws.quotas import QuotaReading, blocked_by, gpu_quotas
 from spotshift.aws.setup import ensure_security_group
 from spotshift.catalog import INSTANCE_TYPES
 from spotshift.models import Market, Offer
@@ -26,10 +35,16 @@ def offer(name: str = "g5.xlarge", market: Market = Market.SPOT, zone: str = "us
                  observed_at=datetime(2026, 11, 1, tzinfo=UTC), source="test")
 
 
-def rows(*failed: str) -> list[CheckRow]:
-    names = ["image", "security group", "subnets", "quota G on_demand", "quota G spot", "quota P on_demand",
-             "quota P spot", "run-instances dry run"]
-    return [CheckRow("us-east-1", n, n not in failed, f"{n} detail", f"fix {n}") for n in names]
+def rows(*failed: str, unknown: tuple[str, ...] = ()) -> list[CheckRow]:
+    """A region's rows: `failed` checks fail (a failed quota row reads 0 vCPUs), `unknown` quotas
+    could not be read, every other quota is 64 vCPUs."""
+    names = ["image", "security group", "subnets", "run-instances dry run"]
+    out = [CheckRow("us-east-1", n, n not in failed, f"{n} detail", f"fix {n}") for n in names]
+    for group, market, quota in gpu_quotas():
+        name = quota_row_name(group, market)
+        vcpus = None if name in unknown else 0.0 if name in failed else 64.0
+        out.append(quota_row("us-east-1", QuotaReading(quota, vcpus, reason="" if vcpus is not None else "denied")))
+    return out
 
 
 def test_a_zero_quota_blocks_only_offers_under_it():
@@ -38,6 +53,11 @@ def test_a_zero_quota_blocks_only_offers_under_it():
     assert info.value.quota_code == "L-3819A6DF" and "L-3819A6DF" in str(info.value)
     launch_verdict(offer("g5.xlarge", Market.ON_DEMAND), rows("quota G spot"))  # another quota: fine
     launch_verdict(offer("p4d.24xlarge", Market.SPOT), rows("quota G spot"))
+
+
+def test_an_unknown_quota_blocks_nothing():
+    launch_verdict(offer("g5.xlarge", Market.SPOT), rows(unknown=("quota G spot",)))
+    launch_verdict(offer("p4d.24xlarge", Market.ON_DEMAND), rows(unknown=("quota P on_demand",)))
 
 
 def test_anything_else_stops_with_each_fix_named():
@@ -76,3 +96,19 @@ def test_the_task_checks_a_region_once_and_raises_for_a_zero_quota(moto_endpoint
         check_region_before_launch.fn(offer("g5.xlarge", Market.SPOT), backend)
     assert len(calls) == before  # the second launch in the region used the cached rows
     assert check_region_before_launch.fn(offer(), object()) == []  # the local backend: no preflight
+
+
+def test_an_access_denied_quota_reads_unknown_and_the_launch_goes_ahead(moto_endpoint):
+    group = f"spotshift-{uuid.uuid4().hex[:8]}"
+    clients = moto_clients(moto_endpoint, stubs={"service-quotas": stubbed_quotas(
+        {}, errors={"L-3819A6DF": "AccessDeniedException"})})
+    ensure_security_group(clients("ec2", "us-east-1"), group, region="us-east-1")
+    clients("iam", "us-east-1").create_instance_profile(InstanceProfileName=group)
+    config = CheckConfig(bucket="b", bucket_region="us-east-1", profile=group, security_group=group,
+                         regions=("us-east-1",), image_overrides=(("us-east-1", "ami-999844e0"),))
+    backend = type("Backend", (), {"preflight": RegionPreflight(clients, config, ttl_s=3600)})()
+    checked = check_region_before_launch.fn(offer("g5.xlarge", Market.SPOT), backend)  # no QuotaExceeded
+    g_spot = next(r for r in checked if r.check == "quota G spot")
+    assert g_spot.result == "UNKNOWN" and g_spot.ok
+    assert "L-3819A6DF): unknown (AccessDeniedException on GetServiceQuota" in g_spot.detail
+    assert "allow servicequotas:GetServiceQuota" in g_spot.fix

@@ -1,5 +1,6 @@
 """`spotshift aws setup | check | teardown` against the moto server: idempotent setup, a bucket of
-another account refused by name, check rows (a zero quota fails its row), teardown."""
+another account refused by name, check rows (a zero quota is named with how to raise it; the check
+fails on quotas only when no GPU family is usable anywhere), teardown. Service Quotas: Stubber."""
 
 from __future__ import annotations
 
@@ -78,7 +79,11 @@ def test_a_bucket_owned_by_another_account_is_named_in_a_clear_error(moto_endpoi
         aws("setup", settings_for(tmp_path, names), moto_clients(moto_endpoint))
 
 
-def test_check_passes_after_setup_and_a_zero_quota_is_a_failed_row(moto_endpoint, tmp_path, names):
+P_CODES = ("L-417A185B", "L-7212CCBC")
+ALL_GPU_CODES = ("L-DB2E81BA", "L-3819A6DF") + P_CODES
+
+
+def test_check_passes_after_setup_and_a_zero_quota_is_named_with_its_fix(moto_endpoint, tmp_path, names):
     settings = settings_for(tmp_path, names)
     assert aws("setup", settings, moto_clients(moto_endpoint))[0] == 0
     ok_code, ok_out = aws("check", settings, moto_clients(moto_endpoint, stubs={"service-quotas": stubbed_quotas({})}))
@@ -87,11 +92,53 @@ def test_check_passes_after_setup_and_a_zero_quota_is_a_failed_row(moto_endpoint
 
     zero = moto_clients(moto_endpoint, stubs={"service-quotas": stubbed_quotas({"L-3819A6DF": 0})})
     code, out = aws("check", settings, zero)
-    failed = [line for line in out.splitlines() if " FAIL " in line]
-    assert code == 1
-    assert len(failed) == 2 and all("quota G spot" in line and "L-3819A6DF" in line and ": 0 vCPUs" in line
-                                    for line in failed)  # one per region
+    assert code == 0, out  # G on-demand and P still launch
+    rows = [line for line in out.splitlines() if " ZERO " in line and line.startswith(tuple(REGIONS))]
+    assert len(rows) == 2 and all("quota G spot" in line and "L-3819A6DF" in line and ": 0 vCPUs" in line
+                                  for line in rows)  # one per region
     assert "request an increase of All G and VT Spot Instance Requests (L-3819A6DF)" in out
+    assert " FAIL " not in out
+
+
+def test_a_new_account_with_only_g_quota_passes_and_is_told_which_families_are_usable(moto_endpoint, tmp_path,
+                                                                                        names):
+    settings = settings_for(tmp_path, names)
+    assert aws("setup", settings, moto_clients(moto_endpoint))[0] == 0
+    new_account = stubbed_quotas({"L-DB2E81BA": 8, "L-3819A6DF": 8}, defaults=dict.fromkeys(P_CODES, 0.0))
+    code, out = aws("check", settings, moto_clients(moto_endpoint, stubs={"service-quotas": new_account}))
+    assert code == 0, out
+    assert "all checks passed" in out
+    for region in REGIONS:
+        assert (f"{region}: usable: G on-demand 8 vCPUs, G spot 8 vCPUs; quota 0: P on-demand (L-417A185B), "
+                f"P spot (L-7212CCBC)") in out
+        assert (f"aws service-quotas request-service-quota-increase --region {region} --service-code ec2 "
+                "--quota-code L-7212CCBC") in out
+    assert "L-7212CCBC): 0 vCPUs (AWS default)" in out  # read through GetAWSDefaultServiceQuota
+
+
+def test_check_fails_when_no_gpu_family_is_usable_in_any_region_naming_each_quota(moto_endpoint, tmp_path, names):
+    settings = settings_for(tmp_path, names)
+    assert aws("setup", settings, moto_clients(moto_endpoint))[0] == 0
+    nothing = stubbed_quotas({}, defaults=dict.fromkeys(ALL_GPU_CODES, 0.0))
+    code, out = aws("check", settings, moto_clients(moto_endpoint, stubs={"service-quotas": nothing}))
+    assert code == 1, out
+    verdict = out[out.index("check(s) failed"):]
+    assert "no GPU family is usable in any region" in verdict and all(c in verdict for c in ALL_GPU_CODES)
+    assert all(f"--region {region} --service-code ec2 --quota-code {c}" in out  # each ZERO row's fix
+               for region in REGIONS for c in ALL_GPU_CODES)
+    assert all(f"{region}: no GPU family usable" in out for region in REGIONS)
+
+
+def test_unreadable_quotas_are_unknown_and_do_not_fail_the_check(moto_endpoint, tmp_path, names):
+    settings = settings_for(tmp_path, names)
+    assert aws("setup", settings, moto_clients(moto_endpoint))[0] == 0
+    denied = stubbed_quotas({}, errors=dict.fromkeys(ALL_GPU_CODES, "AccessDeniedException"))
+    code, out = aws("check", settings, moto_clients(moto_endpoint, stubs={"service-quotas": denied}))
+    assert code == 0, out
+    unknown = [line for line in out.splitlines() if " UNKNOWN " in line and line.startswith(tuple(REGIONS))]
+    assert len(unknown) == 8 and all("unknown (AccessDeniedException on GetServiceQuota" in line for line in unknown)
+    assert "allow servicequotas:GetServiceQuota" in out
+    assert "us-east-1: usable: G on-demand quota unknown, G spot quota unknown, P on-demand quota unknown" in out
 
 
 def test_check_without_setup_fails_naming_what_to_fix(moto_endpoint, tmp_path, names):

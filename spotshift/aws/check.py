@@ -1,6 +1,7 @@
 """`spotshift aws check`: read-only proof that the account can run a job, one row per check:
 identity, bucket, profile, and per region the image, subnets, security group, G/P quotas and a
-RunInstances DryRun of the real launch plan."""
+RunInstances DryRun of the real launch plan. A zero quota skips only the offers under it; the
+check fails on quotas only when no GPU family can launch in any region."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from spotshift.aws.ec2 import LaunchRequest, plan_run_instances
 from spotshift.aws.errors import PermissionDenied, QuotaExceeded, SpotshiftAwsError, map_client_error
 from spotshift.aws.images import RegionImage, resolve_image
 from spotshift.aws.network import find_security_group, zone_subnets
-from spotshift.aws.quotas import gpu_quotas, quota_for, quota_group, quota_value
+from spotshift.aws.quotas import QuotaReading, gpu_quotas, increase_hint, quota_for, read_quota
 from spotshift.aws.setup import SetupError, check_bucket
 from spotshift.catalog import INSTANCE_TYPES
 from spotshift.models import Market, Offer
@@ -26,13 +27,24 @@ Clients = Callable[[str, str], Any]  # (service, region) -> boto3 client
 
 @dataclass(frozen=True)
 class CheckRow:
-    """One check's outcome; `fix` says what to do when it failed."""
+    """One check's outcome; `fix` says what to do when it failed. A quota row carries its reading:
+    it is ok when offers under the quota may launch (more than 0 vCPUs, or unknown)."""
 
     region: str
     check: str
     ok: bool
     detail: str
     fix: str = ""
+    quota: QuotaReading | None = None
+
+    @property
+    def result(self) -> str:
+        """OK or FAIL; a quota row says ZERO (its offers are skipped) or UNKNOWN (they launch)."""
+        if self.quota is not None and not self.quota.known:
+            return "UNKNOWN"
+        if self.quota is not None and not self.ok:
+            return "ZERO"
+        return "OK" if self.ok else "FAIL"
 
 
 @dataclass(frozen=True)
@@ -145,19 +157,20 @@ def check_region(clients: Clients, config: CheckConfig, region: str) -> list[Che
 
 
 def quota_rows(service_quotas: Any, region: str) -> list[CheckRow]:
-    """One row per G/P x spot/on-demand vCPU quota; zero vCPUs is a failed row."""
-    rows = []
-    for group, market, quota in gpu_quotas():
-        name = quota_row_name(group, market)
-        fix = f"request an increase of {quota.describe()} in Service Quotas ({region})"
-        try:
-            vcpus = quota_value(service_quotas, quota, region=region)
-        except SpotshiftAwsError as exc:
-            rows.append(CheckRow(region, name, False, f"{quota.describe()}: cannot be read: {exc}",
-                                 "allow servicequotas:GetServiceQuota, or read the quota in the Service Quotas console"))
-            continue
-        rows.append(CheckRow(region, name, vcpus > 0, f"{quota.describe()}: {vcpus:g} vCPUs", "" if vcpus > 0 else fix))
-    return rows
+    """One row per G/P x spot/on-demand vCPU quota."""
+    return [quota_row(region, read_quota(service_quotas, quota, region=region)) for _, _, quota in gpu_quotas()]
+
+
+def quota_row(region: str, reading: QuotaReading) -> CheckRow:
+    """A quota's row: 0 vCPUs names how to ask for more; unknown names the reason and goes ahead."""
+    name = quota_row_name(reading.quota.group, reading.quota.market)
+    if reading.known:
+        fix = "" if reading.usable else increase_hint(reading.quota, region)
+        return CheckRow(region, name, reading.usable, reading.describe(), fix, quota=reading)
+    fix = ("allow servicequotas:GetServiceQuota and servicequotas:GetAWSDefaultServiceQuota (the policy "
+           "`spotshift aws policy` prints)" if reading.denied else "read it in the Service Quotas console")
+    return CheckRow(region, name, True, reading.describe(), f"{fix}; meanwhile launches go ahead and a quota "
+                    "refusal at launch skips the offers under it", quota=reading)
 
 
 def probe_request(region: str, zone: str, image: RegionImage, subnet: str, group: str, config: CheckConfig) -> LaunchRequest:
@@ -201,17 +214,53 @@ def quota_row_name(group: str, market: Market) -> str:
 def launch_verdict(offer: Offer, rows: list[CheckRow]) -> None:
     """Raise when the region's rows say this offer cannot launch: RegionNotReady naming each failed
     row and its fix (image, network, rights), QuotaExceeded when the quota the offer counts against
-    is zero (the flow blocks the offers under that quota and goes on). Other quotas do not matter."""
+    is known to be zero (the flow blocks the offers under that quota and goes on). An unknown quota
+    does not stop the launch; other quotas do not matter."""
     quota = quota_for(offer.instance_type, offer.market)
-    own_quota = quota_row_name(quota_group(offer.instance_type), offer.market)
-    failed = [r for r in rows if not r.ok and not r.check.startswith("quota ")]
+    failed = [r for r in rows if not r.ok and r.quota is None]
     if failed:
         raise RegionNotReady("; ".join(f"{r.check}: {r.detail} (fix: {r.fix})" for r in failed),
                              code="RegionNotReady", operation="spotshift aws check", region=offer.region)
-    zero = [r for r in rows if not r.ok and r.check == own_quota]
+    zero = [r for r in rows if r.quota is not None and r.quota.quota == quota and not r.quota.usable]
     if zero:
         raise QuotaExceeded(f"{zero[0].detail}; {zero[0].fix}", quota_code=quota.code, quota_name=quota.name,
                             code="VcpuLimitExceeded", operation="GetServiceQuota", region=offer.region)
+
+
+def check_failures(rows: list[CheckRow]) -> list[CheckRow]:
+    """The rows that fail `spotshift aws check`: every failed row but a zero quota, and the zero
+    quotas too when no GPU quota is usable (above 0 or unknown) in any region: nothing can launch."""
+    failed = [r for r in rows if not r.ok and r.quota is None]
+    quotas = [r for r in rows if r.quota is not None]
+    if quotas and not any(r.ok for r in quotas):
+        failed += quotas
+    return failed
+
+
+def failure_summary(failed: list[CheckRow]) -> str:
+    """One line: each failed check and its fix; zero quotas as one clause naming their codes."""
+    parts = [f"{r.region} {r.check}: {r.fix or r.detail}" for r in failed if r.quota is None]
+    codes = sorted({r.quota.quota.code for r in failed if r.quota is not None})
+    if codes:
+        parts.append(f"no GPU family is usable in any region: every G and P vCPU quota is 0 ({', '.join(codes)}); "
+                     "request an increase of one in Service Quotas (the fix under each ZERO row)")
+    return f"{len(failed)} check(s) failed: " + "; ".join(parts)
+
+
+def quota_summary(rows: list[CheckRow]) -> list[str]:
+    """Per region, which GPU families and markets can launch, e.g. `us-east-1: usable: G spot 8
+    vCPUs, G on-demand 8 vCPUs; quota 0: P spot (L-7212CCBC), P on-demand (L-417A185B)`."""
+    lines = []
+    for region in dict.fromkeys(r.region for r in rows if r.quota is not None):
+        readings = [r.quota for r in rows if r.quota is not None and r.region == region]
+        usable = [f"{q.quota.label} {f'{q.vcpus:g} vCPUs' if q.known else 'quota unknown'}"
+                  for q in readings if q.usable]
+        zero = [f"{q.quota.label} ({q.quota.code})" for q in readings if not q.usable]
+        parts = [f"usable: {', '.join(usable)}" if usable else "no GPU family usable"]
+        if zero:
+            parts.append(f"quota 0: {', '.join(zero)} (request an increase: see the fix under each ZERO row)")
+        lines.append(f"{region}: {'; '.join(parts)}")
+    return lines
 
 
 def run_check(clients: Clients, config: CheckConfig) -> list[CheckRow]:
@@ -223,13 +272,13 @@ def run_check(clients: Clients, config: CheckConfig) -> list[CheckRow]:
 
 
 def render_rows(rows: list[CheckRow]) -> str:
-    """A plain-text table: region, check, OK/FAIL, detail (and the fix under a failed row)."""
+    """A plain-text table: region, check, result, detail (and the fix under a row that is not OK)."""
     width = max((len(r.check) for r in rows), default=5)
-    lines = [f"{'region':<14} {'check':<{width}} result  detail"]
+    lines = [f"{'region':<14} {'check':<{width}} {'result':<7}  detail"]
     for r in rows:
-        lines.append(f"{r.region:<14} {r.check:<{width}} {'OK' if r.ok else 'FAIL':<6}  {r.detail}")
-        if not r.ok and r.fix:
-            lines.append(f"{'':<14} {'':<{width}}         fix: {r.fix}")
+        lines.append(f"{r.region:<14} {r.check:<{width}} {r.result:<7}  {r.detail}")
+        if r.result != "OK" and r.fix:
+            lines.append(f"{'':<14} {'':<{width}}          fix: {r.fix}")
     return "\n".join(lines)
 
 

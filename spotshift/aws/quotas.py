@@ -8,8 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from botocore.exceptions import BotoCoreError
+
 from spotshift.aws.calls import call_aws
-from spotshift.aws.errors import CapacityUnavailable, NotFound, QuotaExceeded
+from spotshift.aws.errors import CapacityUnavailable, NotFound, PermissionDenied, QuotaExceeded, SpotshiftAwsError
+from spotshift.catalog import INSTANCE_TYPES
 from spotshift.models import Market
 
 SERVICE_CODE = "ec2"
@@ -17,24 +20,33 @@ SERVICE_CODE = "ec2"
 
 @dataclass(frozen=True)
 class Quota:
-    """One EC2 vCPU quota: its Service Quotas code and its name as the console shows it."""
+    """One EC2 vCPU quota: its Service Quotas code, its name as the console shows it, and the
+    instance group (G, P, standard) and market whose launches count against it."""
 
     code: str
     name: str
+    group: str
+    market: Market
 
     def describe(self) -> str:
         return f"{self.name} ({self.code})"
 
+    @property
+    def label(self) -> str:
+        """`G spot`, `P on-demand`: the family and market in a sentence."""
+        return f"{self.group} {Market(self.market).value.replace('_', '-')}"
+
 
 # (quota group, market) -> quota. G and VT share quotas; every P family shares one per market.
-QUOTAS: dict[tuple[str, Market], Quota] = {
-    ("G", Market.ON_DEMAND): Quota("L-DB2E81BA", "Running On-Demand G and VT instances"),
-    ("G", Market.SPOT): Quota("L-3819A6DF", "All G and VT Spot Instance Requests"),
-    ("P", Market.ON_DEMAND): Quota("L-417A185B", "Running On-Demand P instances"),
-    ("P", Market.SPOT): Quota("L-7212CCBC", "All P Spot Instance Requests"),
-    ("standard", Market.ON_DEMAND): Quota("L-1216C47A", "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances"),
-    ("standard", Market.SPOT): Quota("L-34B43A08", "All Standard (A, C, D, H, I, M, R, T, Z) Spot Instance Requests"),
-}
+QUOTAS: dict[tuple[str, Market], Quota] = {(q.group, q.market): q for q in (
+    Quota("L-DB2E81BA", "Running On-Demand G and VT instances", "G", Market.ON_DEMAND),
+    Quota("L-3819A6DF", "All G and VT Spot Instance Requests", "G", Market.SPOT),
+    Quota("L-417A185B", "Running On-Demand P instances", "P", Market.ON_DEMAND),
+    Quota("L-7212CCBC", "All P Spot Instance Requests", "P", Market.SPOT),
+    Quota("L-1216C47A", "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances", "standard",
+          Market.ON_DEMAND),
+    Quota("L-34B43A08", "All Standard (A, C, D, H, I, M, R, T, Z) Spot Instance Requests", "standard", Market.SPOT),
+)}
 
 
 def family_of(instance_type: str) -> str:
@@ -62,15 +74,64 @@ def gpu_quotas() -> list[tuple[str, Market, Quota]]:
     return [(group, market, q) for (group, market), q in QUOTAS.items() if group in ("G", "P")]
 
 
-def quota_value(service_quotas: Any, quota: Quota, *, region: str) -> float:
-    """The applied quota in vCPUs; the AWS default when the account never changed it."""
+@dataclass(frozen=True)
+class QuotaReading:
+    """A quota as Service Quotas answered it: `vcpus`, or None when it could not be read (`reason`
+    says why: access denied, no Service Quotas in the region, throttled...). Unknown is not zero:
+    a launch goes ahead, and a quota refusal at launch blocks the offers under it as any other."""
+
+    quota: Quota
+    vcpus: float | None
+    source: str = "applied"  # "applied" (the account's value) or "AWS default" (never changed)
+    reason: str = ""
+    denied: bool = False  # unknown because the credentials may not read Service Quotas
+
+    @property
+    def known(self) -> bool:
+        return self.vcpus is not None
+
+    @property
+    def usable(self) -> bool:
+        """Offers under this quota may launch: more than 0 vCPUs, or unknown."""
+        return self.vcpus is None or self.vcpus > 0
+
+    def describe(self) -> str:
+        if self.vcpus is None:
+            return f"{self.quota.describe()}: unknown ({self.reason})"
+        return f"{self.quota.describe()}: {self.vcpus:g} vCPUs ({self.source})"
+
+
+def read_quota(service_quotas: Any, quota: Quota, *, region: str) -> QuotaReading:
+    """The applied quota in vCPUs; the AWS default when the account has no applied value (Service
+    Quotas answers NoSuchResourceException); unknown, with the reason, when neither can be read."""
     try:
-        answer = call_aws(service_quotas.get_service_quota, region=region, ServiceCode=SERVICE_CODE,
-                          QuotaCode=quota.code)
-    except NotFound:
-        answer = call_aws(service_quotas.get_aws_default_service_quota, region=region, ServiceCode=SERVICE_CODE,
-                          QuotaCode=quota.code)
-    return float(answer["Quota"]["Value"])
+        try:
+            answer = call_aws(service_quotas.get_service_quota, region=region, ServiceCode=SERVICE_CODE,
+                              QuotaCode=quota.code)
+            source = "applied"
+        except NotFound:
+            answer = call_aws(service_quotas.get_aws_default_service_quota, region=region, ServiceCode=SERVICE_CODE,
+                              QuotaCode=quota.code)
+            source = "AWS default"
+    except SpotshiftAwsError as exc:
+        return QuotaReading(quota, None, reason=str(exc), denied=isinstance(exc, PermissionDenied))
+    except BotoCoreError as exc:  # no Service Quotas endpoint in the region, a connection error
+        return QuotaReading(quota, None, reason=f"{type(exc).__name__}: {exc}")
+    return QuotaReading(quota, float(answer["Quota"]["Value"]), source=source)
+
+
+def smallest_launch_vcpus(group: str) -> int:
+    """The vCPUs of the catalog's smallest instance type in a quota group: the least quota that
+    launches anything of that group (4 for G: a g4dn.xlarge)."""
+    return min(t.vcpus for t in INSTANCE_TYPES.values() if quota_group(t.name) == group)
+
+
+def increase_hint(quota: Quota, region: str) -> str:
+    """How to ask for more of a quota: the console page and the CLI call (for the smallest type)."""
+    return (f"request an increase of {quota.describe()} in Service Quotas ({region}): "
+            f"https://{region}.console.aws.amazon.com/servicequotas/home/services/ec2/quotas/{quota.code} or "
+            f"`aws service-quotas request-service-quota-increase --region {region} --service-code ec2 "
+            f"--quota-code {quota.code} --desired-value {smallest_launch_vcpus(quota.group)}`")
 
 
 def quota_error(error: CapacityUnavailable, instance_type: str, market: Market) -> QuotaExceeded:

@@ -36,3 +36,18 @@ def test_the_wheel_is_uploaded_once_under_its_hash(s3, bucket):
     first = s3.head_object(Bucket=bucket, Key=wheel.key)["LastModified"]
     assert publish_trainer_wheel(s3, bucket, wheel) == uri and publish() == uri
     assert s3.head_object(Bucket=bucket, Key=wheel.key)["LastModified"] == first
+
+
+def test_the_pinned_requirements_lie_beside_the_wheel_and_name_it_by_its_hash(s3, bucket):
+    import hashlib
+
+    wheel = build_trainer_wheel(REPO)
+    publish_trainer_wheel(s3, bucket, wheel)
+    stored = s3.get_object(Bucket=bucket, Key=wheel.requirements_key)["Body"].read()
+    assert wheel.requirements_key == f"artifacts/{wheel.sha256}/requirements.txt"
+    assert stored == wheel.requirements and hashlib.sha256(stored).hexdigest() == wheel.sha256
+    text = stored.decode()
+    assert text.startswith((REPO / "requirements" / "trainer.txt").read_text())
+    assert text.rstrip().endswith(f"./spotshift_trainer-0.1.0-py3-none-any.whl "
+                                  f"--hash=sha256:{hashlib.sha256(wheel.data).hexdigest()}")
+    assert "\ntorch==" not in text and "\ntransformers==" in text

@@ -155,3 +155,15 @@ def test_the_installed_torchrun_waits_as_long_as_the_user_data_asks(tmp_path):
     finishes."""
     assert not stop_torchrun(tmp_path, "1", delay=6.0)
     assert stop_torchrun(tmp_path, str(SHUTDOWN_GRACE_S), delay=6.0)
+
+
+def test_every_pip_line_of_the_user_data_installs_only_pinned_hash_checked_requirements():
+    script = render_user_data("s3://bucket/jobs/j1/spec.json", trainer_wheel_uri="s3://bucket/artifacts/ab/t.whl")
+    pip_lines = [line for line in script.replace("\\\n", " ").splitlines() if " pip install" in line]
+    assert pip_lines, script
+    for line in pip_lines:
+        args = line.split(" pip install", 1)[1].replace(")", " ").split()
+        assert {"--no-deps", "--require-hashes"} <= set(args), line
+        named = [a for a in args if not a.startswith("-")]
+        assert named == ["requirements.txt"] and args[args.index("requirements.txt") - 1] == "-r", line
+    assert '"${WHEEL_URI%/*}/requirements.txt"' in script  # the pins come from the job's bucket, beside the wheel

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from deployments.local_aws import local_env
-from spotshift.aws.trainer_artifact import TrainerWheel, build_trainer_wheel, publish_trainer_wheel
+from spotshift.aws.trainer_artifact import TrainerWheel, build_trainer_wheel, install_requirements, publish_trainer_wheel
 from training.bootstrap import render_user_data
 from training.spec import TrainingSpec
 
@@ -89,8 +89,18 @@ def test_the_user_data_installs_the_wheel_from_s3_trains_to_the_end_uploads_the_
     assert (tmp_path / "shutdown").read_text().strip() == "-h now"
 
 
-def test_a_broken_wheel_still_uploads_the_log_and_powers_off(moto_endpoint, s3, bucket, tiny_lm, tmp_path):
-    broken = TrainerWheel(data=b"not a zip file", sha256="0" * 64)
+def wheel_with(data: bytes, hashed: bytes) -> TrainerWheel:
+    """A wheel of `data` whose requirements name the hash of `hashed` (no other package)."""
+    import hashlib
+
+    requirements = install_requirements("", hashlib.sha256(hashed).hexdigest()).encode()
+    return TrainerWheel(data=data, sha256=hashlib.sha256(requirements + data).hexdigest(), requirements=requirements)
+
+
+@pytest.mark.parametrize("broken", [wheel_with(b"not a zip file", b"not a zip file"),
+                                    wheel_with(build_trainer_wheel(REPO).data + b"tampered", build_trainer_wheel(REPO).data)],
+                         ids=["not-a-wheel", "hash-mismatch"])
+def test_a_broken_wheel_still_uploads_the_log_and_powers_off(moto_endpoint, s3, bucket, tiny_lm, tmp_path, broken):
     spec_uri, wheel_uri, python = prepare(tmp_path, s3, bucket, tiny_lm, broken)
     run = run_user_data(script_for(spec_uri, wheel_uri, python, tmp_path), tmp_path, moto_endpoint)
 

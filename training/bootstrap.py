@@ -56,11 +56,17 @@ TOKEN=$(curl -sf -X PUT "$IMDS/latest/api/token" -H "X-aws-ec2-metadata-token-tt
 SPOTSHIFT_INSTANCE_ID=$(curl -sf -H "X-aws-ec2-metadata-token: $TOKEN" "$IMDS/latest/meta-data/instance-id" || true)
 export SPOTSHIFT_INSTANCE_ID
 """
-# the wheel comes from the job's own bucket with the instance role: never from a package index by name
+# the wheel comes from the job's own bucket with the instance role, beside the requirements it installs
+# with (spotshift.aws.trainer_artifact): every package pinned to the lock's version and hash-checked,
+# none resolved afresh (--no-deps), so pip never touches the image's torch and CUDA; the packages
+# themselves come from the image's package index, the pins never do
 _INSTALL = """WHEEL_URI={wheel_uri}
 WHEEL_DIR=$(mktemp -d)
 aws s3 cp "$WHEEL_URI" "$WHEEL_DIR/" --only-show-errors
-"$PYTHON" -m pip install --no-input --disable-pip-version-check "$WHEEL_DIR/$(basename "$WHEEL_URI")"
+aws s3 cp "${{WHEEL_URI%/*}}/{requirements}" "$WHEEL_DIR/{requirements}" --only-show-errors
+(cd "$WHEEL_DIR" && "$PYTHON" -m pip install --no-input --disable-pip-version-check --no-deps --require-hashes \\
+  -r {requirements})
+"$PYTHON" -m pip check || echo "spotshift bootstrap: pip check (above) found the image's packages and the lock at odds"
 echo "spotshift bootstrap: trainer installed from $WHEEL_URI"
 """
 # read at run time, straight into the trainer's environment: never echoed, never in user-data
@@ -78,6 +84,8 @@ _POWER_OFF = '  echo "spotshift bootstrap: powering off"\n  shutdown -h now\n'
 # minutes between a spot interruption notice and the reclaim (read by torchrun from PyTorch's
 # pytorch/pytorch#172596, March 2026, on; an older torchrun keeps its fixed 30 s)
 SHUTDOWN_GRACE_S = 110
+# the install requirements' name beside the wheel under artifacts/<sha256>/ (spotshift.aws.trainer_artifact)
+REQUIREMENTS_NAME = "requirements.txt"
 
 
 def launch_command(spec_uri: str, gpus: int) -> str:
@@ -115,7 +123,8 @@ def render_user_data(
 ) -> str:
     """The user-data bash script.
 
-    trainer_wheel_uri: s3:// URI of the trainer wheel to install (None: the trainer is already there).
+    trainer_wheel_uri: s3:// URI of the trainer wheel to install (None: the trainer is already there);
+        its folder holds requirements.txt, which pins and hash-checks everything pip installs.
     log_uri: s3://bucket/jobs/<id>/logs/ -- the log is uploaded there as <instance id>.log on exit.
     hub_token_secret: Secrets Manager secret id whose value becomes HF_TOKEN at run time.
     On EC2 pass `imds="http://169.254.169.254"` and `power_off=True`; both are off by default so the
@@ -133,7 +142,8 @@ def render_user_data(
     return _TEMPLATE.format(
         log_file=shlex.quote(log_file), exports=_exports(extra_env), python=shlex.quote(python),
         instance_id=_INSTANCE_ID.format(imds=shlex.quote(imds)) if imds else "",
-        install=_INSTALL.format(wheel_uri=shlex.quote(trainer_wheel_uri)) if trainer_wheel_uri else "",
+        install=_INSTALL.format(wheel_uri=shlex.quote(trainer_wheel_uri), requirements=REQUIREMENTS_NAME)
+        if trainer_wheel_uri else "",
         hub_token=_HUB_TOKEN.format(secret=shlex.quote(hub_token_secret)) if hub_token_secret else "",
         upload=_UPLOAD.format(log_uri=shlex.quote(log_uri)) if log_uri else "",
         power_off=_POWER_OFF if power_off else "",

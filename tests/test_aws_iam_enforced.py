@@ -5,11 +5,14 @@ every region -- all with the credentials of a user holding only the policy `spot
 prints. Then one action at a time is removed and the step that needs it fails, naming it.
 
 What moto cannot enforce, and how this file deals with it (tests/test_aws_iam.py checks the rest):
+- moto authorizes S3 calls under their operation names (PutPublicAccessBlock, HeadObject,
+  ListObjectsV2, ...) where AWS checks another action (s3:PutBucketPublicAccessBlock, s3:GetObject,
+  s3:ListBucket, ...): tests/moto_iam.py holds that one table, and `for_moto` grants moto's names
+  beside the printed actions (dropping an action drops its moto names too). The printed policy
+  never names them (tests/test_moto_iam.py).
 - moto evaluates non-S3 actions against Resource "*" only, and any Condition without request
   context denies: `for_moto` keeps every statement's actions and widens its Resource to "*" and
   drops its Condition; the scoping itself is asserted on the policy document.
-- moto authorizes PutPublicAccessBlock as s3:CreateBucket (its query-string table misses it), so
-  s3:PutBucketPublicAccessBlock is not among the removed actions.
 - Service Quotas (EC2 codes) and spot interruptions do not exist in moto: quotas are a Stubber;
   the loss of an instance is an admin's TerminateInstances.
 """
@@ -38,22 +41,12 @@ from spotshift.catalog import INSTANCE_TYPES
 from spotshift.models import Market, Offer
 from spotshift.settings import Settings
 from tests.aws_helpers import moto_clients, stubbed_quotas
+from tests.moto_iam import for_moto
 
 ADMIN_BOOTSTRAP_CALLS = 3  # create_user, put_user_policy, create_access_key: then IAM is enforced
 REGIONS = ["us-east-1", "us-west-2"]
 IMAGE_NAME = "Deep Learning OSS Nvidia Driver AMI GPU PyTorch 2.9 (Ubuntu 24.04) 20261101"
 pytestmark = pytest.mark.slow
-
-
-def for_moto(policy: dict, drop: str | None = None) -> dict:
-    """The policy as moto can evaluate it (see the module docstring), without action `drop`."""
-    statements = []
-    for s in policy["Statement"]:
-        actions = [a for a in s["Action"] if a != drop]
-        if actions:
-            statements.append({"Effect": s["Effect"], "Action": actions,
-                               "Resource": s["Resource"] if actions[0].startswith("s3:") else "*"})
-    return {"Version": policy["Version"], "Statement": statements}
 
 
 def user_with(admin_iam, policy: dict) -> tuple[str, str]:
@@ -196,6 +189,7 @@ SETUP_STEP = {  # action -> (settings overrides that make setup need it, what th
     "iam:CreateRole": ({"trainer_role": "spotshift-new-role", "instance_profile": "spotshift-new-role"}, "CreateRole"),
     "ec2:CreateSecurityGroup": ({"security_group": "spotshift-new-group"}, "CreateSecurityGroup"),
     "s3:PutLifecycleConfiguration": ({}, "PutBucketLifecycleConfiguration"),
+    "s3:PutBucketPublicAccessBlock": ({}, "PutPublicAccessBlock"),
     "iam:PutRolePolicy": ({}, "PutRolePolicy"),
 }
 

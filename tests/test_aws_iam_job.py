@@ -19,7 +19,8 @@ from spotshift.aws.iam import trainer_policy
 from spotshift.clock import VirtualClock
 from spotshift.models import ApprovalPolicy, EndReason, JobCreate
 from tests.aws_helpers import moto_clients
-from tests.test_aws_iam_enforced import ADMIN_BOOTSTRAP_CALLS, aws, for_moto, printed_policy, user_with
+from tests.moto_iam import for_moto
+from tests.test_aws_iam_enforced import ADMIN_BOOTSTRAP_CALLS, aws, printed_policy, user_with
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("prefect"), pytest.mark.timeout(600)]
 REGIONS = ["us-east-1", "us-east-2", "us-west-2"]

@@ -17,7 +17,7 @@ def statement(policy: dict, sid: str) -> dict:
 
 def test_the_documented_policy_is_the_generated_one():
     assert json.loads(DOC.read_text()) == orchestrator_policy()
-    assert len(policy_actions(orchestrator_policy())) == 43
+    assert len(policy_actions(orchestrator_policy())) == 44  # TagRole: setup creates the trainer role with tags
 
 
 def test_terminate_only_tagged_instances_pass_only_the_trainer_role_tag_only_at_creation():
@@ -52,3 +52,11 @@ def test_the_trainer_reads_one_secret_lists_only_its_prefixes_and_only_reads_art
     assert statement(policy, "ListJobPrefixes")["Condition"] == {"StringLike": {"s3:prefix": ["jobs/*", "artifacts/*"]}}
     assert statement(policy, "TrainerArtifacts")["Action"] == ["s3:GetObject"]
     assert all(s["Sid"] != "HubToken" for s in trainer_policy(bucket="b")["Statement"])
+
+
+def test_setup_may_tag_the_trainer_role_it_creates_with_tags():
+    """setup creates the trainer role with Tags=, and IAM authorizes a CreateRole with tags only with
+    iam:TagRole on the role too (IAM User Guide, "Permissions required to tag IAM resources")."""
+    setup = next(s for s in orchestrator_policy()["Statement"] if s["Sid"] == "TrainerRoleSetup")
+    assert {"iam:CreateRole", "iam:TagRole"} <= set(setup["Action"])
+    assert "arn:aws:iam::*:role/spotshift-trainer" in setup["Resource"]

@@ -54,7 +54,7 @@ def orchestrator_statements(*, bucket: str = "spotshift-*", trainer_role: str = 
         _stmt("PassOnlyTheTrainerRole", ["iam:PassRole"], f"{iam}:role/{trainer_role}",
               {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}),
         _stmt("TrainerRoleSetup", [
-            "iam:GetRole", "iam:CreateRole", "iam:DeleteRole", "iam:PutRolePolicy", "iam:DeleteRolePolicy",
+            "iam:GetRole", "iam:CreateRole", "iam:TagRole", "iam:DeleteRole", "iam:PutRolePolicy", "iam:DeleteRolePolicy",
             "iam:GetInstanceProfile", "iam:CreateInstanceProfile", "iam:DeleteInstanceProfile",
             "iam:AddRoleToInstanceProfile", "iam:RemoveRoleFromInstanceProfile",
         ], [f"{iam}:role/{trainer_role}", f"{iam}:instance-profile/{instance_profile or trainer_role}"]),

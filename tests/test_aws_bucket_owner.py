@@ -30,6 +30,11 @@ def test_another_accounts_bucket_refuses_the_job_keys():
         stub.add_client_error("get_object", service_error_code="AccessDenied", http_status_code=403,
                               expected_params={"Bucket": "b", "Key": "jobs/j/progress.json",
                                                "ExpectedBucketOwner": "123456789012"})
+        # a 403 on a key the trainer may find absent is confirmed by a listing (training.missing_keys),
+        # which another account's bucket refuses as well
+        stub.add_client_error("list_objects_v2", service_error_code="AccessDenied", http_status_code=403,
+                              expected_params={"Bucket": "b", "Prefix": "jobs/j/progress.json", "MaxKeys": 1,
+                                               "ExpectedBucketOwner": "123456789012"})
         with pytest.raises(Exception, match="AccessDenied"):
             read_progress(s3, "s3://b/jobs/j/")
 

@@ -167,3 +167,57 @@ def test_every_pip_line_of_the_user_data_installs_only_pinned_hash_checked_requi
         named = [a for a in args if not a.startswith("-")]
         assert named == ["requirements.txt"] and args[args.index("requirements.txt") - 1] == "-r", line
     assert '"${WHEEL_URI%/*}/requirements.txt"' in script  # the pins come from the job's bucket, beside the wheel
+
+
+def test_the_log_upload_loop_runs_every_interval_and_finish_stops_it_before_the_last_upload():
+    script = render_user_data("s3://b/jobs/j/spec.json", log_uri="s3://b/jobs/j/logs/", log_upload_seconds=0.5)
+    loop = script[script.index("trap finish EXIT\n("):script.index("LOG_UPLOAD_PID=$!")]
+    assert "sleep 0.5 &" in loop and 'aws s3 cp "$LOG_FILE" s3://b/jobs/j/logs/"$INSTANCE_ID.log"' in loop
+    assert "|| true" in loop and "kill -0 $$" in loop and ") </dev/null &" in loop
+    finish = script[script.index("finish() {"):script.index("trap finish EXIT")]
+    kill, final = finish.index('kill "$LOG_UPLOAD_PID"'), finish.index('aws s3 cp "$LOG_FILE"')
+    assert kill < finish.index('wait "$LOG_UPLOAD_PID"') < final
+    assert script.index("trap finish EXIT") < script.index("LOG_UPLOAD_PID=$!") < script.index("set -e\nPYTHON=")
+    assert "sleep 60 &" in render_user_data("s3://b/spec.json", log_uri="s3://b/logs/")  # the default: every minute
+    assert "LOG_UPLOAD_PID=$!" not in render_user_data("s3://b/spec.json")  # no log_uri, no loop
+
+
+@pytest.mark.parametrize("seconds", [0, -1, float("nan"), float("inf"), True, "60"])
+def test_a_log_upload_interval_that_is_not_a_positive_number_is_refused(seconds):
+    with pytest.raises(ValueError, match="log_upload_seconds"):
+        render_user_data("s3://b/spec.json", log_uri="s3://b/logs/", log_upload_seconds=seconds)
+
+
+def run_with_stub_aws(tmp_path: Path, trainer_seconds: float, **kwargs) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """The script with a stub `aws` that keeps each upload's copy of the log (named by the time it
+    was made) and a trainer that sleeps; (the run, the copies in upload order)."""
+    bin_dir, copies = tmp_path / "bin", tmp_path / "copies"
+    bin_dir.mkdir()
+    copies.mkdir()
+    write_stub(bin_dir / "aws", f'cp "$3" {copies}/"$(date +%s%N)-$$"\n')
+    write_stub(bin_dir / "python3", f"sleep {trainer_seconds}\n")
+    script = render_user_data("s3://b/jobs/j/spec.json", log_uri="s3://b/jobs/j/logs/",
+                              log_file=str(tmp_path / "train.log"), **kwargs)
+    run = subprocess.run(["bash", "-c", script], env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
+                         capture_output=True, text=True, timeout=30)
+    return run, [path.read_text() for path in sorted(copies.iterdir())]
+
+
+def test_the_loop_uploads_while_the_trainer_runs_and_the_final_upload_is_the_last(tmp_path):
+    run, uploads = run_with_stub_aws(tmp_path, 2.0, log_upload_seconds=0.2)
+    assert run.returncode == 0 and run.stdout == "" and run.stderr == ""
+    assert len(uploads) >= 3, uploads  # several copies while the trainer slept, then the final one
+    assert "starting trainer" in uploads[0] and "exit 0" not in uploads[0]
+    assert uploads[-1] == (tmp_path / "train.log").read_text()
+    assert uploads[-1].splitlines()[-1].startswith("spotshift bootstrap: exit 0 ")
+    count = len(list((tmp_path / "copies").iterdir()))
+    time.sleep(0.6)
+    assert len(list((tmp_path / "copies").iterdir())) == count  # the loop is gone with the script
+
+
+def test_the_loop_does_not_hold_the_script_open(tmp_path):
+    """With the default minute between uploads, a trainer that ends at once ends the script at once."""
+    started = time.monotonic()
+    run, uploads = run_with_stub_aws(tmp_path, 0)
+    assert run.returncode == 0 and time.monotonic() - started < 10
+    assert len(uploads) == 1 and "exit 0" in uploads[0]

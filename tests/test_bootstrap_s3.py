@@ -1,23 +1,26 @@
 """The rendered user-data run under bash against the moto server's S3, as on an instance: the
 trainer wheel is fetched from artifacts/ and installed into a fresh environment (standing in for
 the image's PyTorch env), the tiny trainer runs under torchrun to the end, the log is uploaded to
-jobs/<id>/logs/<instance>.log and the machine powers off -- also when the wheel is broken.
-Stubbed: `shutdown` (records its call). The real `aws` CLI talks to the moto server."""
+jobs/<id>/logs/<instance>.log and the machine powers off -- also when the wheel is broken; the log
+is in S3 while the trainer still runs; the Hub token is read from a plain or a key/value secret in
+Secrets Manager. Stubbed: `shutdown` (records its call). The real `aws` CLI talks to the moto server."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
 import subprocess
 import sys
 import sysconfig
+import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from deployments.local_aws import local_env
+from deployments.local_aws import client, local_env
 from spotshift.aws.trainer_artifact import TrainerWheel, build_trainer_wheel, install_requirements, publish_trainer_wheel
 from training.bootstrap import render_user_data
 from training.spec import TrainingSpec
@@ -43,11 +46,17 @@ def shutdown_stub(bin_dir: Path, record: Path) -> None:
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
 
 
-def run_user_data(script: str, tmp_path: Path, endpoint: str) -> subprocess.CompletedProcess:
+def user_data_env(tmp_path: Path, endpoint: str) -> dict[str, str]:
     env = {**os.environ, **local_env(endpoint), "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}",
            "SPOTSHIFT_INSTANCE_ID": INSTANCE_ID, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     env.pop("PYTHONPATH", None)
-    return subprocess.run(["bash", "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    env.pop("HF_TOKEN", None)
+    return env
+
+
+def run_user_data(script: str, tmp_path: Path, endpoint: str, *bash_flags: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", *bash_flags, "-c", script], env=user_data_env(tmp_path, endpoint), cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
 
 
 def prepare(tmp_path: Path, s3, bucket: str, tiny_lm, wheel: TrainerWheel, max_steps: int = 6) -> tuple[str, str, Path]:
@@ -127,3 +136,94 @@ def test_a_checkpointed_stop_under_torchrun_exits_75_not_1(moto_endpoint, s3, bu
     assert "torchrun exited with 1, rank 0 with 75" in log and "trainer exited with 75" in log
     progress = read_progress(s3, output)
     assert progress.state == "checkpointed" and progress.step < 10_000
+
+
+def test_the_log_is_in_s3_while_the_trainer_runs_and_its_last_copy_holds_the_exit(moto_endpoint, s3, bucket, tiny_lm,
+                                                                                 tmp_path):
+    """The periodic upload (every 0.5 s here, every minute on EC2): the bootstrap's early lines are
+    in S3 while the trainer still trains (it runs until a stop request the test writes once it has
+    seen them); after the exit, the object holds the final line (the last write is finish()'s)."""
+    from training.contract import ControlRequest, write_control
+
+    spec_uri, _, _ = prepare(tmp_path, s3, bucket, tiny_lm, TrainerWheel(data=b"", sha256="0" * 64), max_steps=10_000)
+    output = spec_uri.rsplit("/", 1)[0] + "/"
+    key = f"{output.split('/', 3)[3]}logs/{INSTANCE_ID}.log"
+    script = render_user_data(spec_uri, python=sys.executable, gpus=1, log_file=str(tmp_path / "train.log"),
+                              log_uri=output + "logs/", log_upload_seconds=0.5)
+    proc = subprocess.Popen(["bash", "-c", script], env=user_data_env(tmp_path, moto_endpoint), cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        seen, deadline = "", time.monotonic() + 180
+        while "starting trainer" not in seen:
+            assert proc.poll() is None, f"the script exited before its log was in S3: {seen[-3000:]}"
+            assert time.monotonic() < deadline, "no log in S3 while the script runs"
+            time.sleep(0.2)
+            try:
+                seen = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+            except s3.exceptions.NoSuchKey:
+                continue
+        assert proc.poll() is None  # still running: the copy came from the loop, not from finish()
+        assert "spotshift bootstrap: start" in seen and "spotshift bootstrap: exit" not in seen
+        write_control(s3, output, ControlRequest(request_id="stop-log", reason="test"))
+        proc.wait(timeout=240)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.stdout.read() == ""  # the loop writes nowhere but the log
+    final = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+    assert proc.returncode == 75, final[-3000:]
+    assert final == (tmp_path / "train.log").read_text()
+    assert final.splitlines()[-1].startswith("spotshift bootstrap: exit 75 ")
+
+
+def python_stub(tmp_path: Path) -> Path:
+    """A "$PYTHON" whose `-c` is the real python (the user-data parses the secret with it) and whose
+    trainer writes the HF_TOKEN it was given to token."""
+    path = tmp_path / "bin" / "image-python"
+    path.write_text(f'#!/bin/bash\nif [ "$1" = -c ]; then exec {sys.executable} "$@"; fi\n'
+                    f'printf %s "${{HF_TOKEN-unset}}" > {tmp_path / "token"}\n')
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+TOKEN = "hf_" + uuid.uuid4().hex
+
+
+@pytest.mark.parametrize("secret, token", [(TOKEN, TOKEN),
+                                           (json.dumps({"HF_TOKEN": TOKEN, "OTHER": "other-value-" + TOKEN}), TOKEN),
+                                           ("12345" + TOKEN[3:9], "12345" + TOKEN[3:9])],
+                         ids=["plain", "key-value", "plain-not-json"])
+def test_the_hub_token_comes_from_a_plain_or_key_value_secret_and_is_never_logged(moto_endpoint, tmp_path, secret,
+                                                                                  token):
+    (tmp_path / "bin").mkdir()
+    secret_id = f"spotshift/hf-token-{uuid.uuid4().hex[:8]}"
+    client("secretsmanager", moto_endpoint).create_secret(Name=secret_id, SecretString=secret)
+    script = render_user_data("s3://b/jobs/j/spec.json", python=str(python_stub(tmp_path)), hub_token_secret=secret_id,
+                              log_file=str(tmp_path / "train.log"))
+    run = run_user_data(script, tmp_path, moto_endpoint, "-x")  # traced: the trace goes to the log too
+
+    log = (tmp_path / "train.log").read_text()
+    assert run.returncode == 0, log[-3000:]
+    assert (tmp_path / "token").read_text() == token
+    for text in (log, run.stdout, run.stderr):
+        assert token not in text and secret not in text
+    assert "+ PYTHON=" in log and "+ echo 'spotshift bootstrap: starting trainer'" in log  # traced before and after
+
+
+def test_a_key_value_secret_without_hf_token_fails_naming_the_secret_and_its_keys_not_the_values(moto_endpoint,
+                                                                                                  tmp_path):
+    (tmp_path / "bin").mkdir()
+    secret_id = f"spotshift/hf-token-{uuid.uuid4().hex[:8]}"
+    values = {"hf_token": TOKEN, "USER": "user-value-" + TOKEN}
+    client("secretsmanager", moto_endpoint).create_secret(Name=secret_id, SecretString=json.dumps(values))
+    script = render_user_data("s3://b/jobs/j/spec.json", python=str(python_stub(tmp_path)), hub_token_secret=secret_id,
+                              log_file=str(tmp_path / "train.log"))
+    run = run_user_data(script, tmp_path, moto_endpoint, "-x")
+
+    log = (tmp_path / "train.log").read_text()
+    assert run.returncode != 0 and f"spotshift bootstrap: exit {run.returncode}" in log
+    assert f"the Hub token secret {secret_id} is a key/value secret without" in log
+    assert "(its keys: USER, hf_token)" in log
+    assert "starting trainer" not in log and not (tmp_path / "token").exists()
+    for text in (log, run.stdout, run.stderr):
+        assert all(value not in text for value in values.values())

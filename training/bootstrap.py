@@ -1,10 +1,11 @@
 """EC2 user-data for a training instance: fetch the trainer wheel from the job's bucket (instance
-role), install it into the image's PyTorch environment, run it under torchrun, and on every exit
-path upload the log to jobs/<id>/logs/<instance>.log and power off.
+role), install it into the image's PyTorch environment, run it under torchrun, upload the log to
+jobs/<id>/logs/<instance>.log every minute while it runs and on every exit path, and power off.
 Pure: every interpolated value is shell-quoted; no secrets (a Hub token is read at run time)."""
 
 from __future__ import annotations
 
+import math
 import re
 import shlex
 
@@ -27,7 +28,7 @@ finish() {{
 {upload}{power_off}  exit "$status"
 }}
 trap finish EXIT
-set -e
+{upload_loop}set -e
 PYTHON={python}
 {install}{hub_token}echo "spotshift bootstrap: starting trainer"
 # torchrun turns any worker's non-zero exit into 1: rank 0 writes its own exit code here (75 =
@@ -69,11 +70,53 @@ aws s3 cp "${{WHEEL_URI%/*}}/{requirements}" "$WHEEL_DIR/{requirements}" --only-
 "$PYTHON" -m pip check || echo "spotshift bootstrap: pip check (above) found the image's packages and the lock at odds"
 echo "spotshift bootstrap: trainer installed from $WHEEL_URI"
 """
-# read at run time, straight into the trainer's environment: never echoed, never in user-data
-_HUB_TOKEN = """HF_TOKEN=$(aws secretsmanager get-secret-value --secret-id {secret} --query SecretString --output text)
-export HF_TOKEN
+# the log's copy in S3, refreshed every few seconds while the script runs (the log of a machine that
+# hangs or is reclaimed is readable before its exit): a background loop that never fails the script,
+# ends when the script is gone, and on finish()'s SIGTERM lets an upload under way end, then exits
+_UPLOAD_LOOP = """(
+  set +e
+  stop=
+  trap 'stop=1; kill "${{sleeper:-}}" 2>/dev/null' TERM
+  while [ -z "$stop" ] && kill -0 $$ 2>/dev/null; do
+    sleep {seconds} &
+    sleeper=$!
+    wait "$sleeper"
+    if [ -n "$stop" ] || ! kill -0 $$ 2>/dev/null; then break; fi
+    aws s3 cp "$LOG_FILE" {log_uri}"$INSTANCE_ID.log" --only-show-errors || true
+  done
+) </dev/null &
+LOG_UPLOAD_PID=$!
 """
-_UPLOAD = """  aws s3 cp "$LOG_FILE" {log_uri}"$INSTANCE_ID.log" --only-show-errors \\
+# read at run time, straight into the trainer's environment: never echoed, never in user-data, never
+# in a command line or the `set -x` trace (tracing is off while it is read). The secret is the plain
+# token or a key/value secret (JSON object) with the key HF_TOKEN; "$PYTHON" reads it from stdin
+_HUB_TOKEN_PARSE = """import json, sys
+secret_id, text = sys.argv[1], sys.stdin.read().rstrip("\\n")
+try:
+    value = json.loads(text)
+except ValueError:
+    value = None
+if isinstance(value, dict):
+    token = value.get("HF_TOKEN")
+    if not isinstance(token, str) or not token:
+        keys = ", ".join(sorted(map(str, value))) or "none"
+        sys.exit(f"spotshift bootstrap: the Hub token secret {secret_id} is a key/value secret without "
+                 f"a non-empty string under the key HF_TOKEN (its keys: {keys})")
+    text = token
+sys.stdout.write(text)
+"""
+_HUB_TOKEN = """{{ case $- in *x*) HUB_XTRACE=1; set +x;; *) HUB_XTRACE=;; esac; }} 2>/dev/null
+HF_TOKEN=$(aws secretsmanager get-secret-value --secret-id {secret} --query SecretString --output text \\
+  | "$PYTHON" -c {parse} {secret})
+export HF_TOKEN
+{{ if [ -n "$HUB_XTRACE" ]; then set -x; fi; }} 2>/dev/null
+"""
+# the periodic upload stops first (an upload under way ends, none starts), so the final one is the last write
+_UPLOAD = """  if [ -n "${{LOG_UPLOAD_PID:-}}" ]; then
+    kill "$LOG_UPLOAD_PID" 2>/dev/null
+    wait "$LOG_UPLOAD_PID" 2>/dev/null
+  fi
+  aws s3 cp "$LOG_FILE" {log_uri}"$INSTANCE_ID.log" --only-show-errors \\
     || echo "spotshift bootstrap: log upload failed"
 """
 # the machine powers off, which terminates it (the launch sets InstanceInitiatedShutdownBehavior=terminate)
@@ -92,6 +135,11 @@ def launch_command(spec_uri: str, gpus: int) -> str:
     """torchrun (python -m torch.distributed.run) with one trainer process per GPU of the instance."""
     return (f'"$PYTHON" -m torch.distributed.run --standalone --nproc_per_node={int(gpus)} '
             f"-m training --spec {shlex.quote(spec_uri)}")
+
+
+def _seconds(value: float) -> str:
+    """`sleep`'s argument: plain decimal digits (no exponent), at least 1 ms."""
+    return f"{max(float(value), 0.001):.3f}".rstrip("0").rstrip(".")
 
 
 def _exports(extra_env: dict[str, str] | None) -> str:
@@ -120,16 +168,19 @@ def render_user_data(
     extra_env: dict[str, str] | None = None,
     imds: str | None = None,
     power_off: bool = False,
+    log_upload_seconds: float = 60,
 ) -> str:
     """The user-data bash script.
 
     trainer_wheel_uri: s3:// URI of the trainer wheel to install (None: the trainer is already there);
         its folder holds requirements.txt, which pins and hash-checks everything pip installs.
-    log_uri: s3://bucket/jobs/<id>/logs/ -- the log is uploaded there as <instance id>.log on exit.
-    hub_token_secret: Secrets Manager secret id whose value becomes HF_TOKEN at run time.
+    log_uri: s3://bucket/jobs/<id>/logs/ -- the log is uploaded there as <instance id>.log every
+        log_upload_seconds while the script runs, and on exit.
+    hub_token_secret: Secrets Manager secret id whose value becomes HF_TOKEN at run time: the plain
+        token, or a key/value secret (a JSON object) whose key HF_TOKEN holds it.
     On EC2 pass `imds="http://169.254.169.254"` and `power_off=True`; both are off by default so the
     script can run on any machine, as the tests do. ValueError for an empty value, a bad env name,
-    or an env name that looks like a secret.
+    an env name that looks like a secret, or a log_upload_seconds that is not a positive number.
     """
     for field, value in (("spec_uri", spec_uri), ("python", python), ("log_file", log_file)):
         if not value or "\0" in value:
@@ -139,13 +190,19 @@ def render_user_data(
     for field, uri in (("trainer_wheel_uri", trainer_wheel_uri), ("log_uri", log_uri)):
         if uri is not None and not uri.startswith("s3://"):
             raise ValueError(f"{field} must be an s3:// URI, got {uri!r}")
+    if isinstance(log_upload_seconds, bool) or not isinstance(log_upload_seconds, (int, float)) \
+            or not math.isfinite(log_upload_seconds) or log_upload_seconds <= 0:
+        raise ValueError(f"log_upload_seconds must be a positive number of seconds, got {log_upload_seconds!r}")
     return _TEMPLATE.format(
         log_file=shlex.quote(log_file), exports=_exports(extra_env), python=shlex.quote(python),
         instance_id=_INSTANCE_ID.format(imds=shlex.quote(imds)) if imds else "",
         install=_INSTALL.format(wheel_uri=shlex.quote(trainer_wheel_uri), requirements=REQUIREMENTS_NAME)
         if trainer_wheel_uri else "",
-        hub_token=_HUB_TOKEN.format(secret=shlex.quote(hub_token_secret)) if hub_token_secret else "",
+        hub_token=_HUB_TOKEN.format(secret=shlex.quote(hub_token_secret), parse=shlex.quote(_HUB_TOKEN_PARSE))
+        if hub_token_secret else "",
         upload=_UPLOAD.format(log_uri=shlex.quote(log_uri)) if log_uri else "",
+        upload_loop=_UPLOAD_LOOP.format(log_uri=shlex.quote(log_uri), seconds=_seconds(log_upload_seconds))
+        if log_uri else "",
         power_off=_POWER_OFF if power_off else "",
         launch=launch_command(spec_uri, gpus), shutdown_grace=SHUTDOWN_GRACE_S,
     )

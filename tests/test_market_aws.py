@@ -3,6 +3,7 @@ what moto cannot do (placement scores, throttling, access denied)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from datetime import UTC, datetime
@@ -171,19 +172,115 @@ def test_placement_scores_and_risk_with_the_stubber():
     assert all(o.interruption.bucket == "5-10%" and o.interruption.probability == 0.075 for o in snap.offers)
 
 
-def test_placement_scores_not_permitted_are_skipped():
-    ec2, stub = _stubbed_ec2("us-east-2")
+def _one_zone_stubs(stub, region: str, *, describe: bool = True) -> None:
+    """offerings and spot history of g4dn.xlarge in one zone (+ its description the first time)."""
     stub.add_response("describe_instance_type_offerings", {"InstanceTypeOfferings": [
-        {"InstanceType": "g4dn.xlarge", "LocationType": "availability-zone", "Location": "us-east-2a"}]})
+        {"InstanceType": "g4dn.xlarge", "LocationType": "availability-zone", "Location": f"{region}a"}]})
     stub.add_response("describe_spot_price_history", {"SpotPriceHistory": [
-        {"InstanceType": "g4dn.xlarge", "AvailabilityZone": "us-east-2a", "SpotPrice": "0.2",
+        {"InstanceType": "g4dn.xlarge", "AvailabilityZone": f"{region}a", "SpotPrice": "0.2",
          "Timestamp": datetime(2025, 12, 31, tzinfo=UTC)}]})
-    stub.add_client_error("get_spot_placement_scores", "UnauthorizedOperation", "no ec2:GetSpotPlacementScores")
+
+
+def _scores_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "spotshift.market.aws" and r.levelno == logging.WARNING and "GetSpotPlacementScores" in r.getMessage()]
+
+
+def _spot_query(region: str) -> OfferQuery:
+    return OfferQuery(regions=(region,), markets=(Market.SPOT,), instance_types=("g4dn.xlarge",))
+
+
+@pytest.mark.parametrize("code", ["UnauthorizedOperation", "AccessDenied"])
+def test_placement_scores_not_permitted_leave_the_score_unknown_and_name_the_permission(code, caplog):
+    ec2, stub = _stubbed_ec2("us-east-2")
+    _one_zone_stubs(stub, "us-east-2")
+    stub.add_client_error("get_spot_placement_scores", code, "You are not authorized to perform this operation.")
+    stub.add_response("describe_instance_types", {"InstanceTypes": [{"InstanceType": "g4dn.xlarge"}]})
+    _one_zone_stubs(stub, "us-east-2")  # the second snapshot does not ask for scores again
+    stub.activate()
+    market = AwsMarket(lambda s, r: ec2, max_workers=1)
+    caplog.set_level(logging.INFO, logger="spotshift.market.aws")
+    snaps = [market.snapshot(_spot_query("us-east-2"), NOW) for _ in range(2)]
+    stub.assert_no_pending_responses()
+    for snap in snaps:
+        assert snap.failed_regions == {}
+        assert [(o.zone, o.placement_score, o.interruption.known) for o in snap.offers] == [("us-east-2a", None, False)]
+    [warning] = _scores_warnings(caplog)
+    assert "us-east-2" in warning and "permission ec2:GetSpotPlacementScores is missing" in warning and code in warning
+
+
+def _unparseable_scores(calls: list[str]):
+    """An after-call handler that answers GetSpotPlacementScores as moto does (an HTML 500 page), through
+    botocore's own EC2 parser: the very ResponseParserError the moto server produces."""
+    from botocore.parsers import create_parser
+
+    def handler(model, **kw):
+        calls.append(model.name)
+        create_parser("ec2").parse({"status_code": 500, "headers": {}, "body": b"<!doctype html>\n<html lang=en>\n"
+                                    b"<title>500 Internal Server Error</title>\n"}, model.output_shape)
+
+    return handler
+
+
+def test_an_endpoint_that_answers_placement_scores_unparseably_leaves_the_score_unknown(caplog):
+    from botocore.parsers import ResponseParserError
+
+    ec2, stub = _stubbed_ec2("eu-west-1")
+    _one_zone_stubs(stub, "eu-west-1")
+    stub.add_response("get_spot_placement_scores", {})  # its answer is then parsed as moto's: see the handler
+    stub.add_response("describe_instance_types", {"InstanceTypes": [{"InstanceType": "g4dn.xlarge"}]})
+    _one_zone_stubs(stub, "eu-west-1")
+    stub.add_response("get_spot_placement_scores", {})  # for the plain boto3 call at the end
+    stub.activate()
+    calls: list[str] = []
+    ec2.meta.events.register("after-call.ec2.GetSpotPlacementScores", _unparseable_scores(calls))
+    market = AwsMarket(lambda s, r: ec2, max_workers=1)
+    caplog.set_level(logging.INFO, logger="spotshift.market.aws")
+    snaps = [market.snapshot(_spot_query("eu-west-1"), NOW) for _ in range(2)]
+    assert calls == ["GetSpotPlacementScores"]  # asked once: this market knows the endpoint lacks it
+    with pytest.raises(ResponseParserError):  # what boto3 itself raises for it (the adapter types it)
+        ec2.get_spot_placement_scores(TargetCapacity=1)
+    stub.assert_no_pending_responses()
+    for snap in snaps:
+        assert snap.failed_regions == {}
+        assert [(o.zone, o.placement_score) for o in snap.offers] == [("eu-west-1a", None)]
+    [warning] = _scores_warnings(caplog)
+    assert "eu-west-1" in warning and "does not implement it" in warning and "UnparseableResponse" in warning
+
+
+@pytest.mark.parametrize("code", ["InvalidAction", "UnsupportedOperation"])
+def test_an_api_the_endpoint_refuses_to_know_leaves_the_score_unknown(code, caplog):
+    ec2, stub = _stubbed_ec2("us-west-1")
+    _one_zone_stubs(stub, "us-west-1")
+    stub.add_client_error("get_spot_placement_scores", code, "The action GetSpotPlacementScores is not valid for this web service.")
     stub.add_response("describe_instance_types", {"InstanceTypes": [{"InstanceType": "g4dn.xlarge"}]})
     stub.activate()
-    snap = AwsMarket(lambda s, r: ec2, max_workers=1).snapshot(
-        OfferQuery(regions=("us-east-2",), markets=(Market.SPOT,), instance_types=("g4dn.xlarge",)), NOW)
-    assert [(o.zone, o.placement_score, o.interruption.known) for o in snap.offers] == [("us-east-2a", None, False)]
+    caplog.set_level(logging.INFO, logger="spotshift.market.aws")
+    snap = AwsMarket(lambda s, r: ec2, max_workers=1).snapshot(_spot_query("us-west-1"), NOW)
+    stub.assert_no_pending_responses()
+    assert [(o.zone, o.placement_score) for o in snap.offers] == [("us-west-1a", None)]
+    [warning] = _scores_warnings(caplog)
+    assert "us-west-1" in warning and "does not implement it" in warning
+
+
+def test_throttled_placement_scores_are_asked_again_by_the_next_snapshot(caplog):
+    ec2, stub = _stubbed_ec2("us-east-2")  # the Stubber skips botocore's retries: this is after they gave up
+    _one_zone_stubs(stub, "us-east-2")
+    stub.add_client_error("get_spot_placement_scores", "RequestLimitExceeded", "Request limit exceeded.")
+    stub.add_response("describe_instance_types", {"InstanceTypes": [{"InstanceType": "g4dn.xlarge"}]})
+    _one_zone_stubs(stub, "us-east-2")
+    stub.add_response("get_spot_placement_scores", {"SpotPlacementScores": [
+        {"Region": "us-east-2", "AvailabilityZoneId": "use2-az1", "Score": 7}]})
+    stub.add_response("describe_availability_zones", {"AvailabilityZones": [
+        {"ZoneName": "us-east-2a", "ZoneId": "use2-az1"}]})
+    stub.activate()
+    market = AwsMarket(lambda s, r: ec2, max_workers=1)
+    caplog.set_level(logging.INFO, logger="spotshift.market.aws")
+    first, second = (market.snapshot(_spot_query("us-east-2"), NOW) for _ in range(2))
+    stub.assert_no_pending_responses()
+    assert [o.placement_score for o in first.offers] == [None]
+    assert [o.placement_score for o in second.offers] == [7]
+    assert _scores_warnings(caplog) == []
 
 
 def test_call_aws_maps_errors_to_typed_ones():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -64,3 +65,24 @@ def test_the_scout_task_retries_only_what_botocore_could_not_cure():
     assert not retry_when_aws_gave_up(scout, None, _FailedState(ValueError("bad query")))
     assert scout.retry_condition_fn is retry_when_aws_gave_up
 
+
+
+def test_scout_on_an_endpoint_without_placement_scores_keeps_its_offers_with_the_score_unknown(moto_endpoint, caplog):
+    """moto has no GetSpotPlacementScores (it answers an HTML 500 page that botocore cannot parse): the
+    scout still returns the region's offers, their placement score unknown, and warns once."""
+    from deployments.local_aws import client
+    from spotshift.market.aws import AwsMarket
+
+    market = AwsMarket(lambda service, region: client(service, moto_endpoint, region))  # placement scores asked
+    query = OfferQuery(regions=("us-east-1",), instance_types=("g4dn.xlarge",))
+    caplog.set_level(logging.INFO, logger="spotshift.market.aws")
+    snaps = [scout.fn(market, query, now=T0 + timedelta(minutes=i)) for i in range(2)]  # two polls, one market
+    for snap in snaps:
+        assert snap.failed_regions == {}
+        spot = [o for o in snap.offers if o.market is Market.SPOT]
+        assert spot and {o.region for o in snap.offers} == {"us-east-1"}
+        assert all(o.placement_score is None for o in snap.offers)
+        assert all(row["risk"] == "unknown" for row in offers_table(snap))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and "GetSpotPlacementScores" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "us-east-1" in warnings[0] and "does not implement it" in warnings[0]

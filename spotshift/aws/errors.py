@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 
 from botocore.exceptions import ClientError
+from botocore.parsers import ResponseParserError
 
 CAPACITY_CODES = frozenset({
     "InsufficientInstanceCapacity",
@@ -77,6 +78,9 @@ INVALID_REQUEST_CODES = frozenset({
     "InvalidUserData.Malformed",
     "IllegalArgumentException",  # Service Quotas
 })
+# The endpoint does not implement the API at all (an AWS-compatible endpoint such as moto, or an API
+# the service lacks there). UnsupportedOperation stays a capacity code: EC2 uses it for launches.
+NOT_IMPLEMENTED_CODES = frozenset({"InvalidAction", "NotImplemented", "UnknownOperationException"})
 
 # Anything that looks like an AWS access key id or a long secret-ish token is cut from messages.
 _SECRET_LIKE = re.compile(r"\b(?:AKIA|ASIA|AROA|AIDA)[A-Z0-9]{12,}\b|[A-Za-z0-9/+=]{40,}")
@@ -146,6 +150,11 @@ class InvalidRequest(SpotshiftAwsError):
     """The request itself is wrong (a parameter, a combination): a bug or bad input, not retryable."""
 
 
+class OperationUnsupported(InvalidRequest):
+    """The endpoint does not implement this API (an error code saying so, or an answer that is not the
+    API's format at all): skip what needs it and say so; retrying does not help."""
+
+
 class WaitTimeout(SpotshiftAwsError):
     """A resource did not reach the wanted state in time."""
 
@@ -163,6 +172,8 @@ def error_class(code: str) -> type[SpotshiftAwsError]:
         return Throttled
     if code in PERMISSION_CODES:
         return PermissionDenied
+    if code in NOT_IMPLEMENTED_CODES:
+        return OperationUnsupported
     if code in NOT_FOUND_CODES or code.endswith((".NotFound", "NotFoundException")):
         return NotFound
     if code in INVALID_REQUEST_CODES or code.endswith((".Malformed", ".Invalid")) or code.startswith("Invalid"):
@@ -186,3 +197,11 @@ def map_client_error(exc: ClientError, *, context: str = "", region: str = "") -
     code = str(error.get("Code", "") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
     message = redact(str(error.get("Message", "") or ""))
     return error_class(code)(message, code=code, operation=exc.operation_name or "", region=region, context=context)
+
+
+def map_parser_error(exc: ResponseParserError, *, operation: str, region: str = "") -> OperationUnsupported:
+    """An answer botocore cannot parse as `operation`'s response (moto answers an API it lacks with an
+    HTML 500 page) as OperationUnsupported; raise it `from exc`. Only the first line of the message is
+    kept (the rest echoes the body)."""
+    first_line = (str(exc).splitlines() or ["unparseable response"])[0].split(". Further retries")[0]
+    return OperationUnsupported(redact(first_line), code="UnparseableResponse", operation=operation, region=region)

@@ -11,8 +11,9 @@ from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError
+from botocore.parsers import ResponseParserError
 
-from spotshift.aws.errors import SpotshiftAwsError
+from spotshift.aws.errors import OperationUnsupported, PermissionDenied, SpotshiftAwsError, map_parser_error
 from spotshift.catalog import INSTANCE_TYPES, InstanceType
 from spotshift.market.pricing import OnDemandPrices
 from spotshift.market.query import OfferQuery
@@ -24,6 +25,9 @@ from spotshift.models import Market, MarketSnapshot, Offer
 SPOT_SOURCE = "ec2:spot-price-history"
 SPOT_PRODUCTS = ["Linux/UNIX", "Linux/UNIX (Amazon VPC)"]
 AWS_ERRORS = (SpotshiftAwsError, BotoCoreError)
+PLACEMENT_SCORES_API = "GetSpotPlacementScores"
+DENIED_CODES = frozenset({"UnauthorizedOperation", "AccessDenied", "AccessDeniedException"})  # the policy, not the credentials
+UNSUPPORTED_CODES = frozenset({"UnsupportedOperation", "Unsupported"})  # mapped as capacity codes (launches)
 MAX_TYPES_PER_DESCRIBE = 100  # describe_instance_types accepts at most 100 names
 ClientFor = Callable[[str, str], Any]  # (service, region) -> boto3 client
 ZonesOf = dict[str, set[str]]  # instance type -> zones of one region that offer it
@@ -56,6 +60,8 @@ class AwsMarket:
         self.supports = supports
         self._specs: dict[str, dict] = {}  # instance type -> its describe_instance_types row (the same in every region)
         self._specs_lock = threading.Lock()
+        self._no_scores: dict[str, str] = {}  # region -> why placement scores are unknown there (asked once)
+        self._no_scores_lock = threading.Lock()
 
     @property
     def cache_token(self) -> str:
@@ -182,18 +188,51 @@ class AwsMarket:
         return {key: usd for key, (_, usd) in latest.items()}
 
     def _placement_scores(self, region: str, ec2: Any, names: list[str]) -> dict[str, int]:
-        """zone name -> spot placement score (1-10) for one instance of these types; {} where not permitted."""
+        """zone name -> spot placement score (1-10) for one instance of these types; {} (score unknown)
+        where the endpoint lacks the API or the policy denies it: one warning per region, and this
+        market does not ask that region again. Other failures (throttling once botocore's retries gave
+        up, ...) leave this snapshot's scores unknown and the next snapshot asks again."""
+        if region in self._no_scores:
+            return {}
         try:
-            pages = paginate_aws(ec2, "get_spot_placement_scores", region=region, InstanceTypes=names, TargetCapacity=1, TargetCapacityUnitType="units",
-                                 SingleAvailabilityZone=True, RegionNames=[region])
-            zone_ids = {row["ZoneId"]: row["ZoneName"] for row in paginate_aws(
-                ec2, "describe_availability_zones", region=region, )[0].get("AvailabilityZones", [])}
+            pages = self._scores_call(ec2, "get_spot_placement_scores", region, InstanceTypes=names, TargetCapacity=1,
+                                      TargetCapacityUnitType="units", SingleAvailabilityZone=True, RegionNames=[region])
+            zone_ids = {row["ZoneId"]: row["ZoneName"] for row in self._scores_call(
+                ec2, "describe_availability_zones", region)[0].get("AvailabilityZones", [])}
         except AWS_ERRORS as exc:
-            log.info("scout: no spot placement scores in %s: %s", region, exc)
+            reason = self._scores_unavailable(exc)
+            if reason is None:
+                log.info("scout: no spot placement scores in %s: %s", region, exc)
+                return {}
+            with self._no_scores_lock:
+                first = region not in self._no_scores
+                self._no_scores.setdefault(region, reason)
+            if first:
+                log.warning("scout: %s in %s: %s; placement risk unknown for the region's offers (%s)",
+                            PLACEMENT_SCORES_API, region, reason, exc)
             return {}
         return {zone_ids[row["AvailabilityZoneId"]]: int(row["Score"])
                 for page in pages for row in page.get("SpotPlacementScores", [])
                 if row.get("AvailabilityZoneId") in zone_ids}
+
+    @staticmethod
+    def _scores_call(ec2: Any, operation: str, region: str, **kwargs: Any) -> list[dict]:
+        """paginate_aws, with an answer botocore cannot parse (an endpoint that lacks the API) typed."""
+        try:
+            return paginate_aws(ec2, operation, region=region, **kwargs)
+        except ResponseParserError as exc:
+            api = ec2.meta.method_to_api_mapping.get(operation, operation)
+            raise map_parser_error(exc, operation=api, region=region) from exc
+
+    @staticmethod
+    def _scores_unavailable(exc: Exception) -> str | None:
+        """Why placement scores stay unknown for good (the endpoint lacks the API, the policy denies it);
+        None for a failure the next snapshot may not meet (throttling, a transient error)."""
+        if isinstance(exc, OperationUnsupported) or (isinstance(exc, SpotshiftAwsError) and exc.code in UNSUPPORTED_CODES):
+            return "the endpoint does not implement it"
+        if isinstance(exc, PermissionDenied) and exc.code in DENIED_CODES:
+            return f"permission ec2:{exc.operation or PLACEMENT_SCORES_API} is missing"
+        return None
 
     @staticmethod
     def _offer(t: InstanceType, described: dict, region: str, zone: str, market: Market, usd: float,

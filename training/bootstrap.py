@@ -1,6 +1,8 @@
 """EC2 user-data for a training instance: fetch the trainer wheel from the job's bucket (instance
-role), install it into the image's PyTorch environment, run it under torchrun, upload the log to
-jobs/<id>/logs/<instance>.log every minute while it runs and on every exit path, and power off.
+role), install it into the image's PyTorch environment, keep the job's data on the instance store
+where the launch planned it, run the trainer under torchrun (a SIGTERM to the script, or the
+machine's shutdown, reaches the trainer itself), upload the log to jobs/<id>/logs/<instance>.log
+every minute while it runs and on every exit path, and power off.
 Pure: every interpolated value is shell-quoted; no secrets (a Hub token is read at run time)."""
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 import shlex
+from dataclasses import dataclass, fields
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SECRET_NAME = re.compile(r"(SECRET|PASSWORD|TOKEN|SESSION|PRIVATE|CREDENTIAL|ACCESS_KEY)", re.IGNORECASE)
@@ -24,23 +27,40 @@ finish() {{
   status=$?
   trap - EXIT
   set +e
+  trap '' TERM INT
   echo "spotshift bootstrap: exit $status $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 {upload}{power_off}  exit "$status"
 }}
 trap finish EXIT
-{upload_loop}set -e
+{upload_loop}trap 'echo "spotshift bootstrap: stop signal before the trainer started"; exit 143' TERM INT
+{shutdown_hook}set -e
 PYTHON={python}
-{install}{hub_token}echo "spotshift bootstrap: starting trainer"
+{scratch}{install}{hub_token}echo "spotshift bootstrap: starting trainer"
 # torchrun turns any worker's non-zero exit into 1: rank 0 writes its own exit code here (75 =
 # checkpointed on request), and that code is the script's
 SPOTSHIFT_EXIT_CODE_FILE=$(mktemp)
 export SPOTSHIFT_EXIT_CODE_FILE
-# torchrun SIGKILLs its workers this long after passing a SIGTERM on to them (its default, 30 s, is
-# shorter than a big model's checkpoint); the trainer exits by itself once its checkpoint is durable
+# torchrun SIGKILLs its workers this long after passing a SIGTERM on to them: read from torch 2.12 on;
+# older torchrun (the Deep Learning AMI's torch 2.9) keeps a fixed 30 s, shorter than a big model's
+# checkpoint. So a stop signal to this script goes to torchrun's workers (the trainer ranks), never
+# to torchrun: the trainer checkpoints, exits 75, and torchrun, never signalled, exits after it
 export TORCH_ELASTIC_SHUTDOWN_TIMEOUT="${{TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-{shutdown_grace}}}"
+stop_trainer() {{
+  echo "spotshift bootstrap: stop signal: the trainer checkpoints and exits"
+  if [ -z "${{TRAINER_PID:-}}" ]; then STOP_PENDING=1; return; fi
+  pkill -TERM -P "$TRAINER_PID" || kill -TERM "$TRAINER_PID"
+}}
+STOP_PENDING=
+trap stop_trainer TERM INT
 set +e
-{launch}
-status=$?
+{launch} &
+TRAINER_PID=$!
+if [ -n "$STOP_PENDING" ]; then stop_trainer; fi
+while :; do
+  wait "$TRAINER_PID"
+  status=$?
+  kill -0 "$TRAINER_PID" 2>/dev/null || break  # a signal's trap, not the trainer's end, interrupted wait
+done
 trainer_status=$(cat "$SPOTSHIFT_EXIT_CODE_FILE" 2>/dev/null)
 if [ "$status" -ne 0 ] && [[ "$trainer_status" =~ ^[1-9][0-9]*$ ]] && [ "$trainer_status" -ne "$status" ]; then
   echo "spotshift bootstrap: torchrun exited with $status, rank 0 with $trainer_status"
@@ -111,6 +131,71 @@ HF_TOKEN=$(aws secretsmanager get-secret-value --secret-id {secret} --query Secr
 export HF_TOKEN
 {{ if [ -n "$HUB_XTRACE" ]; then set -x; fi; }} 2>/dev/null
 """
+# the job's data (the Hub model cache HF_HOME, the datasets cache, the trainer's scratch TMPDIR: a model
+# downloaded from S3, a restored checkpoint, the final model) on the NVMe instance store when the launch
+# sized the root volume without it: the Deep Learning AMI's mount, else one untouched instance-store disk
+# formatted and mounted here (only a whole disk whose NVMe model is "Amazon EC2 NVMe Instance Storage",
+# with no partition, holder, mount or signature: an EBS volume reads "Amazon Elastic Block Store" and is
+# never touched); else, or without an instance store, a folder on the root volume. A user's value wins
+_STORE_FINDER = """spotshift_instance_store() {{
+  local sys name dev model found
+  if mountpoint -q {dlami_mount}; then echo {dlami_mount}/spotshift; return 0; fi
+  for sys in {sys_block}/nvme*n*; do
+    [ -r "$sys/device/model" ] || continue
+    read -r model < "$sys/device/model" || true
+    [ "$model" = "Amazon EC2 NVMe Instance Storage" ] || continue
+    name=${{sys##*/}}
+    dev={dev_dir}/$name
+    ls -d "$sys/$name"p* >/dev/null 2>&1 && continue
+    [ -z "$(ls -A "$sys/holders" 2>/dev/null)" ] || continue
+    findmnt --source "$dev" >/dev/null 2>&1 && continue
+    found=0
+    blkid -p "$dev" >/dev/null 2>&1 || found=$?
+    [ "$found" -eq 2 ] || continue
+    echo "spotshift bootstrap: formatting the instance-store disk $dev for the job's data" >&2
+    mkdir -p {mount} && mkfs.ext4 -q -L spotshift-data "$dev" </dev/null >&2 && mount -o noatime "$dev" {mount} >&2 \\
+      || continue
+    echo {mount}/spotshift
+    return 0
+  done
+  return 1
+}}
+if STORE=$(spotshift_instance_store); then
+  SCRATCH=$STORE
+else
+  SCRATCH={root_dir}
+  echo "spotshift bootstrap: no instance store found: the job's data goes to the root volume, sized without it"
+fi
+"""
+_SCRATCH = """{finder}export HF_HOME="${{HF_HOME:-$SCRATCH/hf}}"
+export HF_DATASETS_CACHE="${{HF_DATASETS_CACHE:-$HF_HOME/datasets}}"
+export TMPDIR="${{TMPDIR:-$SCRATCH/tmp}}"
+mkdir -p "$HF_HOME" "$HF_DATASETS_CACHE" "$TMPDIR"
+echo "spotshift bootstrap: model cache $HF_HOME, scratch $TMPDIR ($(df -h --output=avail "$TMPDIR" | tail -n 1 | tr -d ' ') free)"
+"""
+# the machine's shutdown (a stop, a terminate, a spot reclaim past its notice) stops this unit first,
+# while the network is up: its stop sends this script the SIGTERM that reaches the trainer, and waits
+# for the script (the trainer's checkpoint, the log's last upload) for up to the grace. Without it,
+# the trainer would meet only the shutdown's final SIGTERM to every process, torchrun included, with
+# the network already down
+_SHUTDOWN_HOOK = """if [ -d {unit_dir} ] && command -v systemctl >/dev/null; then
+  cat > {unit_dir}/spotshift-trainer-stop.service <<UNIT
+[Unit]
+Description=spotshift: the trainer checkpoints before the network goes down
+Wants=network-online.target
+After=network-online.target systemd-resolved.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/true
+ExecStop=/bin/bash -c 'kill -TERM $$ 2>/dev/null; while kill -0 $$ 2>/dev/null; do sleep 1; done'
+TimeoutStopSec={grace}
+UNIT
+  systemctl daemon-reload && systemctl start --no-block spotshift-trainer-stop.service \\
+    || echo "spotshift bootstrap: the shutdown hook did not start"
+fi
+"""
 # the periodic upload stops first (an upload under way ends, none starts), so the final one is the last write
 _UPLOAD = """  if [ -n "${{LOG_UPLOAD_PID:-}}" ]; then
     kill "$LOG_UPLOAD_PID" 2>/dev/null
@@ -123,10 +208,36 @@ _UPLOAD = """  if [ -n "${{LOG_UPLOAD_PID:-}}" ]; then
 _POWER_OFF = '  echo "spotshift bootstrap: powering off"\n  shutdown -h now\n'
 
 
-# seconds torchrun waits for its workers after a SIGTERM before it SIGKILLs them: most of the two
-# minutes between a spot interruption notice and the reclaim (read by torchrun from PyTorch's
-# pytorch/pytorch#172596, March 2026, on; an older torchrun keeps its fixed 30 s)
+# seconds the trainer gets to checkpoint after a stop signal: most of the two minutes between a spot
+# interruption notice and the reclaim. torchrun waits this long before it SIGKILLs its workers from
+# torch 2.12 on (TORCH_ELASTIC_SHUTDOWN_TIMEOUT, pytorch/pytorch#172596); torch 2.9 (the default
+# image's) and 2.11 keep a fixed 30 s, which the script's own signal path never meets. The
+# shutdown hook waits this long too
 SHUTDOWN_GRACE_S = 110
+UNIT_DIR = "/run/systemd/system"  # systemd's runtime units: the shutdown hook goes there on EC2
+
+
+@dataclass(frozen=True)
+class ScratchDisk:
+    """Where the instance keeps the job's data: the Hub model cache (HF_HOME), the datasets cache
+    (HF_DATASETS_CACHE) and the trainer's scratch (TMPDIR: a model downloaded from S3, a restored
+    checkpoint, the final model before its upload)."""
+
+    instance_store: bool = False  # on the NVMe instance store: the launch sized the root volume without the data
+    dlami_mount: str = "/opt/dlami/nvme"  # where the Deep Learning AMI mounts the instance store
+    mount: str = "/opt/spotshift/nvme"  # where an untouched instance-store disk is formatted and mounted otherwise
+    root_dir: str = "/opt/spotshift/data"  # on the root volume: no instance store planned, or none found
+    sys_block: str = "/sys/block"  # the block devices' sysfs (tests give a fake tree)
+    dev_dir: str = "/dev"  # their device nodes (tests give a fake folder)
+
+    def script(self) -> str:
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, str) and (not value or "\0" in value):
+                raise ValueError(f"scratch.{field.name} must be a non-empty string without NUL bytes, got {value!r}")
+        quoted = {f.name: shlex.quote(getattr(self, f.name)) for f in fields(self) if f.name != "instance_store"}
+        finder = _STORE_FINDER.format(**quoted) if self.instance_store else f"SCRATCH={quoted['root_dir']}\n"
+        return _SCRATCH.format(finder=finder)
 # the install requirements' name beside the wheel under artifacts/<sha256>/ (spotshift.aws.trainer_artifact)
 REQUIREMENTS_NAME = "requirements.txt"
 
@@ -169,6 +280,8 @@ def render_user_data(
     imds: str | None = None,
     power_off: bool = False,
     log_upload_seconds: float = 60,
+    scratch: ScratchDisk | None = None,
+    shutdown_hook: str | None = None,
 ) -> str:
     """The user-data bash script.
 
@@ -178,8 +291,11 @@ def render_user_data(
         log_upload_seconds while the script runs, and on exit.
     hub_token_secret: Secrets Manager secret id whose value becomes HF_TOKEN at run time: the plain
         token, or a key/value secret (a JSON object) whose key HF_TOKEN holds it.
-    On EC2 pass `imds="http://169.254.169.254"` and `power_off=True`; both are off by default so the
-    script can run on any machine, as the tests do. ValueError for an empty value, a bad env name,
+    scratch: where the job's data goes (ScratchDisk); None = wherever the environment says.
+    shutdown_hook: systemd's unit folder (UNIT_DIR): the machine's shutdown stops a unit there whose
+        stop signals this script (the trainer checkpoints, network still up) and waits for it.
+    On EC2 pass `imds="http://169.254.169.254"`, `power_off=True` and `shutdown_hook=UNIT_DIR`; they are
+    off by default so the script can run on any machine, as the tests do. ValueError for an empty value, a bad env name,
     an env name that looks like a secret, or a log_upload_seconds that is not a positive number.
     """
     for field, value in (("spec_uri", spec_uri), ("python", python), ("log_file", log_file)):
@@ -204,5 +320,8 @@ def render_user_data(
         upload_loop=_UPLOAD_LOOP.format(log_uri=shlex.quote(log_uri), seconds=_seconds(log_upload_seconds))
         if log_uri else "",
         power_off=_POWER_OFF if power_off else "",
+        scratch=scratch.script() if scratch is not None else "",
+        shutdown_hook=_SHUTDOWN_HOOK.format(unit_dir=shlex.quote(shutdown_hook), grace=SHUTDOWN_GRACE_S)
+        if shutdown_hook else "",
         launch=launch_command(spec_uri, gpus), shutdown_grace=SHUTDOWN_GRACE_S,
     )

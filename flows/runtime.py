@@ -183,7 +183,8 @@ def _ec2_backend(settings: Settings, client_for: Callable[[str, str], Any]) -> t
                        python=settings.trainer_python, bucket_region=region, hub_token_secret=settings.hub_token_secret)
     env = LaunchEnvironment(images=settings_resolver(settings, client_for),
                             network=LaunchNetwork(ec2, security_group=settings.security_group,
-                                                  private=settings.private_subnets), boot=boot)
+                                                  private=settings.private_subnets), boot=boot,
+                            root_volume_max_gib=settings.root_volume_max_gib)
     preflight = RegionPreflight(client_for, CheckConfig.from_settings(settings), ttl_s=settings.check_cache_seconds)
     backend = make_backend("ec2", clients=ec2, regions=settings.regions, launch_env=env, preflight=preflight)
     return settings, backend, account

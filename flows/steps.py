@@ -19,6 +19,7 @@ from spotshift.market.query import OfferQuery
 from spotshift.models import EndReason, Job, JobStatus, JobUpdate, OfferKey, Plan, Workload, new_id
 from spotshift.policy.state import JobState, NoFeasiblePlacement
 from spotshift.sizing import fit
+from spotshift.sizing.disk import job_disk_need
 from tasks.aws_check import check_region_before_launch
 from tasks.deployer import start_instance, stop_instance, stop_job_instances
 from tasks.monitor import Watch, new_watch
@@ -89,7 +90,7 @@ def launch(rt: Runtime, run: JobRun, plan: Plan) -> Workload:
     request = LaunchRequest(job_id=run.job.id, workload_id=workload_id, flow_run_id=run.flow_run_id,
                             offer=plan.offer, spec_uri=run.paths.spec_uri, image_id=rt.image_id,
                             instance_profile=rt.settings.instance_profile, user_data=user_data,
-                            processes=trainer_processes(run.job, plan.offer))
+                            processes=trainer_processes(run.job, plan.offer), disk=job_disk_need(run.job))
     if getattr(rt.backend, "preflight", None) is not None:  # issue 11: the region's `spotshift aws check` (cached)
         check_region_before_launch(plan.offer, rt.backend)
     pending = open_workload(rt.ledger, run.job, plan, workload_id, None, rt.clock())

@@ -103,6 +103,11 @@ class InstanceType:
         """True when its GPUs are linked by NVLink/NVSwitch (all-reduce faster than over PCIe)."""
         return self.family in NVLINK_FAMILIES
 
+    @property
+    def instance_store(self) -> tuple[int, int]:
+        """(disks, GB per disk) of its NVMe instance store; (0, 0) when it has EBS only."""
+        return INSTANCE_STORE_DISKS.get(self.name, (0, 0))
+
 
 def _types(family: str, gpu: str, rows: list[tuple[str, int, int, float]]) -> list[InstanceType]:
     return [InstanceType(f"{family}.{size}", gpu, n, cpu, mem) for size, n, cpu, mem in rows]
@@ -134,6 +139,22 @@ INSTANCE_TYPES: dict[str, InstanceType] = {
         + _types("p5e", "H200", [("48xlarge", 8, 192, 2048)])
         + _types("p5en", "H200", [("48xlarge", 8, 192, 2048)])
     )
+}
+
+# NVMe instance store per type: (disks, GB per disk), from EC2 DescribeInstanceTypes
+# (InstanceStorageInfo.Disks); types not listed (p3) have EBS only. The Deep Learning AMI mounts it
+# at /opt/dlami/nvme (its release notes' nvme_location); training.bootstrap puts the model cache there.
+INSTANCE_STORE_DISKS: dict[str, tuple[int, int]] = {
+    "g4dn.xlarge": (1, 125), "g4dn.2xlarge": (1, 225), "g4dn.4xlarge": (1, 225), "g4dn.8xlarge": (1, 900),
+    "g4dn.12xlarge": (1, 900), "g4dn.16xlarge": (1, 900), "g4dn.metal": (2, 900),
+    "g5.xlarge": (1, 250), "g5.2xlarge": (1, 450), "g5.4xlarge": (1, 600), "g5.8xlarge": (1, 900),
+    "g5.12xlarge": (1, 3800), "g5.16xlarge": (1, 1900), "g5.24xlarge": (1, 3800), "g5.48xlarge": (2, 3800),
+    "g6.xlarge": (1, 250), "g6.2xlarge": (1, 450), "g6.4xlarge": (1, 600), "g6.8xlarge": (2, 450),
+    "g6.12xlarge": (4, 940), "g6.16xlarge": (2, 940), "g6.24xlarge": (4, 940), "g6.48xlarge": (8, 940),
+    "g6e.xlarge": (1, 250), "g6e.2xlarge": (1, 450), "g6e.4xlarge": (1, 600), "g6e.8xlarge": (2, 450),
+    "g6e.12xlarge": (2, 1900), "g6e.16xlarge": (2, 950), "g6e.24xlarge": (2, 1900), "g6e.48xlarge": (4, 1900),
+    "p3dn.24xlarge": (2, 900), "p4d.24xlarge": (8, 1000), "p4de.24xlarge": (8, 1000),
+    "p5.4xlarge": (1, 3800), "p5.48xlarge": (8, 3800), "p5e.48xlarge": (8, 3800), "p5en.48xlarge": (8, 3800),
 }
 
 KNOWN_GPUS: tuple[str, ...] = tuple(GPU_MODELS)

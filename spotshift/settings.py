@@ -42,6 +42,9 @@ class Settings(BaseSettings):
                                   "gateway or VPC endpoints for S3, Secrets Manager and the Hub)")
     hub_token_secret: str | None = Field(default=None, description="Secrets Manager secret holding a Hugging "
                                          "Face token for gated models; read by the instance at run time")
+    root_volume_max_gib: int = Field(default=2048, ge=16, le=16_384, description="largest root EBS volume (gp3, "
+                                     "GiB) a launch may ask for: the image plus, on a type whose instance store "
+                                     "cannot hold the job's model, checkpoint and output, those too")
     checkpoint_expire_days: int = Field(default=30, ge=1, description="lifecycle: checkpoints of a job expire "
                                         "this many days after they were written")
     pricing_region: str = Field(default="us-east-1", description="endpoint region of the AWS Pricing API")

@@ -18,6 +18,7 @@ from spotshift.aws.errors import (
 )
 from spotshift.aws.quotas import quota_error
 from spotshift.models import Market, Offer
+from spotshift.sizing.disk import DiskNeed
 
 JOB_TAG = "spotshift:job-id"
 FLOW_RUN_TAG = "spotshift:flow-run-id"
@@ -56,6 +57,11 @@ class LaunchRequest(BaseModel):
         description="IAM instance profile name (the instance gets its role, never keys); None = none",
     )
     extra_tags: dict[str, str] = Field(default_factory=dict, description="more tags on instance and volumes")
+    disk: DiskNeed | None = Field(default=None, description="what the trainer keeps on local disk (model, "
+                                  "a restored checkpoint, the final model); None = unknown")
+    root_device_name: str | None = Field(default=None, description="the image's root device (e.g. /dev/sda1)")
+    root_volume_gib: int | None = Field(default=None, ge=1, le=16_384, description="the root gp3 volume's size; "
+                                        "None = the image's own (spotshift.sizing.disk.plan_root_volume sizes it)")
 
     @field_validator("user_data")
     @classmethod
@@ -166,6 +172,12 @@ def plan_run_instances(request: LaunchRequest) -> dict[str, Any]:
         kwargs["SecurityGroupIds"] = list(request.security_group_ids)
     if request.instance_profile:
         kwargs["IamInstanceProfile"] = {"Name": request.instance_profile}
+    if request.root_volume_gib is not None:
+        if not request.root_device_name:
+            raise ValueError("root_volume_gib needs root_device_name: the image's RootDeviceName")
+        # gp3, deleted with the instance (a terminated job leaves no volume to pay for)
+        kwargs["BlockDeviceMappings"] = [{"DeviceName": request.root_device_name, "Ebs": {
+            "VolumeSize": request.root_volume_gib, "VolumeType": "gp3", "DeleteOnTermination": True}}]
     if request.offer.market is Market.SPOT:
         kwargs["InstanceMarketOptions"] = {
             "MarketType": "spot",

@@ -25,6 +25,8 @@ class RegionImage:
     source: str  # "settings", "ssm:<parameter>", "describe_images:<pattern>"
     architecture: str = "x86_64"
     name: str = ""
+    root_device_name: str | None = None  # e.g. /dev/sda1: the launch sizes the volume mapped there
+    root_volume_gib: int | None = None  # the root snapshot's size: the smallest root volume EC2 accepts
 
     def supports(self, instance_type: str) -> bool:
         """Whether an instance type of this family can boot the image (architecture and driver)."""
@@ -67,8 +69,11 @@ def _described(ec2: Any, region: str, image_id: str, source: str) -> RegionImage
 
 
 def _image(region: str, raw: dict, source: str) -> RegionImage:
+    root = raw.get("RootDeviceName")
+    root_ebs = next((m.get("Ebs") or {} for m in raw.get("BlockDeviceMappings") or [] if m.get("DeviceName") == root), {})
     return RegionImage(region=region, image_id=raw["ImageId"], source=source,
-                       architecture=raw.get("Architecture", "x86_64"), name=raw.get("Name", ""))
+                       architecture=raw.get("Architecture", "x86_64"), name=raw.get("Name", ""),
+                       root_device_name=root, root_volume_gib=root_ebs.get("VolumeSize"))
 
 
 class ImageResolver:

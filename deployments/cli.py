@@ -1,4 +1,4 @@
-"""The `spotshift` command: submit | estimate | status | jobs | approve | cancel | demo | serve | api | blocks."""
+"""The `spotshift` command: submit | estimate | status | jobs | logs | approve | cancel | demo | serve | api | blocks."""
 
 from __future__ import annotations
 
@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     from deployments.estimate_cli import add_estimate_parser
 
     add_estimate_parser(sub)  # estimate --file job.json [--json] (issue 12)
+    from deployments.logs_cli import add_logs_parser
+
+    add_logs_parser(sub)  # logs JOB [--instance ID] [--follow] (issue 20.7)
     return p
 
 
@@ -102,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
             from deployments.aws_cli import run_aws
 
             return run_aws(args)
+        elif args.command == "logs":
+            from deployments.logs_cli import run_logs
+
+            return run_logs(args)
         elif args.command == "estimate":
             from deployments.estimate_cli import run_estimate
 

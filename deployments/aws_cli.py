@@ -11,6 +11,11 @@ from typing import Any, Callable
 from spotshift.settings import Settings, default_bucket_name, get_settings
 
 Clients = Callable[[str, str], Any]
+POLICY_CHOICES = {
+    "runtime": "the orchestrator's policy while jobs run (the default): attach it as a customer-managed policy",
+    "setup": "the policy of the admin who runs `spotshift aws setup` and `teardown` once",
+    "trainer": "the trainer role's policy (setup writes it into the role; shown for review)",
+}
 
 
 def add_aws_parser(sub: Any) -> None:
@@ -21,12 +26,18 @@ def add_aws_parser(sub: Any) -> None:
                        ("check", "read-only: can this account run a job? exit 1 if a check fails or no GPU "
                                   "quota is usable"),
                        ("teardown", "remove what setup made (the bucket only with --delete-bucket)"),
-                       ("policy", "print the orchestrator's IAM policy")):
+                       ("policy", "print an IAM policy: --runtime (default) for the key that runs jobs, --setup for "
+                                  "the admin who runs setup/teardown, --trainer for the instances' role; works "
+                                  "without AWS credentials (placeholders)")):
         a = actions.add_parser(name, help=text)
         a.add_argument("--regions", help="comma-separated regions (default: SPOTSHIFT_REGIONS)")
         a.add_argument("--bucket", help="bucket name (default: SPOTSHIFT_BUCKET, else spotshift-<account>-<region>)")
         if name == "teardown":
             a.add_argument("--delete-bucket", action="store_true", help="also delete the bucket and every object in it")
+        if name == "policy":
+            which = a.add_mutually_exclusive_group()
+            for policy, text in POLICY_CHOICES.items():
+                which.add_argument(f"--{policy}", dest="which", action="store_const", const=policy, help=text)
 
 
 def settings_clients(settings: Settings) -> Clients:
@@ -38,37 +49,82 @@ def settings_clients(settings: Settings) -> Clients:
     return lambda service, region: creds.model_copy(update={"region_name": region}).get_client(service)
 
 
-def _scope(args: argparse.Namespace, settings: Settings, clients: Clients) -> tuple[str, str, list[str]]:
-    """(account, bucket, regions) for this command."""
-    account = clients("sts", settings.aws_region).get_caller_identity()["Account"]
-    bucket = args.bucket or (settings.bucket if "bucket" in settings.model_fields_set
-                             else default_bucket_name(account, settings.aws_region))
-    regions = args.regions.split(",") if args.regions else list(settings.regions)
-    return account, bucket, regions
+def _scope(args: argparse.Namespace, settings: Settings, clients: Clients, err=sys.stderr) -> tuple[str, str, list[str]]:
+    """(account, bucket, regions) for this command. `policy` needs no credentials: without an
+    identity (none configured, STS unreachable, refused) it prints placeholders and says so on `err`."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from spotshift.aws.iam import DEFAULT_BUCKET
+
+    named = args.bucket or (settings.bucket if "bucket" in settings.model_fields_set else None)
+    try:
+        account = clients("sts", settings.aws_region).get_caller_identity()["Account"]
+    except (BotoCoreError, ClientError) as exc:
+        if args.aws_action != "policy":
+            raise
+        print(f"spotshift aws policy: no AWS identity ({type(exc).__name__}: {exc}); printing placeholders: "
+              "account * in ARNs, ${aws:PrincipalAccount} (IAM fills in the caller's account) as the image owner"
+              + ("" if named else f", bucket {DEFAULT_BUCKET} (name yours with --bucket or SPOTSHIFT_BUCKET)"), file=err)
+        return "*", named or DEFAULT_BUCKET, _regions(args, settings)
+    return account, named or default_bucket_name(account, settings.aws_region), _regions(args, settings)
+
+
+def _regions(args: argparse.Namespace, settings: Settings) -> list[str]:
+    return args.regions.split(",") if args.regions else list(settings.regions)
 
 
 def run_aws(args: argparse.Namespace, *, settings: Settings | None = None, clients: Clients | None = None,
-            out=sys.stdout) -> int:
+            out=sys.stdout, err=sys.stderr) -> int:
     """Run one `spotshift aws` action; the exit code."""
     settings = settings or get_settings()
     clients = clients or settings_clients(settings)
-    account, bucket, regions = _scope(args, settings, clients)
+    account, bucket, regions = _scope(args, settings, clients, err)
     action = {"setup": _setup, "check": _check, "teardown": _teardown, "policy": _policy}[args.aws_action]
     return action(args, settings, clients, account, bucket, regions, out)
 
 
-def _policy(args, settings, clients, account, bucket, regions, out) -> int:
-    from spotshift.aws.iam import orchestrator_policy
+def policy_document(which: str, settings: Settings, *, account: str, bucket: str) -> dict[str, Any]:
+    """The `which` policy (runtime, setup or trainer) for these settings, account and bucket."""
+    from spotshift.aws import iam
 
-    print(json.dumps(orchestrator_policy(bucket=bucket, trainer_role=settings.trainer_role,
-                                         instance_profile=settings.instance_profile, account=account),
-                     indent=2), file=out)
+    data = list(getattr(settings, "data_prefixes", None) or [])  # the user's granted data prefixes, if any
+    if which == "trainer":
+        return iam.trainer_policy(bucket=bucket, secret_arn=hub_token_secret_arn(settings, account), data_prefixes=data)
+    names = {"bucket": bucket, "trainer_role": settings.trainer_role, "instance_profile": settings.instance_profile,
+             "account": account, "data_prefixes": data}
+    if which == "setup":
+        return iam.setup_policy(**names)
+    return iam.runtime_policy(**names, image_owners=list(settings.image_owners))
+
+
+def hub_token_secret_arn(settings: Settings, account: str) -> str | None:
+    """The Hub-token secret's ARN as the trainer policy names it: the setting when it is an ARN,
+    else the name and Secrets Manager's six random characters (what setup reads with DescribeSecret)."""
+    secret = settings.hub_token_secret
+    if not secret or secret.startswith("arn:"):
+        return secret
+    return f"arn:aws:secretsmanager:{settings.aws_region}:{account}:secret:{secret}-??????"
+
+
+def _require_secret_prefix(settings: Settings) -> None:
+    """Refuse a Hub-token secret outside the prefix the policies allow, before anything is touched."""
+    from spotshift.aws.iam import secret_prefix_error
+
+    problem = secret_prefix_error(settings.hub_token_secret)
+    if problem:
+        raise ValueError(problem)
+
+
+def _policy(args, settings, clients, account, bucket, regions, out) -> int:
+    which = getattr(args, "which", None) or "runtime"
+    print(json.dumps(policy_document(which, settings, account=account, bucket=bucket), indent=2), file=out)
     return 0
 
 
 def _setup(args, settings, clients, account, bucket, regions, out) -> int:
     from spotshift.aws import setup
 
+    _require_secret_prefix(settings)
     home = settings.aws_region
     iam = clients("iam", home)
     steps = [setup.ensure_spot_service_linked_role(iam),
@@ -79,9 +135,10 @@ def _setup(args, settings, clients, account, bucket, regions, out) -> int:
                                        profile_name=settings.instance_profile)
     steps += [setup.ensure_security_group(clients("ec2", r), settings.security_group, region=r) for r in regions]
     _print_steps(steps, out)
-    print(f"\nThe orchestrator's IAM policy (attach it to the user or role that runs spotshift; "
-          f"docs/iam/orchestrator-policy.json):", file=out)
-    _policy(args, settings, clients, account, bucket, regions, out)
+    print("\nThe runtime IAM policy: create it as a customer-managed policy and attach it to the user or role "
+          "that runs jobs (docs/aws.md, \"The IAM policies\"; spotshift aws policy --runtime prints it again):",
+          file=out)
+    print(json.dumps(policy_document("runtime", settings, account=account, bucket=bucket), indent=2), file=out)
     if "bucket" not in settings.model_fields_set and not args.bucket:
         print(f"\nexport SPOTSHIFT_BUCKET={bucket}", file=out)
     return 0
@@ -102,6 +159,7 @@ def _teardown(args, settings, clients, account, bucket, regions, out) -> int:
 def _check(args, settings, clients, account, bucket, regions, out) -> int:
     from spotshift.aws.check import check_failures, failure_summary, quota_summary, render_rows, run_check
 
+    _require_secret_prefix(settings)
     rows = run_check(clients, check_config(settings, bucket, regions))
     print(render_rows(rows), file=out)
     print("\nGPU quotas (a family at quota 0 is skipped, an unknown quota is tried):", file=out)

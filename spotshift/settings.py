@@ -40,8 +40,10 @@ class Settings(BaseSettings):
     security_group: str = Field(default="spotshift-trainer", description="egress-only security group, per region")
     private_subnets: bool = Field(default=False, description="launch without a public IP (the subnets need a NAT "
                                   "gateway or VPC endpoints for S3, Secrets Manager and the Hub)")
-    hub_token_secret: str | None = Field(default=None, description="Secrets Manager secret holding a Hugging "
-                                         "Face token for gated models; read by the instance at run time")
+    hub_token_secret: str | None = Field(default=None, description="Secrets Manager secret (name or ARN) holding "
+                                         "a Hugging Face token for gated models, read by the instance at run time; "
+                                         "named under spotshift/ (e.g. spotshift/hf-token): the IAM policies allow "
+                                         "no other, and setup and check refuse another name")
     root_volume_max_gib: int = Field(default=2048, ge=16, le=16_384, description="largest root EBS volume (gp3, "
                                      "GiB) a launch may ask for: the image plus, on a type whose instance store "
                                      "cannot hold the job's model, checkpoint and output, those too")

@@ -1,8 +1,10 @@
 """Under a moto server with IAM enforcement (INITIAL_NO_AUTH_ACTION_COUNT) and AMI validation
-(MOTO_ENABLE_AMI_VALIDATION) on: `spotshift aws setup`, `check`, then launches in two regions (each
-its own image), the loss of the first instance, a move to the other region and a reaper that scans
-every region -- all with the credentials of a user holding only the policy `spotshift aws policy`
-prints. Then one action at a time is removed and the step that needs it fails, naming it.
+(MOTO_ENABLE_AMI_VALIDATION) on: `spotshift aws setup` with the credentials of a user holding only
+the setup policy (`spotshift aws policy --setup`), then `check`, launches in two regions (each its
+own image), the loss of the first instance, a move to the other region and a reaper that scans
+every region with a user holding only the runtime policy (`spotshift aws policy`). Then one action
+at a time is removed and the step that needs it fails, naming it; the runtime user cannot do what
+only setup may (create or change the role, create or delete the bucket).
 
 What moto cannot enforce, and how this file deals with it (tests/test_aws_iam.py checks the rest):
 - moto authorizes S3 calls under their operation names (PutPublicAccessBlock, HeadObject,
@@ -83,20 +85,21 @@ def settings_for(tmp_path, names, **overrides) -> Settings:
     return Settings(**(fields | overrides))
 
 
-def aws(action: str, settings: Settings, clients) -> tuple[int, str]:
+def aws(action: str, settings: Settings, clients, which: str | None = None) -> tuple[int, str]:
     out = io.StringIO()
-    args = argparse.Namespace(aws_action=action, regions=None, bucket=None, delete_bucket=False)
+    args = argparse.Namespace(aws_action=action, regions=None, bucket=None, delete_bucket=False, which=which)
     return run_aws(args, settings=settings, clients=clients, out=out), out.getvalue()
 
 
-def printed_policy(settings: Settings, clients) -> dict:
-    return json.loads(aws("policy", settings, clients)[1])
+def printed_policy(settings: Settings, clients, which: str = "runtime") -> dict:
+    """What `spotshift aws policy --<which>` prints (runtime, the default, or setup)."""
+    return json.loads(aws("policy", settings, clients, which)[1])
 
 
-def orchestrator(moto_iam, settings, drop: str | None = None):
-    """Clients with the credentials of a user holding only the printed policy (minus `drop`)."""
+def orchestrator(moto_iam, settings, drop: str | None = None, which: str = "runtime"):
+    """Clients with the credentials of a user holding only the printed `which` policy (minus `drop`)."""
     endpoint, admin, _ = moto_iam
-    policy = printed_policy(settings, admin)
+    policy = printed_policy(settings, admin, which)
     key, secret = user_with(admin("iam", "us-east-1"), for_moto(policy, drop))
     return moto_clients(endpoint, key=key, secret=secret, stubs={"service-quotas": stubbed_quotas({})})
 
@@ -125,10 +128,11 @@ def request(job_id: str, region: str, zone: str, settings: Settings) -> LaunchRe
 @pytest.fixture(scope="module")
 def set_up(moto_iam, names, tmp_path_factory):
     settings = settings_for(tmp_path_factory.mktemp("iam"), names)
-    clients = orchestrator(moto_iam, settings)
-    code, out = aws("setup", settings, clients)
+    code, out = aws("setup", settings, orchestrator(moto_iam, settings, which="setup"))
     assert code == 0, out
-    return settings, clients
+    assert json.loads(out.split("spotshift aws policy --runtime prints it again):\n", 1)[1]) == \
+        printed_policy(settings, moto_iam[1])  # setup ends with the runtime policy to attach
+    return settings, orchestrator(moto_iam, settings)
 
 
 def test_iam_is_enforced_for_unknown_credentials(moto_iam):
@@ -199,7 +203,7 @@ def test_setup_without_one_action_fails_at_the_step_that_needs_it(moto_iam, set_
     overrides, operation = SETUP_STEP[action]
     settings = settings_for(tmp_path, names, **overrides)
     with pytest.raises(SpotshiftAwsError) as failed:
-        aws("setup", settings, orchestrator(moto_iam, settings, drop=action))
+        aws("setup", settings, orchestrator(moto_iam, settings, drop=action, which="setup"))
     assert failed.value.operation == operation and failed.value.code in ("AccessDenied", "UnauthorizedOperation")
     assert operation in str(failed.value)
 
@@ -212,3 +216,22 @@ def test_stopping_without_terminate_fails_naming_the_action(moto_iam, set_up):
     with pytest.raises(SpotshiftAwsError, match="ec2:TerminateInstances"):
         limited.stop(started.instance_id, "test")
     admin("ec2", "us-east-1").terminate_instances(InstanceIds=[started.instance_id])
+
+
+RUNTIME_REFUSED = {  # what only the setup policy allows -> a call that needs it
+    "iam:CreateRole": lambda c, s: c("iam", "us-east-1").create_role(RoleName="spotshift-evil", AssumeRolePolicyDocument="{}"),
+    "iam:PutRolePolicy": lambda c, s: c("iam", "us-east-1").put_role_policy(
+        RoleName=s.trainer_role, PolicyName="more", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]})),
+    "s3:DeleteBucket": lambda c, s: c("s3", "us-east-1").delete_bucket(Bucket=s.bucket),
+    "s3:CreateBucket": lambda c, s: c("s3", "us-east-1").create_bucket(Bucket=f"{s.bucket}-2"),
+    "ec2:CreateSecurityGroup": lambda c, s: c("ec2", "us-east-1").create_security_group(GroupName="x", Description="x"),
+}
+
+
+@pytest.mark.parametrize("action", sorted(RUNTIME_REFUSED))
+def test_the_runtime_user_cannot_change_the_role_or_the_bucket(set_up, action):
+    settings, clients = set_up
+    with pytest.raises(Exception, match="AccessDenied|UnauthorizedOperation|not authorized") as refused:
+        RUNTIME_REFUSED[action](clients, settings)
+    assert action.split(":")[1] in str(refused.value) or "AccessDenied" in str(refused.value)

@@ -1,7 +1,8 @@
 """A real train-job flow run under IAM enforcement (moto server with INITIAL_NO_AUTH_ACTION_COUNT
-and MOTO_ENABLE_AMI_VALIDATION): after `spotshift aws setup` with the printed policy's user, the
-job is preempted in us-east-1a, resumes in us-east-2a and moves to us-west-2a, each region
-launching its own image. The orchestrator (flow, monitor, backend) holds only the printed policy;
+and MOTO_ENABLE_AMI_VALIDATION): after `spotshift aws setup` by a user holding only the setup
+policy, the job is preempted in us-east-1a, resumes in us-east-2a and moves to us-west-2a, each
+region launching its own image. The orchestrator (flow, monitor, backend) holds only the runtime
+policy;
 the trainer processes hold only the trainer role's policy (an IAM user standing in for the
 instance profile, which local processes cannot assume). moto's limits: see test_aws_iam_enforced."""
 
@@ -64,10 +65,11 @@ def test_a_job_is_preempted_and_moves_across_regions_with_only_the_printed_polic
         tag = uuid.uuid4().hex[:8]
         settings = Settings(home=tmp_path, bucket=f"spotshift-job-{tag}", regions=REGIONS, image_ids=images,
                             aws_endpoint_url=endpoint, heartbeat_stall_seconds=90 * SPEEDUP)
-        orch_keys = user_with(admin("iam", "us-east-1"), for_moto(printed_policy(settings, admin)))
-        orch = moto_clients(endpoint, key=orch_keys[0], secret=orch_keys[1])
-        code, out = aws("setup", settings, orch)
+        setup_keys = user_with(admin("iam", "us-east-1"), for_moto(printed_policy(settings, admin, "setup")))
+        code, out = aws("setup", settings, moto_clients(endpoint, key=setup_keys[0], secret=setup_keys[1]))
         assert code == 0, out
+        orch_keys = user_with(admin("iam", "us-east-1"), for_moto(printed_policy(settings, admin)))  # runtime
+        orch = moto_clients(endpoint, key=orch_keys[0], secret=orch_keys[1])
         trainer_keys = user_with(admin("iam", "us-east-1"), for_moto(trainer_policy(bucket=settings.bucket)))
         s3 = expect_bucket_owner(orch("s3", "us-east-1"), "123456789012")
         model, dataset = upload_inputs(s3, settings.bucket, tiny_lm)

@@ -65,9 +65,22 @@ def test_setup_twice_gives_the_same_resources_and_no_error(moto_endpoint, tmp_pa
     assert set(first["lifecycle"]) == {"spotshift-abort-multipart", "spotshift-expire-finished-checkpoints"}
     assert f"created  s3 bucket            {names['bucket']}" in first_out
     assert f"exists   s3 bucket            {names['bucket']}" in second_out and "created" not in second_out
-    policy = json.loads(second_out[second_out.index("{"):second_out.rindex("}") + 1])
-    assert any(s["Sid"] == "PassOnlyTheTrainerRole" and s["Resource"].endswith(f":role/{names['role']}")
+    policy = json.loads(second_out[second_out.index("{"):second_out.rindex("}") + 1])  # the runtime policy
+    assert any(s["Sid"] == "PassOnlyTrainerRoleToEc2" and s["Resource"].endswith(f":role/{names['role']}")
                for s in policy["Statement"])
+    assert not [a for s in policy["Statement"] for a in s["Action"] if a.startswith(("iam:Create", "iam:Put"))]
+
+
+def test_a_hub_token_secret_outside_the_prefix_is_refused_before_anything_is_made(moto_endpoint, tmp_path, names):
+    clients = moto_clients(moto_endpoint)
+    settings = settings_for(tmp_path, names).model_copy(update={"hub_token_secret": "hf-token"})
+    for action in ("setup", "check"):
+        with pytest.raises(ValueError, match="SPOTSHIFT_HUB_TOKEN_SECRET='hf-token' is outside the prefix 'spotshift/'"):
+            aws(action, settings, clients)
+    buckets = [b["Name"] for b in clients("s3", "us-east-1").list_buckets()["Buckets"]]
+    assert names["bucket"] not in buckets
+    with pytest.raises(Exception, match="NoSuchEntity"):
+        clients("iam", "us-east-1").get_role(RoleName=names["role"])
 
 
 def test_a_bucket_owned_by_another_account_is_named_in_a_clear_error(moto_endpoint, tmp_path, names):

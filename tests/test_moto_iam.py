@@ -13,7 +13,7 @@ import pytest
 
 from deployments.local_aws import moto_server_process
 from spotshift.aws.calls import retry_config
-from spotshift.aws.iam import orchestrator_policy, policy_actions, trainer_policy
+from spotshift.aws.iam import policy_actions, runtime_policy, setup_policy, trainer_policy
 from tests.aws_helpers import moto_clients
 from tests.moto_iam import MOTO_NAMES, MOTO_ONLY_NAMES, for_moto
 
@@ -92,9 +92,12 @@ def test_for_moto_drops_an_action_with_its_moto_names():
 
 
 @pytest.mark.parametrize("printed", [
-    orchestrator_policy(),
-    orchestrator_policy(bucket="my-bucket", trainer_role="r", account="123456789012"),
-    trainer_policy(bucket="my-bucket", secret_arn="arn:aws:secretsmanager:us-east-1:123456789012:secret:hf-abc"),
-], ids=["orchestrator", "orchestrator-scoped", "trainer"])
+    setup_policy(),
+    setup_policy(bucket="my-bucket", trainer_role="r", account="123456789012"),
+    runtime_policy(),
+    runtime_policy(bucket="my-bucket", trainer_role="r", account="123456789012", data_prefixes=["s3://my-data/x/"]),
+    trainer_policy(bucket="my-bucket", secret_arn="arn:aws:secretsmanager:us-east-1:123456789012:secret:spotshift/hf-abc",
+                   data_prefixes=["s3://my-data/x/"]),
+], ids=["setup", "setup-scoped", "runtime", "runtime-scoped", "trainer"])
 def test_no_printed_policy_names_an_action_only_moto_needs(printed):
     assert not set(policy_actions(printed)) & MOTO_ONLY_NAMES

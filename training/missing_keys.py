@@ -30,11 +30,14 @@ def is_missing_key(s3, bucket: str, key: str, exc: BaseException, action: str = 
     permission, Amazon S3 returns an HTTP status code 403 Access Denied error"). The trainer's role
     may list only with an s3:prefix condition, which a GET does not carry, so on AWS its every read
     of a missing key answers 403. One ListObjectsV2(Prefix=key, MaxKeys=1), which that grant allows,
-    tells (the key itself sorts first among the keys it prefixes): absent if not listed, else
-    PermissionDenied naming the key and `action`; PermissionDenied too if the listing is refused.
+    tells (the key itself sorts first among the keys it prefixes): absent if not listed; PermissionDenied
+    naming the key and `action` if the listing is refused. A listed key may have been written after
+    the GET (the orchestrator writes control.json at any moment): one HEAD, the same s3:GetObject the
+    GET needed, tells: answered, the key was absent when the GET read it (the next read sees it);
+    403 again, PermissionDenied.
 
     Requests: a present key costs its one GET as before; a missing key one (the 404) where the caller
-    may list the bucket, two (the 403 and one LIST) where it may not.
+    may list the bucket, two (the 403 and one LIST) where it may not; a denied key three.
     """
     code = error_code(exc)
     if code in NOT_FOUND_CODES:
@@ -51,6 +54,14 @@ def is_missing_key(s3, bucket: str, key: str, exc: BaseException, action: str = 
             raise
         raise PermissionDenied(action, uri, f"{code}, and s3:ListBucket with prefix {key!r}, which would "
                                             "tell a missing key from a denied read, was denied too") from exc
-    if any(entry.get("Key") == key for entry in listed.get("Contents", [])):
+    if not any(entry.get("Key") == key for entry in listed.get("Contents", [])):
+        return True
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as head:
+        if error_code(head) in NOT_FOUND_CODES:  # deleted again since the listing
+            return True
+        if error_code(head) not in DENIED_CODES:
+            raise
         raise PermissionDenied(action, uri, f"{code}, and the object exists (ListObjectsV2 shows it)") from exc
-    return True
+    return True  # written between the GET and the listing

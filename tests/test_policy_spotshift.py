@@ -29,6 +29,17 @@ def test_leaves_on_demand_for_a_long_spot_run_when_slack_allows():
     assert isinstance(d, Move) and d.target.market is Market.SPOT and d.target.zone == "us-east-1b"
 
 
+def test_the_return_from_on_demand_states_what_it_saves():
+    # it was logged "saving $0.00", recorded 0 on its Migration row, and sent to a human by any
+    # approval policy with a minimum saving above 0
+    d = decide(on_demand(hours_left=13.0, work=10.0, runs=8.0), snap(SPOT), NOW)
+    assert isinstance(d, Move)
+    # net of the changeover there and the one back: above 0, below the price gap over the run
+    assert 0 < d.expected_saving_usd < (3.06 - 1.2) * 8.0
+    longer = decide(on_demand(hours_left=13.0, work=10.0, runs=9.5), snap(SPOT), NOW)
+    assert longer.expected_saving_usd > d.expected_saving_usd  # a longer run spreads the changeovers
+
+
 def test_stays_on_demand_when_the_slack_cannot_pay_a_changeover_pair_plus_margin():
     # slack 0.4 h: a changeover to spot and the one back to on-demand leave 0 h < the Safety Net's margin
     d = decide(on_demand(hours_left=10.4, work=10.0, runs=50.0), snap(SPOT), NOW)

@@ -337,11 +337,11 @@ class SpotShift:
         outage_prone = min(1.0, downtime / self.outage_downtime) if self.outage_downtime > 0 else 1.0
         return max(self.reserve_per_work * downtime, self.outage_reserve * outage_prone)
 
-    def _return_pays(self, state: JobState, od: Offer, best: tuple[Offer, float, float], work: float) -> bool:
-        """Whether leaving on-demand for `best` saves, over its expected run, more than the changeover
-        there and the one back to on-demand after its preemption."""
+    def _return_saving(self, state: JobState, od: Offer, best: tuple[Offer, float, float], work: float) -> float:
+        """Dollars leaving on-demand for `best` saves over its expected run, net of the changeover
+        there and the one back to on-demand after its preemption (> 0: the return pays)."""
         offer, run, score = best
-        return (rate(od, state.work_rates) - score) * min(work, run) > (offer.usd_per_hour + od.usd_per_hour) * state.changeover_hours
+        return (rate(od, state.work_rates) - score) * min(work, run) - (offer.usd_per_hour + od.usd_per_hour) * state.changeover_hours
 
     def decide(self, state: JobState, snapshot: MarketSnapshot, now: datetime) -> Decision:
         if state.remaining_work <= 0:
@@ -363,18 +363,22 @@ class SpotShift:
             return self._from_spot(state, view, now, free, work)
         return self._from_idle(state, view, now, free, work)
 
-    def _return_target(self, state: JobState, view: View, free: float, work: float) -> Offer | None:
-        """The spot offer to leave on-demand for, with `work` on-demand hours left: leaving needs slack
-        for the changeover there and, after a preemption, the one back, and must repay both."""
+    def _return_target(self, state: JobState, view: View, free: float, work: float) -> Move | None:
+        """The move from on-demand to spot, with `work` on-demand hours left: leaving needs slack for
+        the changeover there and, after a preemption, the one back, and must repay both; the Move
+        carries what it is expected to save net of both (what an approval policy weighs)."""
         if not view.spot or free < state.changeover_hours or free < self._paced_slack(state, view, work):
             return None
         best = self._best_spot(state, view, self._slack_usd(state, view, free, work))
-        return best[0] if best is not None and self._return_pays(state, view.best_od, best, work) else None
+        if best is None:
+            return None
+        saving = self._return_saving(state, view.best_od, best, work)
+        return Move(best[0], MigrationReason.CHEAPER, expected_saving_usd=saving) if saving > 0 else None
 
     def _from_on_demand(self, state: JobState, view: View, now: datetime, free: float, work: float) -> Decision:
-        target = self._return_target(state, view, free, work)
-        if target is not None:
-            return Move(target, MigrationReason.CHEAPER)
+        move = self._return_target(state, view, free, work)
+        if move is not None:
+            return move
         if not view.spot:
             return Stay("on-demand until a spot run repays its changeovers", until=state.deadline)
         # training on on-demand leaves the slack as it is and shortens the work: the return may pay later

@@ -13,6 +13,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from deployments.local_aws import client, moto_server  # noqa: E402
 
+pytest_plugins = ["tests.aws_call_recorder"]  # every AWS call checked against the printed policies
+
 REPO = Path(__file__).resolve().parents[1]
 TRACES = REPO.parent / "shared" / "traces"
 

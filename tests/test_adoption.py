@@ -49,7 +49,7 @@ def crash(at):
 
 rt = Runtime.local(endpoint, home, market=market, clock=clock, bucket="adopt-jobs", fault=crash,
                    poll_seconds=0.3, min_step_seconds=0.15, on_demand_prices={"p3.2xlarge": 3.06},
-                   settings={"heartbeat_stall_seconds": 90 * %(speedup)r})
+                   settings={"heartbeat_stall_seconds": 90 * %(speedup)r, "data_prefixes": ["s3://flow-inputs/"]})
 threading.Thread(target=train_job, args=(job_id,), kwargs={"runtime": rt}, daemon=True).start()
 while not (rt.jobs.get(job_id).status.value == "running" and rt.jobs.get(job_id).step >= %(after)d):
     time.sleep(0.5)
@@ -66,7 +66,8 @@ def _runtime(tmp_path, endpoint, start: datetime, wall0: float, fault) -> Runtim
     return Runtime.local(endpoint, tmp_path, market=market, clock=clock, bucket="adopt-jobs", fault=fault,
                          poll_seconds=0.3, min_step_seconds=0.15,
                          on_demand_prices={"p3.2xlarge": 3.06},
-                         settings={"heartbeat_stall_seconds": 90 * SPEEDUP}, backend_options={"grace_s": 15.0})
+                         settings={"heartbeat_stall_seconds": 90 * SPEEDUP, "data_prefixes": ["s3://flow-inputs/"]},
+                         backend_options={"grace_s": 15.0})  # the model and dataset: test_flows' user bucket, granted
 
 
 def _alive(rt: Runtime, job_id: str) -> list:

@@ -120,7 +120,8 @@ def run_live(traces, w: Window, home: Path, endpoint: str, model: str):
     rt = Runtime.local(endpoint, home, market=market, clock=clock, sleep=clock.sleep, bucket=BUCKET,
                        backend_options={"trainer_cmd": trainer, "watch_interval_s": None, "grace_s": 10.0},
                        poll_seconds=poll_s, rescout_seconds=tick_s, changeover_hours=w.changeover_ticks * tick_s / 3600,
-                       on_demand_prices={"p3.2xlarge": OD_USD}, settings={"heartbeat_stall_seconds": 3600.0})
+                       on_demand_prices={"p3.2xlarge": OD_USD},  # the model's config: the user's bucket, granted
+                       settings={"heartbeat_stall_seconds": 3600.0, "data_prefixes": ["s3://parity-inputs/"]})
     # spot notices at each new instant, before the trainers see it (the events poll() returns are
     # dropped: the monitor tells a lost instance by its trainer's checkpoint and its EC2 state)
     clock.on_advance.append(rt.backend.poll)

@@ -169,7 +169,7 @@ def _ec2_backend(settings: Settings, client_for: Callable[[str, str], Any]) -> t
     from spotshift.aws.compute import make_backend
     from spotshift.aws.images import settings_resolver
     from spotshift.aws.launch_env import LaunchEnvironment, TrainerBoot
-    from spotshift.aws.network import LaunchNetwork
+    from spotshift.aws.network import LaunchNetwork, NetworkChoice
     from spotshift.aws.trainer_artifact import wheel_publisher
     from spotshift.settings import default_bucket_name
 
@@ -183,7 +183,8 @@ def _ec2_backend(settings: Settings, client_for: Callable[[str, str], Any]) -> t
                        python=settings.trainer_python, bucket_region=region, hub_token_secret=settings.hub_token_secret)
     env = LaunchEnvironment(images=settings_resolver(settings, client_for),
                             network=LaunchNetwork(ec2, security_group=settings.security_group,
-                                                  private=settings.private_subnets), boot=boot,
+                                                  private=settings.private_subnets,
+                                                  choice=lambda r: NetworkChoice.of(settings, r)), boot=boot,
                             root_volume_max_gib=settings.root_volume_max_gib)
     preflight = RegionPreflight(client_for, CheckConfig.from_settings(settings), ttl_s=settings.check_cache_seconds)
     backend = make_backend("ec2", clients=ec2, regions=settings.regions, launch_env=env, preflight=preflight)
@@ -202,6 +203,8 @@ def _aws_market(settings: Settings, client_for: Callable[[str, str], Any], backe
         return AwsMarket(client_for)
     env = getattr(backend, "launch_env", None)
     images = env.images if env is not None else None
+    network = env.network if env is not None else None
     return AwsMarket(client_for, on_demand=OnDemandPrices(client_for("pricing", settings.pricing_region)),
                      risks=SpotAdvisor(fetch_url, cache_file=settings.home / "spot-advisor.json"),
-                     supports=(lambda region, instance_type: images(region).supports(instance_type)) if images else None)
+                     supports=(lambda region, instance_type: images(region).supports(instance_type)) if images else None,
+                     launch_zones=network.zones if network is not None else None)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -40,6 +41,16 @@ class Settings(BaseSettings):
     security_group: str = Field(default="spotshift-trainer", description="egress-only security group, per region")
     private_subnets: bool = Field(default=False, description="launch without a public IP (the subnets need a NAT "
                                   "gateway or VPC endpoints for S3, Secrets Manager and the Hub)")
+    vpc_id: str | dict[str, str] | None = Field(default=None, description="the VPC of launches and the security "
+                                                 "group, per region: {\"us-east-1\": \"vpc-...\"} (JSON in "
+                                                 "SPOTSHIFT_VPC_ID; a plain vpc-... when SPOTSHIFT_REGIONS names one "
+                                                 "region); a region without it (or SPOTSHIFT_SUBNET_IDS) uses its "
+                                                 "default VPC")
+    subnet_ids: list[str] | dict[str, list[str]] = Field(default_factory=dict, description="the only subnets "
+                                                         "launches use, per region: {\"us-east-1\": [\"subnet-...\", "
+                                                         "...]} (JSON in SPOTSHIFT_SUBNET_IDS; a plain list when "
+                                                         "SPOTSHIFT_REGIONS names one region); one VPC per region "
+                                                         "(SPOTSHIFT_VPC_ID's when set); a zone without one is not used")
     hub_token_secret: str | None = Field(default=None, description="Secrets Manager secret (name or ARN) holding "
                                          "a Hugging Face token for gated models, read by the instance at run time; "
                                          "named under spotshift/ (e.g. spotshift/hf-token): the IAM policies allow "
@@ -47,6 +58,13 @@ class Settings(BaseSettings):
     root_volume_max_gib: int = Field(default=2048, ge=16, le=16_384, description="largest root EBS volume (gp3, "
                                      "GiB) a launch may ask for: the image plus, on a type whose instance store "
                                      "cannot hold the job's model, checkpoint and output, those too")
+    data_prefixes: list[str] = Field(default_factory=list, description="the user's own S3 data jobs may read, "
+                                     "s3://bucket/prefix each (JSON list in SPOTSHIFT_DATA_PREFIXES): `spotshift aws "
+                                     "setup --data` grants both roles read there and prints this list; a job on EC2 "
+                                     "whose model or dataset lies outside these and the bucket's jobs/ is refused")
+    max_input_upload_bytes: int = Field(default=20 * 1024**3, ge=0, description="a local model or dataset of an "
+                                        "EC2 job is uploaded at submit up to this size (default 20 GiB); a larger "
+                                        "one is refused: copy it to a granted S3 prefix and submit the s3:// URI")
     checkpoint_expire_days: int = Field(default=30, ge=1, description="lifecycle: checkpoints of a job expire "
                                         "this many days after they were written")
     pricing_region: str = Field(default="us-east-1", description="endpoint region of the AWS Pricing API")
@@ -73,12 +91,65 @@ class Settings(BaseSettings):
     prefect_ui_url: str = Field(default="http://127.0.0.1:4200", description="the Prefect UI the job page and "
                                 "GET /jobs/{id} link flow runs to")
 
+    @field_validator("vpc_id", mode="before")
+    @classmethod
+    def _vpc_id(cls, v: object) -> object:
+        return v.strip() or None if isinstance(v, str) else v
+
+    @field_validator("subnet_ids", mode="before")
+    @classmethod
+    def _subnet_ids(cls, v: object) -> object:  # "subnet-a,subnet-b" as well as a JSON list
+        return [p.strip() for p in v.split(",") if p.strip()] if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _network(self) -> Settings:
+        """VPC and subnet ids keyed by a region of SPOTSHIFT_REGIONS (a plain value only for one region)."""
+        for name, value, pattern in (("SPOTSHIFT_VPC_ID", self.vpc_id, VPC_ID), ("SPOTSHIFT_SUBNET_IDS",
+                                                                                self.subnet_ids, SUBNET_ID)):
+            if not value:
+                continue
+            by_region = _by_region(name, value, self.regions)
+            for region, ids in by_region.items():
+                if region not in self.regions:
+                    raise ValueError(f"{name} names region {region!r}, which is not in SPOTSHIFT_REGIONS "
+                                     f"({', '.join(self.regions)}): add it there or remove it from {name}")
+                if not ids:
+                    raise ValueError(f"{name} names no id for {region}: remove {region} from it to use the default VPC")
+                for one in ([ids] if isinstance(ids, str) else ids):
+                    if not pattern.fullmatch(one):
+                        raise ValueError(f"{name}: {one!r} (for {region}) is not an id like {EXAMPLE_IDS[name]}")
+        return self
+
+    def network_of(self, region: str) -> tuple[str | None, tuple[str, ...]]:
+        """(VPC id, subnet ids) named for `region` (None, () = its default VPC)."""
+        vpc = _by_region("SPOTSHIFT_VPC_ID", self.vpc_id, self.regions).get(region) if self.vpc_id else None
+        subnets = _by_region("SPOTSHIFT_SUBNET_IDS", self.subnet_ids, self.regions).get(region) if self.subnet_ids \
+            else None
+        return vpc, tuple(dict.fromkeys(subnets or ()))
+
     @property
     def store_dir(self) -> Path:
         return self.home / "store"
 
     def image_override(self, region: str) -> str | None:
         return self.image_ids.get(region)
+
+
+VPC_ID = re.compile(r"^vpc-[0-9a-f]{8,17}$")
+SUBNET_ID = re.compile(r"^subnet-[0-9a-f]{8,17}$")
+EXAMPLE_IDS = {"SPOTSHIFT_VPC_ID": "vpc-0123456789abcdef0", "SPOTSHIFT_SUBNET_IDS": "subnet-0123456789abcdef0"}
+
+
+def _by_region(name: str, value: str | list[str] | dict, regions: list[str]) -> dict:
+    """A network setting keyed by region; a plain value (not keyed) belongs to the one region."""
+    if isinstance(value, dict):
+        return value
+    if len(regions) != 1:
+        example = f'"{value}"' if isinstance(value, str) else "[" + ", ".join(f'"{v}"' for v in value) + "]"
+        raise ValueError(f"{name} is {value!r}, not keyed by region, but SPOTSHIFT_REGIONS names {len(regions)} "
+                         f"regions ({', '.join(regions)}): VPCs and subnets belong to one region; write "
+                         f"{name}='{{\"{regions[0] if regions else 'us-east-1'}\": {example}}}'")
+    return {regions[0]: value}
 
 
 def default_bucket_name(account_id: str, region: str) -> str:

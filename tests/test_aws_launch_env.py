@@ -15,7 +15,7 @@ from spotshift.aws.errors import CapacityUnavailable, ImageUnavailable
 from spotshift.aws.ec2_backend import Ec2Backend
 from spotshift.aws.images import RegionImage, resolve_image
 from spotshift.aws.launch_env import LaunchEnvironment, TrainerBoot
-from spotshift.aws.network import LaunchNetwork
+from spotshift.aws.network import LaunchNetwork, SubnetUnusable
 from spotshift.aws.setup import ensure_security_group
 from spotshift.catalog import INSTANCE_TYPES
 from spotshift.models import Market, Offer
@@ -59,8 +59,10 @@ def test_a_family_the_image_cannot_boot_blocks_the_offer(env):
 
 
 def test_a_zone_without_a_subnet_blocks_its_offers(env, moto_endpoint):
-    with pytest.raises(CapacityUnavailable, match="no usable subnet in us-west-2z"):
+    """SubnetUnusable: a CapacityUnavailable that blocks the offer, not recorded as the zone's capacity lost."""
+    with pytest.raises(SubnetUnusable, match="no subnet in us-west-2z: the default VPC has none there") as info:
         env.complete(request("g5.xlarge", "us-west-2z"))
+    assert isinstance(info.value, CapacityUnavailable) and type(info.value) is not CapacityUnavailable
 
 
 def test_torchrun_starts_only_the_processes_the_global_batch_keeps_busy(env):

@@ -1,7 +1,8 @@
 """`spotshift aws check`: read-only proof that the account can run a job, one row per check:
-identity, bucket, profile, and per region the image, subnets, security group, G/P quotas and a
-RunInstances DryRun of the real launch plan. A zero quota skips only the offers under it; the
-check fails on quotas only when no GPU family can launch in any region."""
+identity, bucket, profile, and per region the image, subnets, security group, what each subnet
+reaches (S3 and the package index), G/P quotas and a RunInstances DryRun of the real launch plan.
+A zero quota skips only the offers under it; the check fails on quotas only when no GPU family can
+launch in any region."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from spotshift.aws.calls import call_aws
 from spotshift.aws.ec2 import LaunchRequest, plan_run_instances
 from spotshift.aws.errors import PermissionDenied, QuotaExceeded, SpotshiftAwsError, map_client_error
 from spotshift.aws.images import RegionImage, resolve_image
-from spotshift.aws.network import find_security_group, zone_subnets
+from spotshift.aws.network import NetworkChoice, SubnetUnusable, find_security_group, region_subnets, subnets_reach
 from spotshift.aws.quotas import QuotaReading, gpu_quotas, increase_hint, quota_for, read_quota
 from spotshift.aws.setup import SetupError, check_bucket
 from spotshift.catalog import INSTANCE_TYPES
@@ -28,7 +29,8 @@ Clients = Callable[[str, str], Any]  # (service, region) -> boto3 client
 @dataclass(frozen=True)
 class CheckRow:
     """One check's outcome; `fix` says what to do when it failed. A quota row carries its reading:
-    it is ok when offers under the quota may launch (more than 0 vCPUs, or unknown)."""
+    it is ok when offers under the quota may launch (more than 0 vCPUs, or unknown). A subnet row
+    carries its zone (a failed one blocks the offers there); `unverified`: ok, but not proven."""
 
     region: str
     check: str
@@ -36,11 +38,14 @@ class CheckRow:
     detail: str
     fix: str = ""
     quota: QuotaReading | None = None
+    zone: str = ""
+    unverified: bool = False
 
     @property
     def result(self) -> str:
-        """OK or FAIL; a quota row says ZERO (its offers are skipped) or UNKNOWN (they launch)."""
-        if self.quota is not None and not self.quota.known:
+        """OK or FAIL; a quota row says ZERO (its offers are skipped) or UNKNOWN (they launch); a
+        subnet whose default route spotshift cannot follow says UNKNOWN (it is tried)."""
+        if (self.quota is not None and not self.quota.known) or self.unverified:
             return "UNKNOWN"
         if self.quota is not None and not self.ok:
             return "ZERO"
@@ -61,12 +66,18 @@ class CheckConfig:
     image_parameter: str = ""
     image_name_pattern: str = ""
     image_owners: tuple[str, ...] = ("amazon",)
+    networks: tuple[tuple[str, NetworkChoice], ...] = ()  # region -> its VPC/subnet settings (none: default VPC)
+
+    def network(self, region: str) -> NetworkChoice:
+        return dict(self.networks).get(region, NetworkChoice())
 
     @classmethod
     def from_settings(cls, settings: Any, *, bucket: str | None = None, regions: list[str] | None = None) -> CheckConfig:
+        regions = list(regions or settings.regions)
         return cls(bucket=bucket or settings.bucket, bucket_region=settings.aws_region,
                    profile=settings.instance_profile, security_group=settings.security_group,
-                   regions=tuple(regions or settings.regions), private_subnets=settings.private_subnets,
+                   networks=tuple((r, NetworkChoice.of(settings, r)) for r in regions),
+                   regions=tuple(regions), private_subnets=settings.private_subnets,
                    image_overrides=tuple(settings.image_ids.items()), image_parameter=settings.image_ssm_parameter,
                    image_name_pattern=settings.image_name_pattern, image_owners=tuple(settings.image_owners))
 
@@ -116,7 +127,8 @@ def _profile(iam: Any, name: str) -> str:
 
 
 def check_region(clients: Clients, config: CheckConfig, region: str) -> list[CheckRow]:
-    """The rows of one region; the DryRun uses the image, subnet and group found before it."""
+    """The rows of one region; the DryRun uses the image, a subnet that reaches S3 and the package
+    index, and the group found before it."""
     ec2 = clients("ec2", region)
     found: dict[str, Any] = {}
     overrides = dict(config.image_overrides)
@@ -129,31 +141,48 @@ def check_region(clients: Clients, config: CheckConfig, region: str) -> list[Che
         return f"{img.image_id} ({img.name or 'unnamed'}, {img.architecture}) from {img.source}"
 
     def group() -> str:
-        sg = find_security_group(ec2, config.security_group, region=region)
+        vpc = found["subnets"].vpc_id if "subnets" in found else None  # else by name alone: still says if it exists
+        sg = find_security_group(ec2, config.security_group, region=region, vpc_id=vpc)
         if sg is None:
-            raise CheckFailed(f"no security group {config.security_group!r}")
+            raise CheckFailed(f"no security group {config.security_group!r}" + (f" in {vpc}" if vpc else ""))
         if not sg.get("IpPermissionsEgress"):
             raise CheckFailed(f"{sg['GroupId']} allows no outbound traffic (S3 and the Hub are unreachable)")
         found["group"] = sg
         return f"{sg['GroupId']} in {sg['VpcId']}: egress open, {len(sg.get('IpPermissions', []))} inbound rule(s)"
 
     def subnets() -> str:
-        if "group" not in found:
-            raise CheckFailed("needs the security group's VPC", fix="fix the security group row above")
-        chosen = zone_subnets(ec2, region=region, vpc_id=found["group"]["VpcId"], private=config.private_subnets)
-        if not chosen:
-            raise CheckFailed(f"no usable subnet in {found['group']['VpcId']}")
+        chosen = region_subnets(ec2, region=region, choice=config.network(region), private=config.private_subnets)
+        if not chosen.subnets:
+            raise CheckFailed(f"no usable subnet in {chosen.vpc_id} ({chosen.source}): none is available with free "
+                              "addresses" + ("" if config.private_subnets else " and public IPs on launch"))
         found["subnets"] = chosen
-        return ", ".join(f"{z}: {s}" for z, s in sorted(chosen.items()))
+        return chosen.describe()
 
     rows = [_row(region, "image", image, "set SPOTSHIFT_IMAGE_IDS for this region or check the SSM parameter"),
-            _row(region, "security group", group, f"run `spotshift aws setup --regions {region}`"),
-            _row(region, "subnets", subnets, "use a VPC with a subnet per zone (public, or private with a NAT and "
-                 "SPOTSHIFT_PRIVATE_SUBNETS=true)")]
+            _row(region, "subnets", subnets, "name subnets with SPOTSHIFT_SUBNET_IDS (public, or private with a NAT "
+                 "gateway and SPOTSHIFT_PRIVATE_SUBNETS=true)"),
+            _row(region, "security group", group, f"run `spotshift aws setup --regions {region}`")]
+    rows += subnet_rows(ec2, region, found, config)
     rows += quota_rows(clients("service-quotas", region), region)
     rows.append(_row(region, "run-instances dry run", lambda: dry_run(ec2, region, found, config),
                      "attach the policy `spotshift aws setup` prints to this user"))
     return rows
+
+
+def subnet_rows(ec2: Any, region: str, found: dict[str, Any], config: CheckConfig) -> list[CheckRow]:
+    """One row per subnet launches use: does an instance there reach S3 and the package index
+    (spotshift.aws.routes)? The reachable ones go into found["reachable"] for the DryRun."""
+    if "subnets" not in found:
+        return []
+    try:
+        reach = subnets_reach(ec2, found["subnets"], public_ip=not config.private_subnets)
+    except SpotshiftAwsError as exc:
+        return [CheckRow(region, "subnet routes", False, str(exc), "allow ec2:DescribeRouteTables, "
+                         "ec2:DescribeNatGateways and ec2:DescribeVpcEndpoints (the policy `spotshift aws policy` "
+                         "prints)")]
+    found["reachable"] = [r for r in reach if r.ok]
+    return [CheckRow(region, f"subnet {r.subnet_id}", r.ok, r.detail, r.fix, zone=r.zone, unverified=r.unverified)
+            for r in reach]
 
 
 def quota_rows(service_quotas: Any, region: str) -> list[CheckRow]:
@@ -189,7 +218,9 @@ def dry_run(ec2: Any, region: str, found: dict[str, Any], config: CheckConfig) -
     missing = [k for k in ("image", "group", "subnets") if k not in found]
     if missing:
         raise CheckFailed(f"needs the {', '.join(missing)} checks to pass first", fix="fix the failed rows above")
-    zone, subnet = sorted(found["subnets"].items())[0]
+    if not found.get("reachable"):
+        raise CheckFailed("needs a subnet that reaches S3 and the package index", fix="fix the subnet rows above")
+    zone, subnet = found["reachable"][0].zone, found["reachable"][0].subnet_id
     request = probe_request(region, zone, found["image"], subnet, found["group"]["GroupId"], config)
     try:
         ec2.run_instances(**plan_run_instances(request), DryRun=True)
@@ -213,14 +244,25 @@ def quota_row_name(group: str, market: Market) -> str:
 
 def launch_verdict(offer: Offer, rows: list[CheckRow]) -> None:
     """Raise when the region's rows say this offer cannot launch: RegionNotReady naming each failed
-    row and its fix (image, network, rights), QuotaExceeded when the quota the offer counts against
-    is known to be zero (the flow blocks the offers under that quota and goes on). An unknown quota
-    does not stop the launch; other quotas do not matter."""
+    row and its fix (image, network, rights; every subnet failing), SubnetUnusable when the subnet
+    of the offer's zone cannot reach S3 and the package index, QuotaExceeded when the quota the
+    offer counts against is known to be zero (the flow blocks the offers of that zone, or under that
+    quota, and goes on). An unknown quota does not stop the launch; other quotas do not matter."""
     quota = quota_for(offer.instance_type, offer.market)
-    failed = [r for r in rows if not r.ok and r.quota is None]
+    zones: dict[str, CheckRow] = {}
+    for r in rows:
+        if r.zone:
+            zones.setdefault(r.zone, r)  # the first subnet of a zone is the one launches there use
+    failed = [r for r in rows if not r.ok and r.quota is None and not r.zone]
+    if zones and not any(r.ok for r in zones.values()):  # no subnet reaches the internet: the region is out
+        failed = list(zones.values()) + failed
     if failed:
         raise RegionNotReady("; ".join(f"{r.check}: {r.detail} (fix: {r.fix})" for r in failed),
                              code="RegionNotReady", operation="spotshift aws check", region=offer.region)
+    subnet = zones.get(offer.zone)
+    if subnet is not None and not subnet.ok:
+        raise SubnetUnusable(f"{subnet.check}: {subnet.detail} (fix: {subnet.fix})", code="SubnetUnreachable",
+                             operation="spotshift aws check", region=offer.region)
     zero = [r for r in rows if r.quota is not None and r.quota.quota == quota and not r.quota.usable]
     if zero:
         raise QuotaExceeded(f"{zero[0].detail}; {zero[0].fix}", quota_code=quota.code, quota_name=quota.name,

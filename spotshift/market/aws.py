@@ -38,7 +38,8 @@ class AwsMarket:
     """MarketSource over EC2 (+ Pricing API + Spot Advisor). A region that fails is reported in
     snapshot.failed_regions; the others still answer. At most `max_workers` AWS calls run at once
     (1 = one call at a time). `supports(region, instance_type)` leaves out types the region's
-    image cannot boot (an image that does not resolve fails the region)."""
+    image cannot boot (an image that does not resolve fails the region); `launch_zones(region)`
+    leaves out zones without a subnet for launches (settings that do not fit fail the region)."""
 
     def __init__(
         self,
@@ -50,6 +51,7 @@ class AwsMarket:
         placement_scores: bool = True,
         cache_token: str = "aws",
         supports: Callable[[str, str], bool] | None = None,
+        launch_zones: Callable[[str], set[str]] | None = None,
     ) -> None:
         self.client_for = client_for
         self.on_demand = on_demand or OnDemandPrices(None)
@@ -58,6 +60,8 @@ class AwsMarket:
         self.placement_scores = placement_scores
         self._cache_token = cache_token
         self.supports = supports
+        self.launch_zones = launch_zones
+        self._zones_left_out: dict[str, frozenset[str]] = {}  # region -> zones said to have no subnet (logged once)
         self._specs: dict[str, dict] = {}  # instance type -> its describe_instance_types row (the same in every region)
         self._specs_lock = threading.Lock()
         self._no_scores: dict[str, str] = {}  # region -> why placement scores are unknown there (asked once)
@@ -87,7 +91,7 @@ class AwsMarket:
                     continue
                 try:
                     prices = spot_prices[region].result() if spot else {}
-                    region_zones = self._bootable(region, zones[region])
+                    region_zones = self._launchable(region, self._bootable(region, zones[region]))
                 except AWS_ERRORS as exc:
                     self._fail(failed, region, exc)
                     continue
@@ -101,6 +105,18 @@ class AwsMarket:
         if self.supports is None:
             return zones_of
         return {name: z for name, z in zones_of.items() if self.supports(region, name)}
+
+    def _launchable(self, region: str, zones_of: ZonesOf) -> ZonesOf:
+        """Only the zones where launches have a subnet (all of them without `launch_zones`)."""
+        if self.launch_zones is None:
+            return zones_of
+        usable = self.launch_zones(region)
+        left_out = frozenset(z for zs in zones_of.values() for z in zs) - usable
+        if left_out and self._zones_left_out.get(region) != left_out:
+            self._zones_left_out[region] = left_out
+            log.info("%s: no offers in %s: no subnet for launches there (SPOTSHIFT_SUBNET_IDS, SPOTSHIFT_VPC_ID or "
+                     "the default VPC)", region, ", ".join(sorted(left_out)))
+        return {name: z & usable for name, z in zones_of.items() if z & usable}
 
     def _clients(self, regions: tuple[str, ...], failed: dict[str, str]) -> dict[str, Any]:
         clients = {}

@@ -3,10 +3,12 @@ close it with its billed seconds and end reason."""
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import MissingContextError
 
 from spotshift.billing import billed_seconds
 from spotshift.models import EndReason, Job, Plan, Workload
@@ -63,6 +65,14 @@ def close_workload(ledger, workload: Workload, reason: EndReason, now: datetime)
     closed = workload.model_copy(update={"ended_at": now, "end_reason": reason,
                                          "billed_seconds": billed_seconds(workload.started_at, now)})
     ledger.upsert_workload(closed)
-    get_run_logger().info("Workload %s closed (%s): %.0f s at $%.3f/h = $%.4f", closed.id, reason,
-                          closed.billed_seconds, closed.usd_per_hour, closed.cost_usd)
+    _logger().info("Workload %s closed (%s): %.0f s at $%.3f/h = $%.4f", closed.id, reason,
+                   closed.billed_seconds, closed.usd_per_hour, closed.cost_usd)
     return closed
+
+
+def _logger():
+    """The run's logger; the module's when called as .fn outside a flow (a CLI's cleanup after Ctrl-C)."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)

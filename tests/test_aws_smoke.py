@@ -114,7 +114,14 @@ def test_a_cap_below_the_estimate_is_refused_and_nothing_is_launched(account, mo
     assert alive(moto_endpoint) == before
 
 
-def test_bad_input_is_refused_naming_the_field():
+def test_bad_input_is_refused_naming_the_field(capsys):
+    from deployments.cli import _parser
+
+    args = _parser().parse_args(["aws", "smoke", "--region", REGION])
+    assert (args.region, args.max_usd, args.yes) == (REGION, 0.25, False)
+    with pytest.raises(SystemExit) as exit_:
+        _parser().parse_args(["aws", "smoke", "--region", "mars-1"])
+    assert exit_.value.code == 2 and "argument --region: invalid choice: 'mars-1'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="region 'mars-1' is not allowed. Choose between .*us-east-1"):
         SmokeOptions(region="mars-1")
     with pytest.raises(ValueError, match="max_usd"):

@@ -21,8 +21,9 @@ boto3's transfer threads and the trainer's uploader count as their caller):
 
 Each distinct call of a test (principal, service, operation, region, the parameters that name what
 it touches) is appended once, as a JSON line, to <log dir>/<pid>.jsonl, with the data prefixes of
-the spotshift Settings found on the stack (what the test granted: the check prints the policies
-with them, for the trainer's calls of the same test too); the controller's
+the spotshift Settings found on the stack (what the test granted; a test without Settings declares
+them with the aws_data_grant fixture): the check prints the policies with them, for the trainer's
+calls of the same test too; the controller's
 pytest_sessionfinish checks them all (tests/aws_call_check.py) and fails the session if a call is
 not allowed by its printed policy.
 """
@@ -222,6 +223,24 @@ def load_records(directory: str | Path) -> list[dict[str, Any]]:
 
 
 # ---- the pytest plugin (tests/conftest.py: pytest_plugins) ----
+
+GRANT = "grant"  # a record that is not a call: the data prefixes a test's deployment grants
+
+if "pytest" in sys.modules:  # the plugin (a subprocess's sitecustomize loads this module without pytest)
+    import pytest
+
+    @pytest.fixture
+    def aws_data_grant(request):
+        """aws_data_grant(*prefixes): the data prefixes this test's deployment grants (what
+        `spotshift aws setup --data` would), for a test that drives project code without a spotshift
+        Settings; the check prints the runtime and trainer policies of the test's calls with them."""
+        def grant(*prefixes: str) -> None:
+            recorder = sys.modules["botocore.handlers"]._spotshift_aws_call_recorder
+            with recorder.lock:
+                recorder._write({"principal": GRANT, "service": "-", "operation": "-", "region": "", "params": {},
+                                 "test": request.node.nodeid, "data_prefixes": list(prefixes)})
+        return grant
+
 
 def pytest_configure(config) -> None:
     if not os.environ.get(ENV):  # the controller (or a run without xdist): one directory for every process

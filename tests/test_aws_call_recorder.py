@@ -178,6 +178,15 @@ def test_the_session_plugin_records_this_process_calls(moto_endpoint, bucket):
     assert mine[0]["test"].endswith("test_the_session_plugin_records_this_process_calls")
 
 
+def test_a_test_without_settings_declares_its_data_grant(aws_data_grant, request):
+    aws_data_grant("s3://user-data/models/")
+    grants = [r for r in load_records(os.environ[ENV])
+              if r["principal"] == "grant" and r["test"] == request.node.nodeid]
+    assert [g["data_prefixes"] for g in grants] == [["s3://user-data/models/"]]
+    read = record("runtime", "s3.GetObject", test=request.node.nodeid, Bucket="user-data", Key="models/m/config.json")
+    assert check_records([read]) != [] and check_records([*grants, read]) == []
+
+
 def frames(*paths: str) -> list[tuple[str, str, int]]:
     return [(p.split(":")[0], p.split(":")[1] if ":" in p else "f", 1) for p in paths]
 

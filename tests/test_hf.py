@@ -211,7 +211,8 @@ def test_meta_device_count_matches_the_built_model(tiny_model):
         ("c_proj", 32, 32), ("c_proj", 128, 32)]
 
 
-def test_config_on_s3_is_read_without_weights(s3, bucket, tmp_path):
+def test_config_on_s3_is_read_without_weights(s3, bucket, tmp_path, aws_data_grant):
+    aws_data_grant(f"s3://{bucket}/models/")  # the user's models, granted as `spotshift aws setup --data` would
     s3.put_object(Bucket=bucket, Key="models/llama/config.json", Body=json.dumps(LLAMA3_8B_CONFIG).encode())
     assert model_size(f"s3://{bucket}/models/llama", s3_client=s3).params == 8_030_261_248
     with pytest.raises(ModelMetadataUnavailable, match="no config.json"):

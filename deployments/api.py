@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from flows.runtime import TRAIN_JOB_DEPLOYMENT
 from spotshift.models import Job, JobCreate, JobStatus, JobUpdate
@@ -35,12 +35,27 @@ def _stores(runtime):
 
 
 def submit(request: JobCreate, *, run: RunMode = "deployment", runtime: Any = None,
-           deployment: str = TRAIN_JOB_DEPLOYMENT) -> str:
+           deployment: str = TRAIN_JOB_DEPLOYMENT, on_upload: Callable[[Any], None] | None = None) -> str:
     """Store the job (idempotent on request.idempotency_key) and start its train-job flow run:
     through the deployment (a worker or `spotshift serve` runs it), inline in this process, or
-    not at all ("none"). Submitting the same key again returns the same job and starts nothing."""
+    not at all ("none"). Submitting the same key again returns the same job and starts nothing.
+
+    With the EC2 backend the inputs are judged first (deployments.submit_inputs): an S3 input
+    outside the bucket's jobs/ and every granted data prefix raises InputsRefused naming the field
+    and stores nothing; a local model or dataset is uploaded under the job's prefix (each upload
+    is logged, stored as a job event and passed to `on_upload`) and the job points there."""
+    from deployments.submit_inputs import ProjectBucket, admit
+
     rt = _runtime(runtime) if run == "inline" else _stores(runtime)  # a deployment's run builds its own
-    job = rt.jobs.create(request, now=rt.clock())
+    job = rt.jobs.find_by_idempotency_key(request.idempotency_key)  # submitted before: nothing judged again
+    if job is None:
+        admitted = admit(request, rt.settings, ProjectBucket(rt), on_upload=on_upload)
+        job = rt.jobs.create(admitted.request, now=rt.clock(), job_id=admitted.job_id)
+        if admitted.job_id is not None and job.id != admitted.job_id:
+            admitted.abandon()  # the same key was stored meanwhile: that job keeps its own inputs
+        else:
+            for event in admitted.events(rt.clock()):
+                rt.jobs.append_event(job.id, event)
     if job.status is not JobStatus.PENDING or job.flow_run_id:
         return job.id  # already submitted: one job, one flow run
     if run == "deployment":

@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "submit":
-            print(api.submit(_job_create(args), run=args.run))
+            print(api.submit(_job_create(args), run=args.run,  # an EC2 job's local inputs are uploaded first
+                             on_upload=lambda upload: print(upload.describe(), file=sys.stderr)))
         elif args.command == "status":
             print(json.dumps(api.status(args.job_id), indent=2))
         elif args.command == "jobs":

@@ -184,12 +184,13 @@ def model_config(ref: str, *, hf_api: HubApi | None = None, s3_client=None,
     if kind == "s3":
         if s3_client is None:
             raise ValueError(f"model {ref!r} is on S3: pass s3_client (e.g. AwsCredentials.get_s3_client())")
-        bucket, _, prefix = ref.removeprefix("s3://").partition("/")
-        key = (prefix.rstrip("/") + "/" if prefix else "") + "config.json"
-        try:
-            return json.loads(s3_client.get_object(Bucket=bucket, Key=key)["Body"].read())
-        except s3_client.exceptions.NoSuchKey:
-            raise ModelMetadataUnavailable(f"model {ref!r}: no config.json under the prefix") from None
+        from spotshift.aws.job_inputs import read_input_object  # typed errors naming the key, never retried
+
+        folder = ref.rstrip("/") + "/"
+        data = read_input_object(s3_client, folder + "config.json", field="model", grant=folder)
+        if data is None:
+            raise ModelMetadataUnavailable(f"model {ref!r}: no config.json under the prefix ({folder}config.json)")
+        return json.loads(data)
     if hf_api is None:
         from huggingface_hub import HfApi
 

@@ -54,6 +54,20 @@ def test_submit_from_a_file_with_flag_overrides(home, tmp_path, capsys):
     assert api.get_job(job_id).request.max_steps == 20
 
 
+def test_submit_of_an_ec2_job_reading_outside_the_granted_prefixes_names_the_field_and_the_command(
+        home, capsys, monkeypatch):
+    monkeypatch.setenv("SPOTSHIFT_COMPUTE_BACKEND", "ec2")
+    monkeypatch.setenv("SPOTSHIFT_BUCKET", "my-spotshift")
+    monkeypatch.setenv("SPOTSHIFT_DATA_PREFIXES", '["s3://my-bucket/models/"]')
+    code = main(["submit", "--model", "s3://my-bucket/models/base/", "--dataset", "s3://my-bucket/data/corpus.jsonl",
+                 "--max-steps", "10", "--budget-usd", "5", "--deadline-hours", "2", "--run", "none"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "dataset 's3://my-bucket/data/corpus.jsonl'" in err and "model 's3://" not in err  # the model is granted
+    assert "spotshift aws setup --data s3://my-bucket/data/" in err
+    assert main(["jobs"]) == 0 and capsys.readouterr().out == ""
+
+
 def test_approve_without_a_flow_run_says_why(home, capsys):
     assert main(["submit", "--model", "gpt2", "--dataset", "s3://bucket/d.txt", "--max-steps", "5",
                  "--budget-usd", "1", "--deadline-hours", "1", "--run", "none"]) == 0

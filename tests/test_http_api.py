@@ -32,9 +32,9 @@ def job_body(**overrides) -> dict:
 class Api:
     """A client of the app over fresh stores, with a valid token."""
 
-    def __init__(self, tmp_path, s3, bucket):
+    def __init__(self, tmp_path, s3, bucket, **settings):
         self.settings = Settings(home=tmp_path, bucket=bucket, api_max_body_bytes=2048,
-                                 api_cors_origins=["https://app.example.com"])
+                                 api_cors_origins=["https://app.example.com"], **settings)
         self.rt = Runtime(settings=self.settings, jobs=open_job_store(self.settings),
                           ledger=open_ledger(self.settings), s3=s3, market=None, backend=None)
         self.tokens = open_token_store(self.settings)
@@ -117,6 +117,34 @@ def test_bad_input_is_a_422_naming_the_field_and_stores_nothing(api):
     too_big = job_body(name="x" * 3000)
     assert api.call("POST", "/jobs", json=too_big).status_code == 413
     assert api.stored() == before
+
+
+def test_an_ec2_job_reading_outside_every_granted_prefix_is_a_422_naming_the_field_and_stores_nothing(
+        tmp_path, s3, bucket):
+    api = Api(tmp_path, s3, bucket, compute_backend="ec2", data_prefixes=["s3://inputs/"])
+    before = api.stored()
+    answer = api.call("POST", "/jobs", json=job_body(model="s3://elsewhere/models/base"))
+    assert answer.status_code == 422
+    [problem] = answer.json()["detail"]
+    assert problem["loc"] == ["body", "model"] and problem["input"] == "s3://elsewhere/models/base"
+    assert "`spotshift aws setup --data s3://elsewhere/models/base/`" in problem["msg"]
+    assert f"s3://{bucket}/jobs/, s3://inputs/" in problem["msg"]  # what may be read
+    assert api.stored() == before and "Contents" not in s3.list_objects_v2(Bucket=bucket)
+
+
+def test_an_ec2_job_with_a_local_model_answers_where_it_was_uploaded(tmp_path, s3, bucket, tiny_lm):
+    api = Api(tmp_path, s3, bucket, compute_backend="ec2", data_prefixes=["s3://inputs/"])
+    model_dir, _ = tiny_lm
+    answer = api.call("POST", "/jobs", json=job_body(model=str(model_dir)))
+    assert answer.status_code == 201, answer.text
+    job_id = answer.json()["id"]
+    [upload] = answer.json()["uploaded_inputs"]
+    files = {p.relative_to(model_dir).as_posix(): p.stat().st_size for p in model_dir.rglob("*") if p.is_file()}
+    assert upload["uri"] == f"s3://{bucket}/jobs/{job_id}/inputs/model/" == api.rt.jobs.get(job_id).request.model
+    assert (upload["field"], upload["source"], upload["bytes"], upload["files"]) == (
+        "model", str(model_dir), sum(files.values()), len(files))
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=f"jobs/{job_id}/inputs/model/")["Contents"]
+    assert {o["Key"].rsplit("/model/", 1)[1]: o["Size"] for o in listed} == files
 
 
 def test_unknown_jobs_are_404_and_a_wrong_state_is_a_409_with_the_current_one(api):

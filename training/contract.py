@@ -24,6 +24,7 @@ FINAL = "final/"
 FINAL_MERGED = "final/merged/"  # lora/qlora with merge_adapter: the merged model, save_pretrained layout
 METRICS = "metrics.jsonl"
 LOGS = "logs/"
+INPUTS = "inputs/"  # a local model or dataset of an EC2 job, uploaded at submit: inputs/<field>/
 JOBS_PREFIX = "jobs/"
 _STEP_DIR = re.compile(r"^checkpoints/step-(\d+)/")
 
@@ -71,6 +72,11 @@ class JobPaths:
     @property
     def final_uri(self) -> str:
         return self.uri(FINAL)
+
+    def input_prefix(self, field: str) -> str:
+        """jobs/<job_id>/inputs/<field>/: where submit uploads a local `model` or `dataset` of an
+        EC2 job (the instance cannot read the submitter's disk)."""
+        return self.key(f"{INPUTS}{field}/")
 
     def log_key(self, instance_id: str) -> str:
         """jobs/<job_id>/logs/<instance_id>.log: the bootstrap and trainer log of one instance."""

@@ -21,8 +21,9 @@ from deployments.http.auth import login, login_form, require_token
 from deployments.http.limits import BodySizeLimit
 from deployments.http.reads import StoreReads
 from deployments.http.schemas import (IDEMPOTENCY_KEY, Answer, AnswerOut, CancelOut, JobBrief, JobDetail, JobPage,
-                                      Metrics, Problem)
+                                      Metrics, Problem, SubmitOut)
 from spotshift.job_actions import WrongJobState, check_answerable
+from spotshift.job_inputs import InputsRefused
 from spotshift.models import JobCreate, JobStatus
 from spotshift.stores import InvalidTransition, JobIdConflict, JobNotFound
 
@@ -69,7 +70,7 @@ def create_app(runtime: Any, tokens: Any, *, reads: StoreReads | None = None, fl
     app.get("/login", response_class=HTMLResponse, tags=["pages"], responses={})(login_form)
     app.post("/login", response_class=HTMLResponse, response_model=None, tags=["pages"], responses={})(login)
     authed = [Depends(require_token)]
-    app.post("/jobs", status_code=201, response_model=JobBrief, dependencies=authed, tags=["jobs"],
+    app.post("/jobs", status_code=201, response_model=SubmitOut, dependencies=authed, tags=["jobs"],
              responses=STATE_ERROR)(submit_job)
     app.get("/jobs", response_model=JobPage, dependencies=authed, tags=["jobs"])(list_jobs)
     app.get("/jobs/{job_id}", response_model=JobDetail, dependencies=authed, tags=["jobs"])(get_job)
@@ -97,12 +98,14 @@ async def health() -> dict:
 
 def submit_job(body: JobCreate, ctx: Ctx, idempotency_key: Annotated[str | None, Header(
         alias="Idempotency-Key", min_length=1, max_length=128, pattern=IDEMPOTENCY_KEY,
-        description="the same key again returns the same job and starts nothing")] = None) -> JobBrief:
-    """Store a job and start its train-job flow run (idempotent on the Idempotency-Key header)."""
+        description="the same key again returns the same job and starts nothing")] = None) -> SubmitOut:
+    """Store a job and start its train-job flow run (idempotent on the Idempotency-Key header). On
+    EC2, an S3 input no role may read is a 422 naming the field; a local model or dataset is
+    uploaded under the job's prefix first (`uploaded_inputs`: where to, size, seconds)."""
     if idempotency_key is not None:
         body = JobCreate.model_validate({**body.model_dump(), "idempotency_key": idempotency_key})
     job_id = api.submit(body, run=ctx.submit_run, runtime=ctx.runtime)
-    return JobBrief.of(ctx.runtime.jobs.get(job_id))
+    return SubmitOut.of(ctx.runtime.jobs.get(job_id))
 
 
 async def list_jobs(ctx: Ctx, status: JobStatus | None = None, offset: Annotated[int, Query(ge=0)] = 0,
@@ -173,6 +176,9 @@ def _add_error_handlers(app: FastAPI) -> None:
     app.exception_handler(JobIdConflict)(lambda request, exc: _problem(409, str(exc)))
     app.exception_handler(ValidationError)(lambda request, exc: JSONResponse(
         {"detail": exc.errors(include_url=False, include_context=False)}, status_code=422))
+    app.exception_handler(InputsRefused)(lambda request, exc: JSONResponse({"detail": [
+        {"loc": ["body", r.field], "msg": r.reason, "type": "input_refused", "input": r.value}
+        for r in exc.refusals]}, status_code=422))
     app.exception_handler(StarletteHTTPException)(_http_error)
 
 

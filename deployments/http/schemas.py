@@ -30,6 +30,27 @@ class JobBrief(BaseModel):
                    updated_at=job.updated_at, flow_run_id=job.flow_run_id)
 
 
+class UploadedInput(BaseModel):
+    field: str = Field(description="model or dataset")
+    source: str = Field(description="the local path submitted")
+    uri: str = Field(description="where it was uploaded; the job's spec names this")
+    bytes: int
+    files: int
+    seconds: float = Field(description="how long the upload took")
+
+
+class SubmitOut(JobBrief):
+    uploaded_inputs: list[UploadedInput] = Field(default_factory=list, description="EC2 jobs: the local model or "
+                                                 "dataset submit uploaded under jobs/<id>/inputs/")
+
+    @classmethod
+    def of(cls, job: Job) -> SubmitOut:
+        from deployments.submit_inputs import UPLOAD_EVENT
+
+        uploads = [UploadedInput(**e.data) for e in job.events if e.kind == UPLOAD_EVENT]
+        return cls(**JobBrief.of(job).model_dump(), uploaded_inputs=uploads)
+
+
 class JobPage(BaseModel):
     jobs: list[JobBrief]
     total: int = Field(description="jobs matching the filter")

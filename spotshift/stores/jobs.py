@@ -59,6 +59,11 @@ class JobStore:
         docs = self._jobs.find(query).sort([("created_at", ASCENDING), ("_id", ASCENDING)])
         return [_load(d) for d in docs]
 
+    def find_by_idempotency_key(self, key: str | None) -> Job | None:
+        """The job submitted with `key`, if any (submit asks before uploading a job's local inputs)."""
+        doc = self._jobs.find_one({"idempotency_key": key}) if key is not None else None
+        return _load(doc) if doc is not None else None
+
     # --- writes -----------------------------------------------------------------------------
 
     def create(self, request: JobCreate, *, now: datetime, job_id: str | None = None) -> Job:

@@ -22,15 +22,19 @@ from spotshift.policy.state import Move, NoFeasiblePlacement
 from spotshift.sizing import JobSizing, job_work_v100_hours, single_gpu_memory_gib
 from spotshift.stores.throughput import measurement
 from tasks.monitor import watch_instance
+from tasks.retries import retry_unless_input_is_final
 from tasks.scout import scout
 from tasks.workloads import publish_spec, training_spec
 
 MAX_TRAINER_FAILURES = 3
 
 
-@task(name="model-metadata", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+@task(name="model-metadata", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
+      retry_condition_fn=retry_unless_input_is_final)
 def model_needs(request: JobCreate, s3: Any) -> JobSizing:
-    """The model's size from its config.json and the job's training shape (spotshift.sizing)."""
+    """The model's size from its config.json and the job's training shape (spotshift.sizing). A
+    refused or missing config.json fails at once, naming the key (and for a refusal the
+    `spotshift aws setup --data` command)."""
     from spotshift.hf import model_size
 
     return JobSizing.of_job(request, model_size(request.model, s3_client=s3))

@@ -25,5 +25,20 @@ def retry_when_aws_gave_up(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
+def retry_unless_input_is_final(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect retry condition for a step that reads the user's inputs (the model's config.json): a
+    refused read, a missing object or unusable metadata (ValueError) is final, since retrying asks
+    the same question; a retryable AWS error or any other failure (the Hub unreachable) is retried."""
+    try:
+        state.result()
+    except SpotshiftAwsError as exc:
+        return exc.retryable
+    except ValueError:
+        return False
+    except Exception:  # noqa: BLE001 - a network error on the Hub: worth another try
+        return True
+    return False
+
+
 AWS_STEP_RETRY = dict(retries=AWS_STEP_RETRIES, retry_delay_seconds=AWS_STEP_RETRY_DELAY_S,
                       retry_condition_fn=retry_when_aws_gave_up)

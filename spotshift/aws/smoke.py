@@ -49,13 +49,14 @@ def choose_region_offer(clients: Clients, region: str, rows: Sequence[CheckRow],
 
 
 def upload_inputs(s3: Any, paths: JobPaths, model_dir: Path, dataset: Path) -> tuple[str, str]:
-    """The tiny model and its dataset under the job's own prefix (inputs/), where the trainer's role
-    reads; (model URI, dataset URI)."""
+    """The tiny model and its dataset under the job's own prefix, where submit puts a local model or
+    dataset (JobPaths.input_prefix) and the trainer's role reads; (model URI, dataset URI)."""
+    model, data = paths.input_prefix("model"), paths.input_prefix("dataset") + dataset.name
     for path in sorted(model_dir.rglob("*")):
         if path.is_file():
-            s3.upload_file(str(path), paths.bucket, paths.key(f"inputs/model/{path.relative_to(model_dir).as_posix()}"))
-    s3.upload_file(str(dataset), paths.bucket, paths.key(f"inputs/{dataset.name}"))
-    return paths.uri("inputs/model/"), paths.uri(f"inputs/{dataset.name}")
+            s3.upload_file(str(path), paths.bucket, model + path.relative_to(model_dir).as_posix())
+    s3.upload_file(str(dataset), paths.bucket, data)
+    return f"s3://{paths.bucket}/{model}", f"s3://{paths.bucket}/{data}"
 
 
 def alive_spotshift_instances(ec2: Any) -> list[InstanceInfo]:

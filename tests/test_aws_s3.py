@@ -32,6 +32,8 @@ def stubbed(listing_error: str | None = None):
     else:
         stubber.add_response("list_objects_v2", {"Contents": [{"Key": "jobs/j/metrics.jsonl"}], "KeyCount": 1},
                              {"Bucket": "b", "Prefix": "jobs/j/metrics.jsonl", "MaxKeys": 1})
+        # the listing shows the key: one HEAD tells a denied read from a key written after the GET
+        stubber.add_client_error("head_object", service_error_code="403", http_status_code=403)
     stubber.activate()
     return s3
 

@@ -62,8 +62,10 @@ def _defaults(jobs, s3, bucket):
         return jobs, s3, bucket
     from deployments.aws_cli import settings_clients
     from flows.runtime import Runtime
-    from spotshift.settings import get_settings
+    from spotshift.settings import bucket_name, get_settings
 
     settings = get_settings()
-    return (jobs or Runtime.stores_only(settings).jobs, s3 or settings_clients(settings)("s3", settings.aws_region),
-            bucket or settings.bucket)
+    clients = settings_clients(settings)
+    account = lambda: clients("sts", settings.aws_region).get_caller_identity()["Account"]  # noqa: E731
+    return (jobs or Runtime.stores_only(settings).jobs, s3 or clients("s3", settings.aws_region),
+            bucket or bucket_name(settings, account))

@@ -171,12 +171,11 @@ def _ec2_backend(settings: Settings, client_for: Callable[[str, str], Any]) -> t
     from spotshift.aws.launch_env import LaunchEnvironment, TrainerBoot
     from spotshift.aws.network import LaunchNetwork, NetworkChoice
     from spotshift.aws.trainer_artifact import wheel_publisher
-    from spotshift.settings import default_bucket_name
+    from spotshift.settings import bucket_name
 
     region = settings.aws_region
     account = client_for("sts", region).get_caller_identity()["Account"]
-    if "bucket" not in settings.model_fields_set:
-        settings = settings.model_copy(update={"bucket": default_bucket_name(account, region)})
+    settings = settings.model_copy(update={"bucket": bucket_name(settings, lambda: account)})
     ec2 = lambda r: client_for("ec2", r)  # noqa: E731
     boot = TrainerBoot(wheel_uri=wheel_publisher(client_for("s3", region), settings.bucket, account=account,
                                                  region=region),

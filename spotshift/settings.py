@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -155,6 +155,15 @@ def _by_region(name: str, value: str | list[str] | dict, regions: list[str]) -> 
 def default_bucket_name(account_id: str, region: str) -> str:
     """spotshift-<account>-<region>: bucket names are global, this one is the account's own."""
     return f"spotshift-{account_id}-{region}"
+
+
+def bucket_name(settings: Settings, account: Callable[[], str]) -> str:
+    """The one bucket rule: SPOTSHIFT_BUCKET when it is set; otherwise, on AWS (the ec2 backend),
+    spotshift-<account>-<SPOTSHIFT_AWS_REGION> (what `spotshift aws setup` creates; `account()` asks
+    STS only then); offline (the local backend, a moto server) the default `spotshift-jobs`."""
+    if "bucket" in settings.model_fields_set or settings.compute_backend != "ec2":
+        return settings.bucket
+    return default_bucket_name(account(), settings.aws_region)
 
 
 def get_settings() -> Settings:

@@ -48,21 +48,21 @@ class ProjectBucket:
     """The project bucket's name and an S3 client for it, each resolved on first use: a runtime's own
     (a flow's or the API's: bucket already resolved, client at hand), else from its settings as a
     flow run would (the account's default bucket unless SPOTSHIFT_BUCKET is set; ExpectedBucketOwner
-    on every call). A submit that uploads nothing and names its bucket makes no AWS call."""
+    on every call: spotshift.settings.bucket_name). A submit that uploads nothing and names its
+    bucket makes no AWS call."""
 
     def __init__(self, runtime: Any):
         self._settings = runtime.settings
         self._client = runtime.s3
-        self._name = self._settings.bucket if runtime.s3 is not None or "bucket" in \
-            self._settings.model_fields_set else None
+        self._name = self._settings.bucket if runtime.s3 is not None else None  # a runtime's is resolved
         self._account: str | None = None
 
     @property
     def name(self) -> str:
         if self._name is None:
-            from spotshift.settings import default_bucket_name
+            from spotshift.settings import bucket_name
 
-            self._name = default_bucket_name(self._identity(), self._settings.aws_region)
+            self._name = bucket_name(self._settings, self._identity)
         return self._name
 
     @property

@@ -42,6 +42,10 @@ SOURCES = {
                     "(CreateMultipartUpload, UploadPart, CompleteMultipartUpload: s3:PutObject)",
     "s3-put-object": "https://docs.aws.amazon.com/AmazonS3/latest/API/API_PutObject.html (Permissions: "
                      "s3:PutObjectTagging too when the request carries x-amz-tagging)",
+    "s3-delete-version": "https://docs.aws.amazon.com/AmazonS3/latest/API/API_DeleteObjects.html and "
+                         "https://docs.aws.amazon.com/AmazonS3/latest/userguide/DeletingObjectVersions.html "
+                         "(DeleteObjects: s3:DeleteObject per key; a key with a versionId needs "
+                         "s3:DeleteObjectVersion)",
     "s3-copy-object": "https://docs.aws.amazon.com/AmazonS3/latest/API/API_CopyObject.html (Permissions: "
                       "s3:GetObject on the source, s3:PutObject on the destination)",
     "iam-tags": "https://docs.aws.amazon.com/IAM/latest/UserGuide/id_tags_roles.html and "
@@ -87,6 +91,8 @@ CALL_ACTIONS: dict[str, tuple[tuple[Need, ...], str]] = {
     "s3.GetBucketLifecycleConfiguration": ((Need("s3:GetLifecycleConfiguration", "bucket"),), "iam-dataset"),
     "s3.PutBucketTagging": ((Need("s3:PutBucketTagging", "bucket"),), "sar"),
     "s3.GetBucketTagging": ((Need("s3:GetBucketTagging", "bucket"),), "sar"),
+    "s3.GetBucketVersioning": ((Need("s3:GetBucketVersioning", "bucket"),), "sar"),
+    "s3.ListObjectVersions": ((Need("s3:ListBucketVersions", "bucket"),), "iam-dataset"),
     # --- S3: objects ---
     "s3.GetObject": ((Need("s3:GetObject", "object"),), "sar"),
     "s3.HeadObject": ((Need("s3:GetObject", "object"),), "s3-head-object"),
@@ -98,7 +104,8 @@ CALL_ACTIONS: dict[str, tuple[tuple[Need, ...], str]] = {
     "s3.CompleteMultipartUpload": ((Need("s3:PutObject", "object"),), "s3-multipart"),
     "s3.AbortMultipartUpload": ((Need("s3:AbortMultipartUpload", "object"),), "sar"),
     "s3.DeleteObject": ((Need("s3:DeleteObject", "object"),), "sar"),
-    "s3.DeleteObjects": ((Need("s3:DeleteObject", "each-deleted-object"),), "iam-dataset"),
+    "s3.DeleteObjects": ((Need("s3:DeleteObject", "each-deleted-object"),
+                          Need("s3:DeleteObjectVersion", "each-deleted-object", "DeleteVersions")), "s3-delete-version"),
     "s3.PutObjectTagging": ((Need("s3:PutObjectTagging", "object"),), "sar"),
     "s3.GetObjectTagging": ((Need("s3:GetObjectTagging", "object"),), "sar"),
     "s3.CopyObject": ((Need("s3:GetObject", "copy-source"), Need("s3:PutObject", "object"),
@@ -121,6 +128,7 @@ CALL_ACTIONS: dict[str, tuple[tuple[Need, ...], str]] = {
     "iam.GetRole": ((Need("iam:GetRole", "role"),), "sar"),
     "iam.CreateRole": ((Need("iam:CreateRole", "role"), Need("iam:TagRole", "role", "Tags")), "iam-tags"),
     "iam.DeleteRole": ((Need("iam:DeleteRole", "role"),), "sar"),
+    "iam.GetRolePolicy": ((Need("iam:GetRolePolicy", "role"),), "sar"),
     "iam.PutRolePolicy": ((Need("iam:PutRolePolicy", "role"),), "sar"),
     "iam.DeleteRolePolicy": ((Need("iam:DeleteRolePolicy", "role"),), "sar"),
     "iam.GetInstanceProfile": ((Need("iam:GetInstanceProfile", "instance-profile"),), "sar"),

@@ -116,6 +116,8 @@ def call_params(params: dict[str, Any]) -> dict[str, Any]:
     delete = params.get("Delete")
     if isinstance(delete, dict):
         out["DeleteKeys"] = sorted(o["Key"] for o in delete.get("Objects", []))
+        if any(o.get("VersionId") for o in delete.get("Objects", [])):
+            out["DeleteVersions"] = True
     source = params.get("CopySource")
     if source:
         out["CopySource"] = source if isinstance(source, str) else f"{source.get('Bucket')}/{source.get('Key')}"

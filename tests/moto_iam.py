@@ -22,12 +22,17 @@ from typing import Any
 # the AWS IAM action -> the S3 operation names moto authorizes the same calls under (the calls
 # spotshift makes: setup's bucket settings, boto3's transfers (HeadObject before a download, the
 # multipart trio for a large upload) and listings; each entry is proven against the locked moto by
-# tests/test_moto_iam.py). moto checks no action at all for DeleteObjects (AWS: s3:DeleteObject on
-# each key), so a moto run cannot show that grant missing.
+# tests/test_moto_iam.py). DeleteObjects: moto checks s3:DeleteObjects on the bucket's ARN (not
+# AWS's s3:DeleteObject / s3:DeleteObjectVersion on each key) and, refused, answers 200 with every key
+# in Errors (AccessDenied); a grant of s3:DeleteObject only under a prefix cannot be shown to moto.
 MOTO_NAMES: dict[str, tuple[str, ...]] = {
     "s3:PutBucketPublicAccessBlock": ("s3:PutPublicAccessBlock",),
+    "s3:GetBucketPublicAccessBlock": ("s3:GetPublicAccessBlock",),
     "s3:PutLifecycleConfiguration": ("s3:PutBucketLifecycleConfiguration",),
+    "s3:GetLifecycleConfiguration": ("s3:GetBucketLifecycleConfiguration",),
     "s3:ListBucket": ("s3:ListObjectsV2",),
+    "s3:ListBucketVersions": ("s3:ListObjectVersions",),
+    "s3:DeleteObject": ("s3:DeleteObjects",),
     "s3:GetObject": ("s3:HeadObject",),
     "s3:PutObject": ("s3:CreateMultipartUpload", "s3:UploadPart", "s3:CompleteMultipartUpload"),
 }

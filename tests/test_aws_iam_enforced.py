@@ -173,6 +173,10 @@ CHECK_ROW = {  # action -> the check row that needs it
     "ec2:DescribeImages": "image",
     "ec2:RunInstances": "run-instances dry run",
     "ec2:DescribeSecurityGroups": "security group",
+    "ec2:DescribeSubnets": "subnets",
+    "ec2:DescribeRouteTables": "subnet routes",
+    "ec2:DescribeNatGateways": "subnet routes",
+    "ec2:DescribeVpcEndpoints": "subnet routes",
     "iam:GetInstanceProfile": "instance profile",
     "s3:GetBucketLocation": "bucket",
 }
@@ -192,9 +196,15 @@ def test_check_without_one_action_fails_the_row_that_needs_it(moto_iam, set_up, 
 SETUP_STEP = {  # action -> (settings overrides that make setup need it, what the error names)
     "iam:CreateRole": ({"trainer_role": "spotshift-new-role", "instance_profile": "spotshift-new-role"}, "CreateRole"),
     "ec2:CreateSecurityGroup": ({"security_group": "spotshift-new-group"}, "CreateSecurityGroup"),
-    "s3:PutLifecycleConfiguration": ({}, "PutBucketLifecycleConfiguration"),
-    "s3:PutBucketPublicAccessBlock": ({}, "PutPublicAccessBlock"),
-    "iam:PutRolePolicy": ({}, "PutRolePolicy"),
+    # setup writes only what changes: a new bucket (or role) needs each write, the set-up one each read
+    "s3:PutLifecycleConfiguration": ({"bucket": "spotshift-iam-new-lifecycle"}, "PutBucketLifecycleConfiguration"),
+    "s3:PutBucketPublicAccessBlock": ({"bucket": "spotshift-iam-new-block"}, "PutPublicAccessBlock"),
+    "s3:PutBucketTagging": ({"bucket": "spotshift-iam-new-tagging"}, "PutBucketTagging"),
+    "s3:GetLifecycleConfiguration": ({}, "GetBucketLifecycleConfiguration"),
+    "s3:GetBucketPublicAccessBlock": ({}, "GetPublicAccessBlock"),
+    "iam:PutRolePolicy": ({"trainer_role": "spotshift-new-policy-role", "instance_profile": "spotshift-new-policy-role"},
+                          "PutRolePolicy"),
+    "iam:GetRolePolicy": ({}, "GetRolePolicy"),
 }
 
 

@@ -63,8 +63,10 @@ def test_setup_twice_gives_the_same_resources_and_no_error(moto_endpoint, tmp_pa
     assert first["profile_roles"] == [names["role"]]
     assert all(first["block_public"].values())
     assert set(first["lifecycle"]) == {"spotshift-abort-multipart", "spotshift-expire-finished-checkpoints"}
-    assert f"created  s3 bucket            {names['bucket']}" in first_out
-    assert f"exists   s3 bucket            {names['bucket']}" in second_out and "created" not in second_out
+    assert f"created      s3 bucket            {names['bucket']}  (us-east-1)" in first_out
+    assert f"unchanged    s3 bucket            {names['bucket']}  (us-east-1)" in second_out
+    assert "unchanged    iam role policy      spotshift-trainer-access" in second_out
+    assert "created" not in second_out and "updated" not in second_out
     policy = json.loads(second_out[second_out.index("{"):second_out.rindex("}") + 1])  # the runtime policy
     assert any(s["Sid"] == "PassOnlyTrainerRoleToEc2" and s["Resource"].endswith(f":role/{names['role']}")
                for s in policy["Statement"])

@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 
 from deployments.local_aws import moto_server_process
 from spotshift.aws.calls import retry_config
@@ -30,13 +31,35 @@ def multipart(s3) -> Any:
                                         MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]})
 
 
+def unless_missing(call: Callable[[], Any], code: str) -> Any:
+    """call(), where S3's answer that the bucket has no such configuration means it was let through."""
+    try:
+        return call()
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != code:
+            raise
+
+
+def delete_objects(s3) -> Any:
+    answer = s3.delete_objects(Bucket=BUCKET, Delete={"Objects": [{"Key": "jobs/j1/gone"}]})
+    if answer.get("Errors"):  # moto refuses DeleteObjects with a 200 naming every key AccessDenied
+        raise AssertionError(f"refused: {answer['Errors']}")
+    return answer
+
+
 CALLS: dict[str, Callable[[Any], Any]] = {  # the AWS action -> a call AWS authorizes under it
     "s3:PutBucketPublicAccessBlock": lambda s3: s3.put_public_access_block(
         Bucket=BUCKET, PublicAccessBlockConfiguration={"BlockPublicAcls": True, "IgnorePublicAcls": True,
                                                        "BlockPublicPolicy": True, "RestrictPublicBuckets": True}),
     "s3:PutLifecycleConfiguration": lambda s3: s3.put_bucket_lifecycle_configuration(
         Bucket=BUCKET, LifecycleConfiguration=LIFECYCLE),
+    "s3:GetBucketPublicAccessBlock": lambda s3: unless_missing(
+        lambda: s3.get_public_access_block(Bucket=BUCKET), "NoSuchPublicAccessBlockConfiguration"),
+    "s3:GetLifecycleConfiguration": lambda s3: unless_missing(
+        lambda: s3.get_bucket_lifecycle_configuration(Bucket=BUCKET), "NoSuchLifecycleConfiguration"),
     "s3:ListBucket": lambda s3: s3.list_objects_v2(Bucket=BUCKET, Prefix="jobs/"),
+    "s3:ListBucketVersions": lambda s3: s3.list_object_versions(Bucket=BUCKET, Prefix="jobs/"),
+    "s3:DeleteObject": delete_objects,
     "s3:GetObject": lambda s3: s3.head_object(Bucket=BUCKET, Key=KEY),
     "s3:PutObject": multipart,
 }

@@ -74,8 +74,8 @@ def setup_statements(*, bucket: str = DEFAULT_BUCKET, trainer_role: str = "spots
         _stmt("DeleteOnlyManagedSecurityGroups", ["ec2:DeleteSecurityGroup"], f"{ec2}:security-group/*",
               {"StringEquals": {f"aws:ResourceTag/{MANAGED_TAG}": "true"}}),
         _stmt("TrainerRoleAndProfile", [
-            "iam:GetRole", "iam:CreateRole", "iam:TagRole", "iam:DeleteRole", "iam:PutRolePolicy", "iam:DeleteRolePolicy",
-            "iam:GetInstanceProfile", "iam:CreateInstanceProfile", "iam:DeleteInstanceProfile",
+            "iam:GetRole", "iam:CreateRole", "iam:TagRole", "iam:DeleteRole", "iam:GetRolePolicy", "iam:PutRolePolicy",
+            "iam:DeleteRolePolicy", "iam:GetInstanceProfile", "iam:CreateInstanceProfile", "iam:DeleteInstanceProfile",
             "iam:AddRoleToInstanceProfile", "iam:RemoveRoleFromInstanceProfile",
         ], [role, _profile_arn(iam, trainer_role, instance_profile)]),
         # AddRoleToInstanceProfile needs PassRole on the role (IAM API Reference); when IAM names the
@@ -89,11 +89,15 @@ def setup_statements(*, bucket: str = DEFAULT_BUCKET, trainer_role: str = "spots
               {"StringEquals": {"iam:AWSServiceName": "spot.amazonaws.com"}}),
         _stmt("HubTokenSecretLookup", ["secretsmanager:DescribeSecret"],
               f"arn:{partition}:secretsmanager:*:{account}:secret:{SECRET_PREFIX}*"),
+        # an existing bucket's settings are read and merged (spotshift/aws/bucket_rules.py); the tag
+        # marks a bucket setup created, the only kind teardown deletes (versions too, if versioned)
         _stmt("BucketSetupAndTeardown", [
-            "s3:CreateBucket", "s3:DeleteBucket", "s3:GetBucketLocation", "s3:PutBucketPublicAccessBlock",
-            "s3:PutLifecycleConfiguration", "s3:ListBucket",
+            "s3:CreateBucket", "s3:DeleteBucket", "s3:GetBucketLocation", "s3:GetBucketPublicAccessBlock",
+            "s3:PutBucketPublicAccessBlock", "s3:GetLifecycleConfiguration", "s3:PutLifecycleConfiguration",
+            "s3:GetBucketTagging", "s3:PutBucketTagging", "s3:GetBucketVersioning", "s3:ListBucket",
+            "s3:ListBucketVersions",
         ], s3b),
-        _stmt("EmptyTheBucketAtTeardown", ["s3:DeleteObject"], f"{s3b}/*"),
+        _stmt("EmptyTheBucketAtTeardown", ["s3:DeleteObject", "s3:DeleteObjectVersion"], f"{s3b}/*"),
         *([_stmt("CheckDataBuckets", ["s3:GetBucketLocation"], [f"arn:{partition}:s3:::{b}" for b in data_buckets])]
           if data_buckets else []),
     ]

@@ -176,9 +176,11 @@ def test_a_local_backend_job_keeps_its_local_paths(tmp_path, s3, bucket, tiny_lm
 # --- model-metadata: a refused or missing config.json ------------------------------------------------
 
 
-def test_a_missing_config_that_s3_answers_403_is_named_as_missing_not_denied(moto_endpoint, s3, bucket):
+def test_a_missing_config_that_s3_answers_403_is_named_as_missing_not_denied(moto_endpoint, s3, bucket, aws_data_grant):
     """S3 answers a missing key 403 to a role whose ListBucket grant carries an s3:prefix condition
-    (as both roles' data grants do): one listing tells it apart (a proxy answering 403, named as such)."""
+    (as both roles' data grants do): one listing tells it apart (a proxy answering 403, named as such).
+    The deployment granted models/ (setup --data), so the call check holds the read to that policy."""
+    aws_data_grant(f"s3://{bucket}/models/")
     from deployments.local_aws import client
     from spotshift.hf import ModelMetadataUnavailable, model_size
     from tests.s3_missing_key_403 import s3_answering_missing_keys_with_403

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
+import sysconfig
 from pathlib import Path
 
 from packaging.markers import Marker
@@ -46,8 +47,17 @@ def test_every_pin_is_hashed():
     assert not [name for name, (_, _, hashes) in (LOCK | TRAINER).items() if hashes == 0]
 
 
+def installed_in_the_venv() -> dict[str, Version]:
+    """What pip installed into the environment's site-packages. Not importlib.metadata over sys.path:
+    importing pkg_resources (parliament does) appends setuptools/_vendor to sys.path, whose vendored
+    packaging and wheel dist-infos would then shadow the installed ones, depending on test order."""
+    site_dirs = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    return {canonicalize_name(d.metadata["Name"]): Version(d.version)
+            for d in importlib.metadata.distributions(path=site_dirs)}
+
+
 def test_the_venv_holds_exactly_the_locks_versions():
-    installed = {canonicalize_name(d.metadata["Name"]): Version(d.version) for d in importlib.metadata.distributions()}
+    installed = installed_in_the_venv()
     wrong = {name: (str(version), str(installed.get(name))) for name, (version, marker, _) in LOCK.items()
              if applies(marker) and (name not in installed or installed[name].public != version.public)}
     assert not wrong, f"installed versions differ from requirements/lock.txt (run make venv): {wrong}"

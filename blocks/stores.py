@@ -54,3 +54,11 @@ def open_throughput_store(settings: Settings | None = None) -> ThroughputStore:
     """Measured training rates (steps/s per instance type, model, method, precision), in the job
     store's database."""
     return _in_job_database(ThroughputStore, settings)
+
+
+def open_fleet_marks(settings: Settings | None = None):
+    """What the fleet pass remembers between passes (heartbeat ETags, signs of life), in the job
+    store's database."""
+    from spotshift.stores.fleet_marks import FleetMarkStore
+
+    return _in_job_database(FleetMarkStore, settings)

@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     job_lease_seconds: float = Field(default=1800, gt=0, description="a live job whose flow run has not "
                                      "refreshed it for this long (plus its approval timeout) is adopted by a new run")
     monitor_poll_seconds: float = Field(default=5, gt=0)
+    fleet_interval_seconds: float = Field(default=60, ge=10, description="seconds between two fleet passes (the "
+                                          "`fleet` deployment's schedule: one pass judges every running job)")
+    fleet_read_concurrency: int = Field(default=32, ge=1, le=256, description="heartbeat reads a fleet pass keeps "
+                                        "in flight (threads of the pass's process)")
     aws_max_attempts: int = Field(default=5, ge=1, description="attempts per AWS call (botocore's standard "
                                   "retry mode retries throttling and transient errors)")
     aws_task_retry_delay_s: float = Field(default=30, ge=0, description="pause before a Prefect task retries an "

@@ -58,6 +58,15 @@ class Ec2Backend:
     def launch_env(self) -> LaunchEnvironment | None:
         return self._launch_env
 
+    @property
+    def regions(self) -> list[str]:
+        """Every region it watches (the configured ones, plus any it launched in)."""
+        return list(self._regions)
+
+    def ec2_client(self, region: str) -> Any:
+        """Its EC2 client of `region` (the fleet pass lists each region once with it)."""
+        return self._clients(region)
+
     def start(self, request: LaunchRequest) -> LaunchedInstance:
         if self._launch_env is not None:
             request = self._launch_env.complete(request)

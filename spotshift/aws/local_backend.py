@@ -151,6 +151,14 @@ class LocalBackend:
     def list(self, job_id: str | None = None) -> list[InstanceInfo]:
         return self._ec2.list(job_id)
 
+    @property
+    def regions(self) -> list[str]:
+        return self._ec2.regions
+
+    def ec2_client(self, region: str):
+        """The moto server's EC2 client of `region` (the fleet pass lists each region once with it)."""
+        return self._ec2.ec2_client(region)
+
     def poll(self) -> list[InstanceEvent]:
         self._tick()
         with self._lock:

@@ -1,0 +1,147 @@
+"""The fleet flow on the local backend (moto's EC2 and S3, the embedded stores): one pass per tick
+records the same step and rate the per-job monitor (tasks.monitor.watch_instance) records for a job
+with the same heartbeats; it finds a preempted job and an orphan, lists each region once per pass
+and reads an unchanged heartbeat as a 304."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from prefect import flow
+
+from blocks.stores import open_job_store, open_ledger
+from deployments.local_aws import client
+from flows.fleet import fleet
+from flows.runtime import Runtime
+from spotshift.aws.ec2 import JOB_TAG, WORKLOAD_TAG
+from spotshift.aws.local_backend import MOTO_IMAGE_ID, LocalBackend
+from spotshift.models import JobCreate, JobStatus, JobUpdate, Market, Workload
+from spotshift.monitoring import RateMeter
+from spotshift.settings import Settings
+from tasks.monitor import Watch, watch_instance
+from training.contract import Progress, TrainerState, write_progress
+
+pytestmark = [pytest.mark.xdist_group("prefect")]
+
+REGIONS = ["us-east-1", "us-west-2"]
+T0 = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self, now: datetime):
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class DescribeCallRecorder:
+    """A recorded-call wrapper of a compute backend: every EC2 client the fleet takes from it counts
+    its DescribeInstances calls per region (botocore's before-call event)."""
+
+    def __init__(self, backend):
+        self._backend = backend
+        self.calls: dict[str, int] = {}
+
+    @property
+    def regions(self):
+        return self._backend.regions
+
+    def ec2_client(self, region: str):
+        ec2 = self._backend.ec2_client(region)
+        ec2.meta.events.register("before-call.ec2.DescribeInstances",
+                                 lambda **_: self.calls.__setitem__(region, self.calls.get(region, 0) + 1))
+        return ec2
+
+
+def runtime(home: Path, endpoint: str, bucket: str, clock: Clock) -> Runtime:
+    settings = Settings(home=home, bucket=bucket, aws_endpoint_url=endpoint, regions=REGIONS)
+    backend = LocalBackend(endpoint, home / "instances", watch_interval_s=None, regions=REGIONS)
+    return Runtime(settings=settings, jobs=open_job_store(settings), ledger=open_ledger(settings),
+                   s3=client("s3", endpoint), market=None, backend=backend, clock=clock)
+
+
+def running_job(rt: Runtime, region: str, *, terminated: bool = False):
+    """A RUNNING job whose open workload runs on a tagged instance of moto's EC2 in `region`."""
+    request = JobCreate.model_validate(dict(
+        name="fleet", model="gpt2", dataset="s3://data/corpus.txt", max_steps=1000, budget_usd=50,
+        deadline=T0 + timedelta(days=2), regions=REGIONS, instance_types=["g5.xlarge"]), context={"now": T0})
+    job = rt.jobs.create(request, now=T0 - timedelta(hours=1))
+    workload_id = f"wl-{uuid.uuid4().hex[:12]}"
+    ec2 = client("ec2", rt.settings.aws_endpoint_url, region)
+    instance = ec2.run_instances(ImageId=MOTO_IMAGE_ID, InstanceType="g5.xlarge", MinCount=1, MaxCount=1,
+                                 TagSpecifications=[{"ResourceType": "instance", "Tags": [
+                                     {"Key": JOB_TAG, "Value": job.id}, {"Key": WORKLOAD_TAG, "Value": workload_id}]}]
+                                 )["Instances"][0]["InstanceId"]
+    if terminated:
+        ec2.terminate_instances(InstanceIds=[instance])
+    w = Workload(id=workload_id, job_id=job.id, instance_id=instance, instance_type="g5.xlarge", region=region,
+                 zone=f"{region}a", market=Market.SPOT, usd_per_hour=0.4, started_at=T0 - timedelta(hours=1))
+    rt.ledger.upsert_workload(w)
+    for status in (JobStatus.PLANNING, JobStatus.PROVISIONING):
+        rt.jobs.transition(job.id, status, now=T0)
+    rt.jobs.transition(job.id, JobStatus.RUNNING, now=T0, update=JobUpdate(current_workload_id=w.id))
+    return rt.jobs.get(job.id), w
+
+
+def heartbeat(rt: Runtime, job, w: Workload, step: int, at: datetime) -> None:
+    write_progress(rt.s3, job.paths(rt.settings.bucket).output, Progress(
+        state=TrainerState.training, step=step, max_steps=1000, instance_id=w.instance_id, updated_at=at))
+
+
+@flow(name="per-job-monitor-once")
+def monitor_once(watch: Watch, rt: Runtime, job_id: str) -> None:
+    """One poll of today's per-job monitor (wall_budget_s=0: it returns after one look)."""
+    watch_instance(watch, s3=rt.s3, output=rt.jobs.get(job_id).paths(rt.settings.bucket).output, backend=rt.backend,
+                   jobs=rt.jobs, job_id=job_id, clock=rt.clock, sleep=lambda s: None, poll_seconds=1,
+                   stall_seconds=rt.settings.heartbeat_stall_seconds, wall_budget_s=0)
+
+
+def test_a_fleet_pass_records_what_the_per_job_monitor_would(prefect_api, moto_endpoint, s3, bucket, tmp_path):
+    clock = Clock(T0)
+    by_fleet, by_monitor = runtime(tmp_path / "fleet", moto_endpoint, bucket, clock), \
+        runtime(tmp_path / "monitor", moto_endpoint, bucket, clock)
+    fleet_job, fleet_w = running_job(by_fleet, "us-west-2")
+    gone_job, gone_w = running_job(by_fleet, "us-east-1", terminated=True)
+    monitored, monitored_w = running_job(by_monitor, "us-east-1")
+    orphan_job = f"job-gone-{uuid.uuid4().hex[:8]}"
+    orphan = client("ec2", moto_endpoint, "us-east-1").run_instances(
+        ImageId=MOTO_IMAGE_ID, InstanceType="g5.xlarge", MinCount=1, MaxCount=1, TagSpecifications=[
+            {"ResourceType": "instance", "Tags": [{"Key": JOB_TAG, "Value": orphan_job}]}])["Instances"][0]["InstanceId"]
+    recorder = DescribeCallRecorder(by_fleet.backend)
+    by_fleet.backend = recorder
+    statuses: list[int] = []
+    by_fleet.s3.meta.events.register("after-call.s3.GetObject",
+                                     lambda http_response, **_: statuses.append(http_response.status_code))
+    watch = Watch(workload=monitored_w, meter=RateMeter(), last_sign_of_life=monitored_w.started_at)
+
+    passes, reads = [], []
+    for at, step in ((T0, 100), (T0 + timedelta(minutes=1), 160), (T0 + timedelta(seconds=90), None)):
+        clock.now = at
+        if step is not None:  # the third tick brings no new heartbeat (and nothing for the monitor to see)
+            for rt, job, w in ((by_fleet, fleet_job, fleet_w), (by_monitor, monitored, monitored_w)):
+                heartbeat(rt, job, w, step, at)
+            monitor_once(watch, by_monitor, monitored.id)
+        before = len(statuses)
+        passes.append({r["job"]: r for r in fleet(runtime=by_fleet)})
+        reads.append(sorted(statuses[before:]))
+
+    assert recorder.calls == {region: 3 for region in REGIONS}  # one DescribeInstances per region per pass
+    fleet_side, monitor_side = by_fleet.jobs.get(fleet_job.id), by_monitor.jobs.get(monitored.id)
+    assert fleet_side.step == monitor_side.step == 160
+    assert fleet_side.measured.steps_per_hour == monitor_side.measured.steps_per_hour == pytest.approx(3600.0)
+    assert fleet_side.measured.rate_instance_type == monitor_side.measured.rate_instance_type == "g5.xlarge"
+    assert fleet_side.measured.training_workload_id == fleet_w.id
+    last = passes[-1]
+    assert (last[fleet_job.id]["finding"], last[fleet_job.id]["action"]) == ("healthy", "none")
+    assert (last[gone_job.id]["finding"], last[gone_job.id]["action"]) == ("preempted", "recover")
+    assert last[gone_job.id]["key"] == f"{gone_job.id}:{gone_w.id}:recover"
+    assert last[orphan_job]["instance"] == orphan and last[orphan_job]["action"] == "terminate_orphan"
+    assert last[monitored.id]["finding"] == "orphan"  # another store's job: to this fleet, no open workload owns it
+    # progress.json of the fleet's two jobs (the preempted one never wrote one): read when it changed,
+    # a 304 when it did not
+    assert reads == [[200, 404], [200, 404], [304, 404]]
+    assert by_fleet.jobs.get(gone_job.id).status is JobStatus.RUNNING  # the pass only reports the action

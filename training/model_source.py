@@ -3,10 +3,48 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
+from training.exitcodes import PermanentFailure
+from training.missing_keys import DENIED_CODES, error_code
 from training.storage import S3Store, default_s3_client, read_uri_bytes
+
+# S3 answers that no restart can change: the input is refused, or its bucket is gone or closed
+UNREADABLE_CODES = DENIED_CODES | {"NoSuchBucket", "AllAccessDisabled", "AccountProblem", "InvalidObjectState"}
+
+
+class InputUnreadable(PermanentFailure):
+    """The job's model or dataset in S3 is absent or refused to the instance's role. A relaunch
+    reads the same input with the same role: the trainer exits 78 and the job ends FAILED naming it,
+    instead of relaunching a few times to fail the same way."""
+
+    def __init__(self, field: str, uri: str, reason: str):
+        self.field, self.uri = field, uri
+        super().__init__(
+            f"the job's {field} {uri} cannot be read: {reason}. If it exists, grant the instance role read on "
+            f"its prefix (spotshift aws setup --data s3://<bucket>/<prefix>/) and submit again; otherwise "
+            f"submit with a {field} that exists")
+
+
+@contextmanager
+def reading_s3_input(field: str, uri: str) -> Iterator[None]:
+    """Turn an absent or refused S3 input into InputUnreadable; anything else (throttling, a 5xx,
+    the network) propagates as it is, and a relaunch may succeed."""
+    from botocore.exceptions import ClientError
+
+    try:
+        yield
+    except (FileNotFoundError, PermissionError) as exc:  # PermissionDenied is a PermissionError
+        raise InputUnreadable(field, uri, str(exc)) from exc
+    except ClientError as exc:
+        if error_code(exc) not in UNREADABLE_CODES:
+            raise
+        message = (getattr(exc, "response", None) or {}).get("Error", {}).get("Message", "")
+        raise InputUnreadable(field, uri, f"S3 answered {error_code(exc)} to {exc.operation_name}"
+                                          + (f" ({message})" if message else "")) from exc
 
 
 def download_prefix(s3, uri: str, target: Path, workers: int = 8) -> Path:
@@ -23,7 +61,8 @@ def download_prefix(s3, uri: str, target: Path, workers: int = 8) -> Path:
 def resolve_model_dir(model: str, scratch: Path, s3=None) -> str:
     """A path or Hub id that from_pretrained accepts: s3:// prefixes are downloaded into scratch."""
     if model.startswith("s3://"):
-        return str(download_prefix(s3 or default_s3_client(), model, scratch / "model"))
+        with reading_s3_input("model", model):
+            return str(download_prefix(s3 or default_s3_client(), model, scratch / "model"))
     if os.path.isabs(model) or model.startswith("."):
         if not Path(model).is_dir():
             raise FileNotFoundError(f"model directory {model} does not exist")
@@ -31,6 +70,9 @@ def resolve_model_dir(model: str, scratch: Path, s3=None) -> str:
 
 
 def read_dataset_bytes(dataset: str, s3=None) -> bytes:
+    if dataset.startswith("s3://"):
+        with reading_s3_input("dataset", dataset):
+            return read_uri_bytes(dataset, s3)
     return read_uri_bytes(dataset, s3)
 
 

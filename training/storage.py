@@ -26,6 +26,17 @@ class ObjectStore(Protocol):
     def uri(self, key: str) -> str: ...
 
 
+class DeleteFailed(OSError):
+    """S3 kept some keys of a DeleteObjects request (its per-key Errors: AccessDenied, object lock...)."""
+
+    def __init__(self, bucket: str, errors: list[dict]):
+        self.keys = [e.get("Key", "") for e in errors]
+        shown = ", ".join(f"s3://{bucket}/{e.get('Key', '')} ({e.get('Code', '?')}: {e.get('Message', '')})"
+                          for e in errors[:3])
+        more = f" and {len(errors) - 3} more" if len(errors) > 3 else ""
+        super().__init__(f"S3 did not delete {len(errors)} key(s): {shown}{more}")
+
+
 def split_s3_uri(uri: str) -> tuple[str, str]:
     """'s3://bucket/a/b' -> ('bucket', 'a/b'); raises ValueError naming the expected form."""
     if not uri.startswith("s3://"):
@@ -162,9 +173,15 @@ class S3Store:
         return sorted(keys)
 
     def delete_keys(self, keys: list[str]) -> None:
+        """DeleteObjects, 1,000 keys a request. Quiet mode answers only the keys S3 did not delete
+        (with HTTP 200): every request is made, then DeleteFailed names them."""
+        errors: list[dict] = []
         for start in range(0, len(keys), 1000):
             chunk = [{"Key": self._key(k)} for k in keys[start:start + 1000]]
-            self.s3.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
+            answer = self.s3.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
+            errors.extend(answer.get("Errors") or [])
+        if errors:
+            raise DeleteFailed(self.bucket, errors)
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"

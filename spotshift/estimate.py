@@ -4,7 +4,7 @@ over a market snapshot, ranked by expected cost (`spotshift estimate`)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 
 from spotshift.market.query import OfferQuery
@@ -17,6 +17,9 @@ from spotshift.sizing import (
 from spotshift.stores.throughput import Throughput, measured_rates
 
 HOUR = timedelta(hours=1)
+PARAMS_FROM = {"config": "from config.json; no safetensors weights found",
+               "safetensors": "from the safetensors headers",
+               "meta-device": "from the model built on the meta device"}
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,9 @@ class Estimate:
     total_work_v100_hours: float
     offers: list[Placement]
     refused: dict[str, str] = field(default_factory=dict)  # instance type -> why it cannot run the job
+    params_from: str = "config"  # config arithmetic, the safetensors headers, or the meta device
+    meta_device_params: int | None = None  # the meta-device count, where --meta-check asked for it
+    meta_check: str | None = None  # what the meta-device check found, in words
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -79,7 +85,7 @@ def estimate(job: JobCreate, sizing: JobSizing, snapshot: MarketSnapshot, now: d
     return Estimate(gpu_memory_per_device_gib=round(single_gpu_memory_gib(sizing), 2),
                     host_memory_gib=round(host_memory_gib(sizing), 2), params=sizing.model.params,
                     trainable_params=sizing.trainable_params, total_work_v100_hours=round(work, 6),
-                    offers=placements, refused=refused)
+                    offers=placements, refused=refused, params_from=sizing.model.params_from)
 
 
 def _placement(offer: Offer, f: Fit, hours: float, hours_left: float, budget_usd: float) -> Placement:
@@ -96,25 +102,48 @@ def _placement(offer: Offer, f: Fit, hours: float, hours_left: float, budget_usd
 
 def estimate_offline(job: JobCreate, now: datetime, *, market: MarketSource | None = None,
                      size_of: Callable[[str], ModelSize] | None = None,
-                     measurements: Iterable[Throughput] = ()) -> Estimate:
-    """`estimate` with the model sized from its config.json (spotshift.hf.model_size; a local
-    directory or the Hub cache) over `market`, by default the embedded on-demand table. The
-    snapshot is taken without the job's sizing, so `refused` says why each other type cannot run it;
-    `measurements` of this model and method replace the table's rates where their shape matches."""
+                     measurements: Iterable[Throughput] = (), meta_check: bool = False) -> Estimate:
+    """`estimate` with the model sized by spotshift.hf.model_size (config.json and the safetensors
+    headers; a local directory or the Hub cache) over `market`, by default the embedded on-demand
+    table. The snapshot is taken without the job's sizing, so `refused` says why each other type
+    cannot run it; `measurements` of this model and method replace the table's rates where their
+    shape matches. `meta_check`: also build the model on the meta device (imports torch and
+    transformers) and size with that count where the two differ; the estimate shows both."""
     from spotshift.hf import model_size
     from spotshift.market.catalog_market import CatalogMarket
 
-    sizing = JobSizing.of_job(job, (size_of or model_size)(job.model))
+    model = (size_of or model_size)(job.model)
+    meta_params, finding = None, None
+    if meta_check:
+        from spotshift.hf import model_config, size_on_meta_device
+
+        meta = size_on_meta_device(model_config(job.model))
+        meta_params, finding = meta.params, _meta_check_finding(model, meta)
+        if meta.params != model.params and model.params_from == "config":
+            model = meta  # no weights to count: the model transformers builds knows the architecture best
+    sizing = JobSizing.of_job(job, model)
     snapshot = (market or CatalogMarket()).snapshot(OfferQuery.for_job(job, 0.0), now)
     same_job = [m for m in measurements if m.model == job.model and m.method == job.method.value]
-    return estimate(job, sizing, snapshot, now, measured_rates(sizing, same_job))
+    est = estimate(job, sizing, snapshot, now, measured_rates(sizing, same_job))
+    return replace(est, meta_device_params=meta_params, meta_check=finding)
+
+
+def _meta_check_finding(model: ModelSize, meta: ModelSize) -> str:
+    if meta.params == model.params:
+        return f"the meta-device count agrees ({meta.params:,})"
+    if model.params_from == "config":
+        return (f"the meta-device count ({meta.params:,}) differs from config arithmetic ({model.params:,}): "
+                "sized with the meta-device count")
+    return (f"the meta-device count ({meta.params:,}) differs from the weights' safetensors headers "
+            f"({model.params:,}): sized with the headers' count (the weights as stored)")
 
 
 def render(est: Estimate, top: int = 10) -> str:
     """The estimate as text: the needs, then the `top` cheapest placements."""
     lines = [f"needs {est.gpu_memory_per_device_gib:.1f} GiB on one GPU (unsharded), "
-             f"{est.host_memory_gib:.1f} GiB of host memory; {est.params:,} parameters, "
-             f"{est.trainable_params:,} trained; {est.total_work_v100_hours:.2f} V100-hours of work",
+             f"{est.host_memory_gib:.1f} GiB of host memory; {est.params:,} parameters "
+             f"({PARAMS_FROM[est.params_from]}), {est.trainable_params:,} trained; "
+             f"{est.total_work_v100_hours:.2f} V100-hours of work",
              f"{'instance':<15} {'GPUs':>5} {'mode':<9} {'GiB/GPU':>7} {'market':<9} {'zone':<14} "
              f"{'$/h':>8} {'hours':>8} {'cost $':>9} {'slack h':>8}"]
     for p in est.offers[:top]:
@@ -126,4 +155,8 @@ def render(est: Estimate, top: int = 10) -> str:
         lines.append("no offer fits the job and finishes before its deadline")
     lines.append(f"{len(est.offers)} feasible offers; {len(est.refused)} instance types cannot run it "
                  "(--json lists them with the reason)")
+    if est.meta_check is not None:
+        lines.append(f"meta-device check: {est.meta_check}")
     return "\n".join(lines)
+
+

@@ -68,7 +68,8 @@ def test_s3_prefix_reads_only_config_and_safetensors_headers(tiny_model, s3, buc
     assert len(fetched) == 2 and 8 + header_len < weights / 10, "never the whole weights"
 
 
-def test_s3_prefix_without_config_is_a_clear_error(s3, bucket):
+def test_s3_prefix_without_config_is_a_clear_error(s3, bucket, aws_data_grant):
+    aws_data_grant(f"s3://{bucket}/empty/")  # the user's model prefix, granted as `spotshift aws setup --data` would
     s3.put_object(Bucket=bucket, Key="empty/readme.md", Body=b"x")
     with pytest.raises(ModelMetadataUnavailable, match="no config.json"):
         model_metadata(f"s3://{bucket}/empty", s3_client=s3)

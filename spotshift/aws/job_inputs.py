@@ -120,15 +120,18 @@ class InputAccessDenied(PermissionDenied):
     """S3 refused to let spotshift read the user's input: the key and the `setup --data` command."""
 
 
-def read_input_object(s3: Any, uri: str, *, field: str, grant: str) -> bytes | None:
-    """The bytes of one object of a job's input (s3://bucket/key), None when there is none.
+def read_input_object(s3: Any, uri: str, *, field: str, grant: str,
+                      byte_range: tuple[int, int] | None = None) -> bytes | None:
+    """The bytes of one object of a job's input (s3://bucket/key), None when there is none;
+    `byte_range` (first, last), inclusive: only those bytes (a ranged GET, e.g. a safetensors header).
 
     A 403 is told apart from an absent key by one listing (S3 answers a missing key 403 to a caller
     whose ListBucket grant carries an s3:prefix condition: training.missing_keys). A denied read
     raises InputAccessDenied naming the key and `setup --data <grant>`; nothing here is retried."""
     bucket, key = split_s3_uri(uri)
     try:
-        return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        extra = {"Range": f"bytes={byte_range[0]}-{byte_range[1]}"} if byte_range else {}
+        return s3.get_object(Bucket=bucket, Key=key, **extra)["Body"].read()
     except ClientError as exc:
         try:
             if is_missing_key(s3, bucket, key, exc):

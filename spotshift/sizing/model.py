@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from spotshift.models import JobCreate, Precision, TrainingMethod
 
-# Modules LoRA adapts when a job names none and PEFT is not installed: PEFT's defaults for common types.
+# Modules LoRA adapts when a job names none: PEFT's defaults (the trainer's, training.adapters) for the
+# causal LMs whose defaults are not q_proj and v_proj, copied so that sizing never imports PEFT (and
+# with it torch); tests/test_param_count.py holds the copy to PEFT's table.
 DEFAULT_LORA_TARGETS: dict[str, tuple[str, ...]] = {
-    "gpt2": ("c_attn",), "gpt_neox": ("query_key_value",), "bloom": ("query_key_value",),
-    "falcon": ("query_key_value",), "phi": ("q_proj", "v_proj", "fc1", "fc2"),
+    "gpt2": ("c_attn",), "gpt_bigcode": ("c_attn",), "gpt_neox": ("query_key_value",), "bloom": ("query_key_value",),
+    "falcon": ("query_key_value",), "RefinedWeb": ("query_key_value",), "RefinedWebModel": ("query_key_value",),
+    "chatglm": ("query_key_value",), "mpt": ("Wqkv",), "codegen": ("qkv_proj",), "btlm": ("c_proj", "c_attn"),
+    "phi": ("q_proj", "v_proj", "fc1", "fc2"), "nemotron_h": ("q_proj", "k_proj", "v_proj", "o_proj"),
 }
 FALLBACK_LORA_TARGETS = ("q_proj", "v_proj")
+
+
+class ModelMetadataUnavailable(ValueError):
+    """The reference points at something without the metadata sizing needs (no config, no shape)."""
 
 
 class LinearGroup(BaseModel):
@@ -26,7 +36,8 @@ class LinearGroup(BaseModel):
 
 
 class ModelSize(BaseModel):
-    """Parameter counts and shape of a causal LM, from its config.json alone (no weights)."""
+    """Parameter counts and shape of a causal LM, from its config.json and the headers of its
+    weights (spotshift.sizing.architecture, spotshift.sizing.safetensors); no weights loaded."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -41,6 +52,9 @@ class ModelSize(BaseModel):
     vocab: int = Field(ge=1)
     gated_mlp: bool = Field(description="SwiGLU-style MLP (gate, up, down) rather than two matrices")
     linears: tuple[LinearGroup, ...] = Field(default=(), description="linear layers by module name and shape")
+    params_from: Literal["config", "safetensors", "meta-device"] = Field(
+        default="config", description="where `params` comes from: config arithmetic, the weights' safetensors "
+        "headers, or a model built on the meta device")
 
     @property
     def layer_linear_params(self) -> int:
@@ -52,12 +66,7 @@ class ModelSize(BaseModel):
         """The module names LoRA adapts: the job's, else the default for the model type."""
         if target_modules:
             return tuple(target_modules)
-        try:  # the trainer's defaults (training.adapters): PEFT's table per model type
-            from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_DEFAULTS
-        except ImportError:
-            PEFT_DEFAULTS = {}
-        found = PEFT_DEFAULTS.get(self.model_type or "") or DEFAULT_LORA_TARGETS.get(self.model_type or "")
-        return tuple(found or FALLBACK_LORA_TARGETS)
+        return DEFAULT_LORA_TARGETS.get(self.model_type or "", FALLBACK_LORA_TARGETS)
 
     def lora_params(self, r: int, target_modules: list[str] | tuple[str, ...] | None) -> int:
         """Trainable parameters of rank-`r` adapters: r x (in + out) per adapted linear layer."""

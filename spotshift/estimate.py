@@ -102,22 +102,24 @@ def _placement(offer: Offer, f: Fit, hours: float, hours_left: float, budget_usd
 
 def estimate_offline(job: JobCreate, now: datetime, *, market: MarketSource | None = None,
                      size_of: Callable[[str], ModelSize] | None = None,
-                     measurements: Iterable[Throughput] = (), meta_check: bool = False) -> Estimate:
+                     measurements: Iterable[Throughput] = (),
+                     meta_size_of: Callable[[dict], ModelSize] | None = None) -> Estimate:
     """`estimate` with the model sized by spotshift.hf.model_size (config.json and the safetensors
     headers; a local directory or the Hub cache) over `market`, by default the embedded on-demand
     table. The snapshot is taken without the job's sizing, so `refused` says why each other type
     cannot run it; `measurements` of this model and method replace the table's rates where their
-    shape matches. `meta_check`: also build the model on the meta device (imports torch and
-    transformers) and size with that count where the two differ; the estimate shows both."""
+    shape matches. `meta_size_of` (config.json -> ModelSize; `spotshift estimate --meta-check`
+    passes the meta-device model's, which imports torch): checks the count against it, and sizes
+    with it where no weights were found and the two differ; the estimate says which."""
     from spotshift.hf import model_size
     from spotshift.market.catalog_market import CatalogMarket
 
     model = (size_of or model_size)(job.model)
     meta_params, finding = None, None
-    if meta_check:
-        from spotshift.hf import model_config, size_on_meta_device
+    if meta_size_of is not None:
+        from spotshift.hf import model_config
 
-        meta = size_on_meta_device(model_config(job.model))
+        meta = meta_size_of(model_config(job.model))
         meta_params, finding = meta.params, _meta_check_finding(model, meta)
         if meta.params != model.params and model.params_from == "config":
             model = meta  # no weights to count: the model transformers builds knows the architecture best

@@ -1,12 +1,11 @@
 """Hugging Face model metadata from the Hub, a local directory or S3, without torch: the shape from
 config.json (spotshift.sizing.architecture), the parameter count from the safetensors headers of the
 weights (spotshift.sizing.safetensors; the Hub's safetensors metadata, ranged GETs on S3). Clients are
-passed in; nothing is downloaded but config.json and safetensors headers. A model built on the meta
-device (torch) only on request: `size_on_meta_device`, for `spotshift estimate --meta-check`."""
+passed in; nothing is downloaded but config.json and safetensors headers. torch is never imported
+here (a contract in pyproject.toml): the meta-device check is `spotshift estimate --meta-check`'s."""
 
 from __future__ import annotations
 
-import functools
 import json
 from collections import Counter
 from collections.abc import Callable
@@ -16,14 +15,14 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from spotshift.models import classify_model_ref
-from spotshift.sizing.architecture import CONFIG_ALIASES, model_size_of, shape_of, size_from_config
-from spotshift.sizing.model import LinearGroup, ModelMetadataUnavailable, ModelSize
+from spotshift.sizing.architecture import CONFIG_ALIASES, shape_of, size_from_config
+from spotshift.sizing.model import ModelMetadataUnavailable, ModelSize
 from spotshift.sizing.safetensors import (DTYPE_BYTES, INDEX_FILE, SINGLE_FILE, header_length, parse_header,
                                           params_by_dtype, shard_files, weight_bytes)
 
 __all__ = ["CONFIG_ALIASES", "DTYPE_BYTES", "HubApi", "ModelMetadata", "ModelMetadataUnavailable", "metadata_from",
            "model_config", "model_metadata", "model_size", "safetensors_file_params", "size_from_config",
-           "size_from_formula", "size_on_meta_device", "weight_params"]
+           "size_from_formula", "weight_params"]
 
 size_from_formula = size_from_config  # the name earlier callers use: config arithmetic, no torch
 
@@ -105,6 +104,8 @@ def weight_params(ref: str, *, hf_api: HubApi | None = None, s3_client=None) -> 
 def safetensors_file_params(path: str | Path) -> Counter:
     """Parameter count per dtype of one local .safetensors file, from its header."""
     path = Path(path).expanduser()
+    if not path.is_file():
+        raise ModelMetadataUnavailable(f"{path}: no such safetensors file")
     return _params_of_file(_local_reader(path.parent), path.name, str(path.parent) + "/")
 
 
@@ -224,48 +225,3 @@ def metadata_from(ref: str, source: str, config: dict[str, Any], dtype_params: d
         ref=ref, source=source, params=sum(dtype_params.values()), weight_bytes=weight_bytes(dtype_params),
         dtype=max(dtype_params, key=dtype_params.get), model_type=config.get("model_type"), **shape_of(config),
     )
-
-
-# --- the meta-device check (torch, on request only) --------------------------------------------
-
-
-def size_on_meta_device(config: dict[str, Any]) -> ModelSize:
-    """ModelSize of a model transformers builds from `config` on the meta device (no memory): any
-    architecture transformers knows. Imports torch and transformers (the train extra); only
-    `spotshift estimate --meta-check` and the tests call it, never the orchestrator."""
-    try:
-        return _size_on_meta_device(json.dumps(config, sort_keys=True))
-    except ModuleNotFoundError as exc:
-        raise ModuleNotFoundError(f"the meta-device check needs torch and transformers, the train extra "
-                                  f"(pip install 'spotshift[train]'): {exc}", name=exc.name) from exc
-
-
-@functools.lru_cache(maxsize=64)
-def _size_on_meta_device(config_json: str) -> ModelSize:
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    config = json.loads(config_json)
-    fields = {k: v for k, v in config.items() if k not in ("model_type", "architectures", "auto_map")}
-    cfg = AutoConfig.for_model(config["model_type"], **fields)
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(cfg)
-    linears: Counter = Counter()
-    for name, module in model.named_modules():
-        weight = getattr(module, "weight", None)
-        if isinstance(module, torch.nn.Linear):
-            shape = (module.in_features, module.out_features)
-        elif type(module).__name__ == "Conv1D" and weight is not None and weight.dim() == 2:
-            shape = tuple(weight.shape)  # transformers' Conv1D stores (in, out)
-        else:
-            continue
-        linears[(name.rsplit(".", 1)[-1], *shape)] += 1
-    params = sum(p.numel() for p in model.parameters())
-    embed = model.get_input_embeddings().weight
-    head = model.get_output_embeddings()
-    untied = head is not None and head.weight is not embed
-    embedding_params = embed.numel() + (head.weight.numel() if untied else 0)
-    size = model_size_of(config, params, embedding_params,
-                         tuple(LinearGroup(name=n, in_features=i, out_features=o, count=c)
-                               for (n, i, o), c in linears.items()))
-    return size.model_copy(update={"params_from": "meta-device"})

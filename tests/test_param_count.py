@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from spotshift.hf import model_size, safetensors_file_params, size_from_config, size_on_meta_device, weight_params
+from deployments.estimate_cli import size_on_meta_device
+from spotshift.hf import model_size, safetensors_file_params, size_from_config, weight_params
 from spotshift.sizing import JobSizing, TrainingShape
 from spotshift.sizing.architecture import FAMILIES
 from spotshift.sizing.model import DEFAULT_LORA_TARGETS, ModelMetadataUnavailable

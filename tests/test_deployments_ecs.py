@@ -66,8 +66,9 @@ def secret_settings() -> set[str]:
 
 def test_the_ecs_file_declares_every_deployment_of_prefect_yaml_with_the_same_schedule_and_limits():
     process, ecs = deployments_of(REPO / "prefect.yaml"), deployments_of(ECS_FILE)
-    assert set(ecs) == set(process), ("docker/prefect-ecs.yaml must declare the deployments of prefect.yaml "
-                                      f"(missing: {sorted(set(process) - set(ecs))}, extra: {sorted(set(ecs) - set(process))})")
+    missing, extra = sorted(set(process) - set(ecs)), sorted(set(ecs) - set(process))
+    assert not missing and not extra, (
+        f"docker/prefect-ecs.yaml must declare the deployments of prefect.yaml (missing: {missing}, extra: {extra})")
     for name, d in process.items():
         same = {k: v for k, v in d.items() if k != "work_pool"}
         assert {k: v for k, v in ecs[name].items() if k != "work_pool"} == same, (
@@ -119,7 +120,7 @@ def in_pool():
     return WorkPoolFilter(name=WorkPoolFilterName(any_=[POOL]))
 
 
-def rendered(job_variables: dict, pool) -> "ECSJobConfiguration":  # noqa: F821
+def rendered(job_variables: dict, pool):
     """What the ECS worker would send to ECS for these variables (prefect-aws's own templating)."""
     from prefect_aws.workers.ecs_worker import ECSJobConfiguration
 
@@ -189,6 +190,16 @@ def test_prefect_deploy_registers_every_deployment_on_an_ecs_pool(ecs_pool, monk
     assert (config.task_run_request["cluster"], config.task_run_request["launchType"]) == ("spotshift", "FARGATE")
     assert config.env["SPOTSHIFT_BUCKET"] == EXPORTS["SPOTSHIFT_BUCKET"]
 
+    # an export left unset is deployed as an empty string, not refused (docs/aws.md says to export every one)
+    monkeypatch.delenv("SPOTSHIFT_ECS_IMAGE", raising=False)
+    for k, v in EXPORTS.items():
+        if k != "SPOTSHIFT_ECS_IMAGE":
+            monkeypatch.setenv(k, v)
+    result = CycloptsCliRunner().invoke(["--no-prompt", "deploy", "-n", "reaper", "--prefect-file", str(ECS_FILE)])
+    assert result.exit_code == 0, result.output
+    with get_client(sync_client=True) as client:
+        assert client.read_deployment(registered["reaper"].id).job_variables["image"] == ""
+
 
 @pytest.mark.xdist_group("prefect")
 def test_the_ecs_pool_refuses_a_job_variable_of_the_wrong_type_and_ignores_an_unknown_one(ecs_pool):
@@ -222,7 +233,8 @@ def test_the_ecs_pool_refuses_a_job_variable_of_the_wrong_type_and_ignores_an_un
 
 def dockerfile_instructions() -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
-    text = re.sub(r"\\\n", " ", "\n".join(l for l in DOCKERFILE.read_text().splitlines() if not l.lstrip().startswith("#")))
+    lines = [line for line in DOCKERFILE.read_text().splitlines() if not line.lstrip().startswith("#")]
+    text = re.sub(r"\\\n", " ", "\n".join(lines))
     return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in text.splitlines() if line.strip()]
 
 

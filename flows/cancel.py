@@ -10,6 +10,7 @@ from flows.runtime import Runtime
 from spotshift.job_actions import plan_cancel
 from spotshift.models import JobStatus, JobUpdate
 from spotshift.stores import InvalidTransition
+from tasks import events
 
 log = logging.getLogger("spotshift.cancel")
 
@@ -59,9 +60,11 @@ def cancel_job(rt: Runtime, job_id: str, flow_runs, *, reason: str = "cancelled 
     plan = plan_cancel(job, rt.ledger.open_workloads(job_id), run_state, now)
     if plan.cancel_flow_run:
         flow_runs.cancel(plan.cancel_flow_run, reason)
+    cancelled_now = False
     if plan.close_job:  # before the instances go, so a still-running flow cannot launch another
         try:
             rt.jobs.transition(job_id, JobStatus.CANCELLED, now=now, message=reason)
+            cancelled_now = True
         except InvalidTransition as exc:
             if exc.current is not JobStatus.CANCELLED:  # it ended meanwhile: leave it as it ended
                 raise
@@ -71,7 +74,9 @@ def cancel_job(rt: Runtime, job_id: str, flow_runs, *, reason: str = "cancelled 
     for workload in plan.close_workloads:
         rt.ledger.upsert_workload(workload)
     cost = sum(w.cost_usd for w in rt.ledger.workloads(job_id))
-    rt.jobs.update(job_id, JobUpdate(cost_usd=cost), now=now)
+    closed = rt.jobs.update(job_id, JobUpdate(cost_usd=cost), now=now)
+    if cancelled_now:
+        events.job_cancelled(closed, message=reason, cost_usd=cost)
     log.info("Job %s cancelled: flow run %s, instances %s, workloads %s", job_id, plan.cancel_flow_run,
              stopped, [w.id for w in plan.close_workloads])
     return CancelOutcome(job_id=job_id, status=rt.jobs.get(job_id).status.value,

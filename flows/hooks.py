@@ -9,6 +9,7 @@ import logging
 from flows.runtime import Runtime
 from spotshift.models import EndReason, JobStatus, JobUpdate
 from spotshift.stores import InvalidTransition
+from tasks import events
 
 log = logging.getLogger("spotshift.hooks")
 
@@ -36,12 +37,15 @@ def _cleanup(status: JobStatus):
             return
         rt = rt or Runtime.from_settings()
         stopped = terminate_job_instances(rt, job_id, f"flow run {state.name}")
+        error = f"flow run {flow_run.name} {state.name}: {state.message or ''}"[:500]
         try:
-            rt.jobs.transition(job_id, status, now=rt.clock(),
-                               update=JobUpdate(error=f"flow run {flow_run.name} {state.name}: {state.message or ''}"[:500]),
-                               message=f"flow run {state.name}")
+            job = rt.jobs.transition(job_id, status, now=rt.clock(), update=JobUpdate(error=error),
+                                     message=f"flow run {state.name}")
         except InvalidTransition:
-            pass  # already terminal
+            pass  # already terminal (and its event sent by whatever ended it)
+        else:
+            events.job_ended(job, status, message=f"flow run {state.name}", error=error, flow_run_id=str(flow_run.id),
+                             cost_usd=events.job_cost(rt.ledger, job_id, rt.clock()))
         log.warning("Job %s: flow run %s; stopped instances %s", job_id, state.name, stopped)
 
     return hook

@@ -20,6 +20,7 @@ from spotshift.models import EndReason, JobStatus, JobUpdate, MigrationReason, P
 from spotshift.monitoring import TrainerFailedPermanently, after_changeover
 from spotshift.planning import offer_of_workload
 from spotshift.policy.state import Move, NoFeasiblePlacement
+from tasks import events
 from tasks.deployer import stop_instance
 from tasks.migration import MigrationTimeout, request_checkpoint, wait_for_checkpoint, wait_for_heartbeat
 from tasks.monitor import LOST_STATES
@@ -53,7 +54,7 @@ def recover(rt: Runtime, run: JobRun, reason: MigrationReason, end: EndReason, l
     for _ in range(MAX_NEW_INSTANCES):
         transition(rt, run, JobStatus.PLANNING, f"{reason}: re-planning")
         step = checkpoint_step(rt, run)
-        new = place(rt, run)
+        new = place(rt, run, reason=end.value)
         if new is None:
             if pending is not None:
                 rt.ledger.upsert_migration(pending.model_copy(update={"finished_at": rt.clock()}))
@@ -127,10 +128,14 @@ def move(rt: Runtime, run: JobRun, decision: Move) -> bool:
     rt.fault("before_old_stopped")
     stop_instance(old.instance_id, "migrated", rt.backend)  # for sure; a no-op once it shut itself down
     rt.fault("after_old_stopped")
-    rt.ledger.upsert_migration(migration_row(
-        run.job.id, old, new, decision.reason, started_at=started, finished_at=seen, checkpoint_step=step,
-        expected_saving_usd=decision.expected_saving_usd, first_step_at=seen, migration_id=pending.id))
+    done = migration_row(run.job.id, old, new, decision.reason, started_at=started, finished_at=seen,
+                         checkpoint_step=step, expected_saving_usd=decision.expected_saving_usd, first_step_at=seen,
+                         migration_id=pending.id)
+    rt.ledger.upsert_migration(done)
     transition(rt, run, JobStatus.RUNNING, f"moved to {new.instance_id}", current_workload_id=new.id)
+    events.job_moved(run.job, old, new, reason=decision.reason, expected_saving_usd=decision.expected_saving_usd,
+                     checkpoint_step=step, downtime_seconds=done.downtime_seconds, flow_run_id=run.flow_run_id or None,
+                     cost_usd=events.job_cost(rt.ledger, run.job.id, rt.clock()))
     return True
 
 

@@ -20,6 +20,7 @@ from spotshift.models import EndReason, Job, JobStatus, JobUpdate, OfferKey, Pla
 from spotshift.policy.state import JobState, NoFeasiblePlacement
 from spotshift.sizing import fit
 from spotshift.sizing.disk import job_disk_need
+from tasks import events
 from tasks.aws_check import check_region_before_launch
 from tasks.deployer import start_instance, stop_instance, stop_job_instances
 from tasks.monitor import Watch, new_watch
@@ -132,9 +133,10 @@ def _decide_placement(rt: Runtime, run: JobRun) -> Plan:
         _idle(rt, run, decision)
 
 
-def place(rt: Runtime, run: JobRun) -> Workload | None:
+def place(rt: Runtime, run: JobRun, *, reason: str = "submitted") -> Workload | None:
     """scout -> optimizer -> approval -> deployer, taking the next offer on capacity errors.
-    The job goes PLANNING -> (AWAITING_APPROVAL) -> PROVISIONING -> RUNNING; None = not approved."""
+    The job goes PLANNING -> (AWAITING_APPROVAL) -> PROVISIONING -> RUNNING; None = not approved.
+    `reason`: why the job needs an instance (submitted, or how the last one ended), for the placed event."""
     logger = get_run_logger()
     last_error: CapacityUnavailable | None = None
     for _ in range(MAX_LAUNCH_ATTEMPTS):
@@ -157,6 +159,8 @@ def place(rt: Runtime, run: JobRun) -> Workload | None:
                        f"{plan.offer.zone}: {getattr(exc, 'quota_code', '') or exc.code}")
             continue
         transition(rt, run, JobStatus.RUNNING, f"running on {workload.instance_id}", current_workload_id=workload.id)
+        events.job_placed(run.job, workload, plan=plan, reason=reason, flow_run_id=run.flow_run_id or None,
+                          cost_usd=events.job_cost(rt.ledger, run.job.id, rt.clock()))
         return workload
     raise NoFeasiblePlacement(run.job.id, f"{MAX_LAUNCH_ATTEMPTS} launches failed; the last: {last_error}")
 
@@ -217,8 +221,13 @@ def finalize(rt: Runtime, run: JobRun, status: JobStatus, message: str, error: s
     final = run.paths.final_uri if status is JobStatus.SUCCEEDED else None
     if status is JobStatus.SUCCEEDED:
         expire_checkpoints(rt.s3, run.paths)  # the final model stays; the checkpoints expire later
-    return transition(rt, run, status, message, cost_usd=summary.total_usd, final_model=final,
-                      current_workload_id=None, error=error) if run.job.status is not status else run.job
+    if run.job.status is status:
+        return run.job
+    job = transition(rt, run, status, message, cost_usd=summary.total_usd, final_model=final,
+                     current_workload_id=None, error=error)
+    events.job_ended(job, status, message=message, cost_usd=summary.total_usd, on_demand_usd=summary.on_demand_usd,
+                     final_model=final, error=error, flow_run_id=run.flow_run_id or None)
+    return job
 
 
 def on_demand_prices(rt: Runtime, workloads: list[Workload]) -> dict[str, float]:

@@ -21,6 +21,7 @@ from spotshift.policy import decide
 from spotshift.policy.state import Move, NoFeasiblePlacement
 from spotshift.sizing import JobSizing, job_work_v100_hours, single_gpu_memory_gib
 from spotshift.stores.throughput import measurement
+from tasks import events
 from tasks.monitor import watch_instance
 from tasks.retries import retry_unless_input_is_final
 from tasks.scout import scout
@@ -157,14 +158,19 @@ def _recover_from(rt: Runtime, run: JobRun, outcome) -> bool:
     """The instance stopped training: lost, stalled or failed; resume elsewhere. A trainer that
     failed permanently raises TrainerFailedPermanently (resumed nowhere)."""
     now = rt.clock()
+    last_step = max(run.job.step, outcome.progress.step) if outcome.progress else None
     if outcome.verdict is Verdict.FAILED_PERMANENTLY:
         raise TrainerFailedPermanently(outcome.progress.error or "the trainer failed permanently",
                                        run.workload.instance_id)
     if outcome.lost or outcome.verdict is Verdict.CHECKPOINTED:
         if run.workload.market is Market.SPOT:
             rt.record_zone_lost(run.workload.zone, now, "preemption")
+        events.job_preempted(run.job, run.workload, detail=outcome.detail, step=last_step,
+                             cost_usd=events.job_cost(rt.ledger, run.job.id, now), flow_run_id=run.flow_run_id or None)
         return recover(rt, run, MigrationReason.PREEMPTED, EndReason.PREEMPTED, now)
     if outcome.verdict is Verdict.STALLED:
+        events.job_stalled(run.job, run.workload, detail=outcome.detail, step=last_step,
+                           cost_usd=events.job_cost(rt.ledger, run.job.id, now), flow_run_id=run.flow_run_id or None)
         return recover(rt, run, MigrationReason.STALLED, EndReason.STALLED, now)
     run.failures += 1
     detail = outcome.progress.error if outcome.progress else "unknown error"

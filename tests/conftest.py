@@ -29,6 +29,28 @@ def prefect_api():
         yield
 
 
+@pytest.fixture
+def job_events(monkeypatch):
+    """Prefect's test double for the events client, AssertingPassthroughEventsClient, installed as
+    Prefect's own `asserting_and_emitting_events_worker` fixture does: every event the flow emits is
+    recorded and still sent to the session's test server (use with prefect_api). Yields a function
+    that drains the worker and returns the spotshift.job.* events (tasks/events.py), in the order sent."""
+    from prefect.events.clients import AssertingPassthroughEventsClient
+    from prefect.events.worker import EventsWorker
+
+    AssertingPassthroughEventsClient.reset()
+    worker = EventsWorker.instance(AssertingPassthroughEventsClient)
+    monkeypatch.setattr(EventsWorker, "instance", lambda *_: worker)
+
+    def sent():
+        worker.drain()
+        return [e for client in AssertingPassthroughEventsClient.all for e in client.events
+                if e.event.startswith("spotshift.job.")]
+
+    yield sent
+    worker.drain()
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint() -> str:
     """One moto server (EC2, S3, ...) for the test session, on a free port of 127.0.0.1."""

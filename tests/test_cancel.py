@@ -158,7 +158,7 @@ def test_cancel_of_a_running_job_leaves_no_instance_and_keeps_its_checkpoints(
 
 
 @pytest.mark.xdist_group("prefect")
-def test_a_job_whose_flow_run_is_gone_is_cancelled_and_a_finished_one_is_a_409(prefect_api, api):
+def test_a_job_whose_flow_run_is_gone_is_cancelled_and_a_finished_one_is_a_409(prefect_api, api, job_events):
     rt, client = api
     request = JobCreate(model="gpt2", dataset="s3://inputs/d.txt", max_steps=10, budget_usd=1,
                         deadline=datetime.now(UTC) + timedelta(days=1))
@@ -175,6 +175,10 @@ def test_a_job_whose_flow_run_is_gone_is_cancelled_and_a_finished_one_is_a_409(p
     answer = client.post(f"/jobs/{done.id}/cancel")
     assert answer.status_code == 409 and answer.json()["status"] == "succeeded"
     assert rt.jobs.get(done.id) == before
+    # one spotshift.job.cancelled event, for the job the cancel ended; none for the refused one
+    [cancelled] = job_events()
+    assert (cancelled.event, cancelled.resource.id) == ("spotshift.job.cancelled", f"spotshift.job.{waiting.id}")
+    assert cancelled.payload["message"] == "cancelled by the user" and cancelled.payload["cost_usd"] == 0
 
 
 @pytest.mark.xdist_group("prefect")

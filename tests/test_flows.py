@@ -72,7 +72,8 @@ def running_instances(rt: Runtime, job_id: str | None = None) -> list:
     return [i for i in rt.backend.list(job_id) if i.state in ("pending", "running")]
 
 
-def test_train_job_survives_a_preemption_and_moves_once_to_cheaper_capacity(prefect_api, moto_endpoint, model_uri, tmp_path):
+def test_train_job_survives_a_preemption_and_moves_once_to_cheaper_capacity(prefect_api, moto_endpoint, model_uri, tmp_path,
+                                                                           job_events):
     from flows.train_job import train_job
 
     # the trainer starts ~8 market minutes in; 450 paced steps take 67 minutes: us-east-1a is lost at
@@ -115,6 +116,26 @@ def test_train_job_survives_a_preemption_and_moves_once_to_cheaper_capacity(pref
     # the rate measured on the instance type is stored for later estimates (paced: 1 step per 9 market s)
     [rate] = rt.throughput.for_model(model_uri[0], "full")
     assert rate.instance_type == "p3.2xlarge" and 0 < rate.steps_per_second <= 1.2 / 9
+    # the job's Prefect events (tasks/events.py), in order, on the resource spotshift.job.<id>
+    sent = job_events()
+    assert [(e.event, e.payload.get("reason"), e.payload.get("zone")) for e in sent] == [
+        ("spotshift.job.placed", "submitted", "us-east-1a"), ("spotshift.job.preempted", None, "us-east-1a"),
+        ("spotshift.job.placed", "preempted", "us-east-2a"), ("spotshift.job.moved", "cheaper", "us-west-2a"),
+        ("spotshift.job.finished", None, None)]
+    assert {e.resource.id for e in sent} == {f"spotshift.job.{job.id}"}
+    placed, preempted, replaced, moved, finished = sent
+    assert [placed.payload["instance_id"], replaced.payload["instance_id"], moved.payload["instance_id"]] == [
+        w.instance_id for w in workloads]
+    assert preempted.payload["workload_id"] == workloads[0].id and preempted.payload["market"] == "spot"
+    assert f"spotshift.instance.{workloads[0].instance_id}" in {r.id for r in preempted.related}
+    assert f"prefect.flow-run.{rt.jobs.get(job.id).flow_run_id}" in {r.id for r in placed.related}
+    assert moved.payload["from"]["workload_id"] == workloads[1].id
+    assert moved.payload["expected_saving_usd"] == pytest.approx(migrations[1].expected_saving_usd, abs=1e-4)
+    assert moved.payload["downtime_seconds"] == pytest.approx(migrations[1].downtime_seconds)
+    assert 0 < placed.payload["expected_cost_usd"] and placed.payload["usd_per_hour"] == pytest.approx(workloads[0].usd_per_hour)
+    assert 0 < preempted.payload["cost_usd"] < moved.payload["cost_usd"] < finished.payload["cost_usd"]
+    assert finished.payload["cost_usd"] == pytest.approx(summary["cost_usd"], abs=1e-3)
+    assert finished.payload["final_model"] == rt.jobs.get(job.id).final_model and finished.payload["step"] == 450
 
 
 def test_the_same_submission_twice_gives_one_job_and_one_instance(prefect_api, moto_endpoint, model_uri, tmp_path):

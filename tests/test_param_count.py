@@ -55,6 +55,10 @@ CONFIGS = {
     "qwen3-tied": {"model_type": "qwen3", **SMALL, "hidden_size": 64, "num_key_value_heads": 2, "intermediate_size": 128,
                    "head_dim": 16, "tie_word_embeddings": True},
     "gpt_neox": {"model_type": "gpt_neox", **SMALL, "hidden_size": 64, "intermediate_size": 128},
+    "phi": {"model_type": "phi", **SMALL, "hidden_size": 64, "intermediate_size": 128},
+    "phi-gqa-qk-layernorm": {"model_type": "phi", **SMALL, "hidden_size": 64, "intermediate_size": 96,
+                             "num_key_value_heads": 2, "qk_layernorm": True, "tie_word_embeddings": True},
+    "bloom": {"model_type": "bloom", "n_embed": 64, "n_layer": 2, "num_attention_heads": 4, "vocab_size": 100},
 }
 
 
@@ -270,17 +274,20 @@ def test_hub_safetensors_metadata_online_and_config_arithmetic_offline(local_hub
 
 # --- the orchestrator never loads torch ---------------------------------------------------------
 
-ENTRY_POINTS = ("flows.train_job", "tasks", "flows.continuous_scout", "deployments.api", "flows.fleet")
+ENTRY_POINTS = ("flows.train_job", "tasks", "flows.continuous_scout", "deployments.api")
 
 
 def test_orchestrator_imports_and_sizes_a_job_without_torch_or_transformers(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(LLAMA3_8B))
     script = textwrap.dedent(f"""
-        import importlib, importlib.util, json, sys
+        import importlib, json, sys
         from datetime import UTC, datetime, timedelta
+        import pkgutil
         for name in {ENTRY_POINTS!r}:
-            if importlib.util.find_spec(name) is not None:
-                importlib.import_module(name)
+            importlib.import_module(name)
+        for package in ("flows", "tasks", "blocks"):  # every module the orchestrator runs, new ones too
+            for module in pkgutil.walk_packages(importlib.import_module(package).__path__, package + "."):
+                importlib.import_module(module.name)
         from flows.train_job import model_needs
         from spotshift.estimate import estimate_offline
         from spotshift.models import JobCreate
@@ -328,6 +335,28 @@ def test_estimate_meta_check_reports_the_meta_device_count(tmp_path, capsys):
     assert plain["meta_device_params"] is None and plain["params_from"] == "config"
     assert checked["meta_device_params"] == checked["params"] == plain["params"] == meta_device_params(CONFIGS["qwen2"])
     assert checked["meta_check"].startswith("the meta-device count agrees")
+
+
+def test_meta_check_sizes_an_architecture_without_arithmetic_by_the_meta_device(tmp_path):
+    """Gemma has no arithmetic here (tied head, its own norms): without weights, the estimate is the
+    decoder's guess, and --meta-check corrects it to the model transformers builds."""
+    from datetime import UTC, datetime, timedelta
+
+    from spotshift.estimate import estimate_offline
+    from spotshift.models import JobCreate
+
+    config = {"model_type": "gemma", **SMALL, "hidden_size": 64, "num_key_value_heads": 1, "intermediate_size": 128,
+              "head_dim": 16}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    now = datetime(2026, 11, 28, 12, tzinfo=UTC)
+    job = JobCreate.model_validate({"model": str(tmp_path), "dataset": "s3://bucket-x/train.jsonl", "max_steps": 10,
+                                    "batch_size": 1, "seq_len": 128, "budget_usd": 100, "regions": ["us-east-1"],
+                                    "deadline": (now + timedelta(days=3)).isoformat()}, context={"now": now})
+    guess = estimate_offline(job, now)
+    checked = estimate_offline(job, now, meta_size_of=size_on_meta_device)
+    assert guess.params == size_from_config(config).params != meta_device_params(config)
+    assert checked.params == checked.meta_device_params == meta_device_params(config)
+    assert checked.params_from == "meta-device" and "sized with the meta-device count" in checked.meta_check
 
 
 def _json_documents(text: str) -> list[str]:

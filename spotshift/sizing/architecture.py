@@ -12,7 +12,7 @@ from spotshift.sizing.model import LinearGroup, ModelMetadataUnavailable, ModelS
 # config.json spells the same things differently per architecture; first name found wins.
 CONFIG_ALIASES = {
     "n_layers": ("num_hidden_layers", "n_layer", "num_layers", "n_layers", "decoder_layers"),
-    "hidden": ("hidden_size", "n_embd", "d_model", "dim"),
+    "hidden": ("hidden_size", "n_embd", "n_embed", "d_model", "dim"),
     "n_heads": ("num_attention_heads", "n_head", "num_heads", "n_heads", "decoder_attention_heads"),
     "vocab": ("vocab_size",),
     "intermediate": ("intermediate_size", "n_inner", "ffn_dim", "d_ff", "hidden_dim"),
@@ -96,6 +96,37 @@ def _gpt_neox(config: dict[str, Any]) -> tuple[_Counts, int]:
     return c, _with_embeddings(c, config, vocab, h, tied_default=False)
 
 
+def _phi(config: dict[str, Any]) -> tuple[_Counts, int]:
+    """Phi (1, 1.5, 2): q, k, v and dense with bias, fc1/fc2 with bias, one LayerNorm per layer
+    (attention and MLP in parallel), optional q/k LayerNorms, lm_head with bias."""
+    s = _shape(config)
+    h, L, heads, vocab, inter = s["hidden"], s["n_layers"], s["n_heads"], s["vocab"], s["intermediate"]
+    head_dim, kv_heads = h // heads, int(config.get("num_key_value_heads") or heads)
+    c = _Counts()
+    c.linear("q_proj", h, heads * head_dim, L, bias=True)
+    c.linear("k_proj", h, kv_heads * head_dim, L, bias=True)
+    c.linear("v_proj", h, kv_heads * head_dim, L, bias=True)
+    c.linear("dense", heads * head_dim, h, L, bias=True)
+    c.linear("fc1", h, inter, L, bias=True)
+    c.linear("fc2", inter, h, L, bias=True)
+    c.add(L * 2 * h + 2 * h + (L * 4 * head_dim if config.get("qk_layernorm") else 0) + vocab)  # + lm_head's bias
+    return c, _with_embeddings(c, config, vocab, h, tied_default=False)
+
+
+def _bloom(config: dict[str, Any]) -> tuple[_Counts, int]:
+    """BLOOM: a LayerNorm after the embeddings, fused query_key_value, dense, dense_h_to_4h,
+    dense_4h_to_h, all with bias, LayerNorms with bias; lm_head tied by default."""
+    s = _shape(config)
+    h, L, vocab = s["hidden"], s["n_layers"], s["vocab"]
+    c = _Counts()
+    c.linear("query_key_value", h, 3 * h, L, bias=True)
+    c.linear("dense", h, h, L, bias=True)
+    c.linear("dense_h_to_4h", h, 4 * h, L, bias=True)
+    c.linear("dense_4h_to_h", 4 * h, h, L, bias=True)
+    c.add(2 * h + L * 4 * h + 2 * h)
+    return c, _with_embeddings(c, config, vocab, h, tied_default=True)
+
+
 def _any_decoder(config: dict[str, Any]) -> tuple[_Counts, int]:
     """A model type without its own arithmetic: a Llama-style decoder, its MLP gated when the
     activation is SiLU (an estimate)."""
@@ -121,6 +152,8 @@ FAMILIES: dict[str, Family] = {
     "qwen3": lambda config: _decoder(config, head_dim_default=128, qk_norm=True),
     "gpt2": _gpt2,
     "gpt_neox": _gpt_neox,
+    "phi": _phi,
+    "bloom": _bloom,
 }
 
 

@@ -261,7 +261,7 @@ def test_a_killed_flow_leaves_nothing_running_once_the_reaper_ran(prefect_api, m
 
 
 def test_a_checkpoint_the_trainer_refuses_fails_the_job_with_its_reason_and_launches_nothing_more(
-    prefect_api, moto_endpoint, model_uri, tmp_path
+    prefect_api, moto_endpoint, model_uri, tmp_path, job_events
 ):
     """The job's checkpoint was written by another transformers minor version: the real trainer
     refuses it (a permanent failure), and the job ends FAILED with the trainer's words instead of
@@ -294,6 +294,10 @@ def test_a_checkpoint_the_trainer_refuses_fails_the_job_with_its_reason_and_laun
     assert workload.end_reason is EndReason.FAILED
     assert rt.ledger.migrations(job.id) == []
     assert running_instances(rt, job.id) == []
+    # placed, then failed once (finalize; the flow's on_failure hook finds the job ended and sends nothing)
+    placed, ended = job_events()
+    assert (placed.event, ended.event) == ("spotshift.job.placed", "spotshift.job.failed")
+    assert ended.payload["error"] == failed.error and ended.payload["cost_usd"] == pytest.approx(workload.cost_usd)
 
 
 def _zombie(pid: int) -> bool:

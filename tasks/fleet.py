@@ -103,14 +103,10 @@ def judge(jobs: FleetJobs, listing: InstanceListing, heartbeats: Mapping[str, He
 @task(name="record-measurements", cache_policy=NO_CACHE)
 def record_measurements(jobs: Any, judgment: FleetJudgment, now: datetime) -> int:
     """Store what a new heartbeat told of each job (step, rate, the training workload): the same
-    JobUpdate the per-job monitor writes. Returns how many jobs were written."""
-    written = 0
-    for f in judgment.findings:
-        if f.step is None and f.measured is None:
-            continue
-        jobs.update(f.job_id, JobUpdate(step=f.step, measured=f.measured), now=now)
-        written += 1
-    return written
+    JobUpdate the per-job monitor writes, for every such job in one bulk write. Returns how many."""
+    updates = {f.job_id: JobUpdate(step=f.step, measured=f.measured) for f in judgment.findings
+               if f.step is not None or f.measured is not None}
+    return jobs.update_many(updates, now=now)
 
 
 @task(name="save-fleet-marks", cache_policy=NO_CACHE)

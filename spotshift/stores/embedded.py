@@ -63,6 +63,13 @@ class PerThreadCollection:
     def __getattr__(self, attribute: str):
         return getattr(self._database.current()[self._name], attribute)
 
+    def write_back(self, docs: list[dict]) -> None:
+        """Store whole documents read from this collection over their rows (by `_id`), in one SQLite
+        transaction: montydb's replace_one/update_one scan the collection once per document, its
+        storage writes a row by key (UPDATE ... WHERE k = ?). Hold the write lock from the read on."""
+        collection = self._database.current()[self._name]
+        collection._storage.update_many(collection, docs)
+
 
 @dataclass(frozen=True)
 class EmbeddedDatabase:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
-from pymongo import ASCENDING, ReturnDocument
+from pymongo import ASCENDING, ReturnDocument, UpdateOne
+from pymongo.collection import Collection
 
 from spotshift.models import ALLOWED_TRANSITIONS, Job, JobCreate, JobEvent, JobStatus, JobUpdate, new_id
-from spotshift.stores.embedded import DUPLICATE_KEY_ERRORS
+from spotshift.stores.embedded import DUPLICATE_KEY_ERRORS, PerThreadCollection
 from spotshift.stores.errors import InvalidTransition, JobIdConflict, JobNotFound
 
 # Stored jobs are re-read long after submission: judge their deadline against the epoch, not today.
@@ -117,6 +118,23 @@ class JobStore:
         if doc is None:
             raise JobNotFound(job_id)
         return _load(doc)
+
+    def update_many(self, updates: Mapping[str, JobUpdate], *, now: datetime) -> int:
+        """Apply each job's non-None fields (a fleet pass's measurements) without reading the jobs
+        back: one bulk write on MongoDB; on the embedded store one scan and one SQLite transaction
+        (its update_one scans the collection once per job). Returns the jobs matched."""
+        sets = {job_id: {**u.changes(), "updated_at": _iso(now)} for job_id, u in updates.items()}
+        if not sets:
+            return 0
+        with self._lock:
+            if isinstance(self._jobs, PerThreadCollection):
+                docs = list(self._jobs.find({"_id": {"$in": list(sets)}}))
+                self._jobs.write_back([{**doc, **sets[doc["_id"]]} for doc in docs])
+                return len(docs)
+            if isinstance(self._jobs, Collection):
+                return self._jobs.bulk_write([UpdateOne({"_id": k}, {"$set": v}) for k, v in sets.items()],
+                                             ordered=False).matched_count
+            return sum(self._jobs.update_one({"_id": k}, {"$set": v}).matched_count for k, v in sets.items())
 
     def append_event(self, job_id: str, event: JobEvent) -> None:
         with self._lock:

@@ -15,7 +15,8 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from spotshift.market.replay import ReplayMarket
-from spotshift.market.traces import TraceSet, region_of
+from spotshift.catalog import region_of
+from spotshift.market.traces import TraceSet
 
 DEMO_ZONES = ("us-east-1a", "us-east-2a", "us-west-2a")
 

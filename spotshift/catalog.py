@@ -5,6 +5,7 @@ Used for validation at the edge (what a user may name) and by the market and pol
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 # AWS commercial regions (opt-in regions included). The scout only visits the ones a job allows.
@@ -17,6 +18,17 @@ KNOWN_REGIONS: tuple[str, ...] = (
     "ap-southeast-1", "ap-southeast-2", "ap-southeast-3", "ap-southeast-4", "ap-southeast-5",
     "ap-east-1", "me-south-1", "me-central-1", "il-central-1", "af-south-1",
 )
+
+
+_ZONE = re.compile(r"^(?P<region>.*\d)[a-z]$")
+
+
+def region_of(zone: str) -> str:
+    """The region of an availability zone: 'us-east-1a' -> 'us-east-1'."""
+    m = _ZONE.match(zone)
+    if not m:
+        raise ValueError(f"zone {zone!r} must look like a region followed by one letter, e.g. us-east-1a")
+    return m["region"]
 
 
 PRECISIONS = ("fp32", "fp16", "bf16")

@@ -14,7 +14,8 @@ from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 
 from spotshift.aws.compute import ComputeBackend
-from spotshift.aws.ec2 import InstanceInfo, LaunchedInstance, LaunchRequest
+from spotshift.aws.ec2 import LaunchedInstance, LaunchRequest
+from spotshift.instances import InstanceInfo
 from spotshift.aws.errors import CapacityUnavailable
 from spotshift.aws.orphans import find_orphans
 from tasks.retries import AWS_STEP_RETRY

@@ -13,7 +13,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.context import TaskRunContext
 
 from spotshift.market.query import OfferQuery
-from spotshift.market.ranking import usd_per_work_unit
+from spotshift.cost_model import usd_per_work_unit
 from spotshift.market.source import MarketSource
 from spotshift.models import MarketSnapshot, utcnow
 from spotshift.settings import get_settings

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from spotshift.aws.ec2 import JOB_TAG, InstanceInfo
+from spotshift.instances import JOB_TAG, InstanceInfo
 from spotshift.aws.orphans import find_orphans
 from spotshift.models import Market
 

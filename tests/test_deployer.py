@@ -12,7 +12,8 @@ from prefect.states import Failed
 
 from spotshift.aws.ec2_backend import Ec2Backend
 from deployments.local_aws import client
-from spotshift.aws.ec2 import JOB_TAG, LaunchRequest
+from spotshift.aws.ec2 import LaunchRequest
+from spotshift.instances import JOB_TAG
 from spotshift.aws.errors import CapacityUnavailable, PermissionDenied, Throttled
 from spotshift.models import Market, Offer
 from tasks.retries import retry_when_aws_gave_up

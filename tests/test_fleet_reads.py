@@ -8,7 +8,7 @@ import uuid
 from datetime import UTC, datetime
 
 from deployments.local_aws import client
-from spotshift.aws.ec2 import JOB_TAG, WORKLOAD_TAG
+from spotshift.instances import JOB_TAG, WORKLOAD_TAG
 from spotshift.aws.fleet_reads import list_tagged_instances, read_heartbeat
 from spotshift.aws.local_backend import MOTO_IMAGE_ID
 from spotshift.fleet import Finding, HeartbeatRead, Thresholds, find_orphans

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from spotshift.aws.ec2 import InstanceInfo, JOB_TAG, WORKLOAD_TAG
+from spotshift.instances import InstanceInfo, JOB_TAG, WORKLOAD_TAG
 from spotshift.lifecycle.adoption import plan_adoption
 from spotshift.lifecycle.plans import Wait, migration_row, plan_move, plan_place
 from spotshift.lifecycle.state import JobFacts, Stint, job_state, live_job_state

@@ -17,7 +17,7 @@ from spotshift.aws.errors import PermissionDenied, Throttled
 from spotshift.market.aws import AwsMarket
 from spotshift.market.on_demand_fallback import FALLBACK_SOURCE, fallback_price
 from spotshift.market.query import OfferQuery
-from spotshift.market.ranking import usd_per_work_unit
+from spotshift.cost_model import usd_per_work_unit
 from spotshift.aws.calls import call_aws
 from spotshift.market.source import MarketSource
 from spotshift.market.spot_advisor import RiskTable

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from spotshift.catalog import INSTANCE_TYPES
 from spotshift.market.query import OfferQuery
 from spotshift.hf import size_from_formula
-from spotshift.market.ranking import rank_offers, usd_per_work_unit, work_rate
+from spotshift.cost_model import rank_offers, usd_per_work_unit, work_rate
 from spotshift.models import InterruptionRisk, JobCreate, Market, Offer
 from spotshift.sizing import JobSizing, TrainingShape, fit, work_rates
 from spotshift.sizing.speed import work_units_per_hour

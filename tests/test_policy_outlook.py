@@ -71,7 +71,7 @@ def test_zones_observed_at_different_instants_keep_their_last_state():
            ZoneObservation("us-east-1a", T0 + 7 * MIN, False), ZoneObservation("us-east-1b", T0 + 9 * MIN, True)]
     history = MarketHistory.from_observations(reversed(obs))
     assert history.zones == ("us-east-1a", "us-east-1b")
-    assert history.available.tolist() == [[True, True, False, False], [False, False, False, True]]
+    assert [list(row) for row in history.available] == [[True, True, False, False], [False, False, False, True]]
     assert set(outlook_from_history(history, T0 + 8 * MIN).gap_hours) == {"us-east-1a", "us-east-1b"}
     assert outlook_from_history(history, T0 - MIN) is None  # nothing observed yet
 

@@ -11,7 +11,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
-from spotshift.aws.ec2 import InstanceInfo, LaunchedInstance, LaunchRequest
+from spotshift.aws.ec2 import LaunchedInstance, LaunchRequest
+from spotshift.instances import InstanceInfo
 
 EventKind = Literal["interruption_notice", "preempted", "exited"]
 

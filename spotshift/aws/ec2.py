@@ -17,16 +17,13 @@ from spotshift.aws.errors import (
     CapacityUnavailable, NotFound, QuotaExceeded, SpotshiftAwsError, WaitTimeout, map_client_error,
 )
 from spotshift.aws.quotas import quota_error
+from spotshift.instances import (
+    FLOW_RUN_TAG, GONE_STATES, JOB_TAG, NOT_GONE_STATES, RESERVED_TAG_PREFIXES, WORKLOAD_TAG, InstanceInfo,
+)
 from spotshift.models import Market, Offer
 from spotshift.sizing.disk import DiskNeed
 
-JOB_TAG = "spotshift:job-id"
-FLOW_RUN_TAG = "spotshift:flow-run-id"
-WORKLOAD_TAG = "spotshift:workload-id"
-RESERVED_TAG_PREFIXES = ("spotshift:", "aws:")
 USER_DATA_MAX_BYTES = 16 * 1024  # EC2's limit on raw user data
-ALIVE_STATES: tuple[str, ...] = ("pending", "running", "stopping", "stopped")
-GONE_STATES = frozenset({"shutting-down", "terminated"})
 NOT_FOUND_GRACE_S = 60.0  # DescribeInstances may not know an instance this long after RunInstances
 
 
@@ -113,30 +110,6 @@ class LaunchedInstance(BaseModel):
     launched_at: datetime
 
 
-class InstanceInfo(BaseModel):
-    """What describe_instances says about one (spotshift-tagged or not) instance."""
-
-    model_config = ConfigDict(frozen=True)
-
-    instance_id: str
-    region: str
-    zone: str
-    instance_type: str
-    state: str
-    market: Market
-    launched_at: datetime | None = None
-    tags: dict[str, str] = Field(default_factory=dict)
-    state_reason: str | None = Field(default=None, description="e.g. Server.SpotInstanceTermination")
-
-    @property
-    def job_id(self) -> str | None:
-        return self.tags.get(JOB_TAG)
-
-    @property
-    def workload_id(self) -> str | None:
-        return self.tags.get(WORKLOAD_TAG)
-
-
 def client_token(workload_id: str) -> str:
     """The idempotency token for a workload's launch: the same workload never starts two instances."""
     return "spotshift-" + hashlib.sha256(workload_id.encode()).hexdigest()[:40]
@@ -216,7 +189,7 @@ def _describe(ec2, *, context: str, **kwargs) -> list[InstanceInfo]:
 
 
 def find_instances(
-    ec2, *, job_id: str | None = None, workload_id: str | None = None, states: Sequence[str] = ALIVE_STATES
+    ec2, *, job_id: str | None = None, workload_id: str | None = None, states: Sequence[str] = NOT_GONE_STATES
 ) -> list[InstanceInfo]:
     """spotshift-tagged instances of the client's region, optionally of one job or workload."""
     filters = [{"Name": "tag-key", "Values": [JOB_TAG]}, {"Name": "instance-state-name", "Values": list(states)}]

@@ -9,16 +9,16 @@ from typing import Any, Callable, Sequence
 
 from spotshift.aws.compute import InstanceEvent
 from spotshift.aws import ec2 as ec2_api
-from spotshift.aws.ec2 import GONE_STATES, InstanceInfo, LaunchedInstance, LaunchRequest
+from spotshift.aws.ec2 import LaunchedInstance, LaunchRequest
 from spotshift.aws.errors import NotFound, SpotshiftAwsError
 from spotshift.aws.check import RegionPreflight
 from spotshift.aws.launch_env import LaunchEnvironment
 from spotshift.clock import wall_clock
+from spotshift.instances import GONE_STATES, SPOT_INTERRUPTION_REASONS, InstanceInfo
 
 log = logging.getLogger(__name__)
 
 DEFAULT_REGIONS = ("us-east-1", "us-east-2", "us-west-2")
-SPOT_INTERRUPTION_REASONS = frozenset({"Server.SpotInstanceTermination", "Server.SpotInstanceShutdown"})
 
 
 class Ec2Backend:

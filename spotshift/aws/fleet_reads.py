@@ -8,7 +8,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from spotshift.aws.calls import paginate_aws
-from spotshift.aws.ec2 import JOB_TAG, instance_info
+from spotshift.aws.ec2 import instance_info
+from spotshift.instances import JOB_TAG
 from spotshift.aws.s3 import get_if_changed
 from spotshift.fleet import LISTED_STATES, HeartbeatRead, SeenInstance
 from training.contract import PROGRESS, JobPaths, Progress

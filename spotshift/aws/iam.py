@@ -9,7 +9,7 @@ import json
 import re
 from typing import Any
 
-from spotshift.aws.ec2 import JOB_TAG
+from spotshift.instances import JOB_TAG
 from spotshift.catalog import INSTANCE_TYPES
 from spotshift.data_prefixes import DataPrefix, parse_data_prefixes
 

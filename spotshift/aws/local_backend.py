@@ -22,7 +22,8 @@ from spotshift.aws.compute import CapacityOracle, InstanceEvent
 from spotshift.aws.ec2_backend import DEFAULT_REGIONS, Ec2Backend
 from spotshift.aws.launch_env import LaunchEnvironment
 from spotshift.aws.moto_env import client, local_env
-from spotshift.aws.ec2 import InstanceInfo, LaunchedInstance, LaunchRequest
+from spotshift.aws.ec2 import LaunchedInstance, LaunchRequest
+from spotshift.instances import InstanceInfo
 from spotshift.aws.errors import SpotshiftAwsError
 from spotshift.clock import wall_clock
 from spotshift.models import Market

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from spotshift.aws.ec2 import GONE_STATES, InstanceInfo
+from spotshift.instances import GONE_STATES, InstanceInfo
 
 
 def find_orphans(instances: Iterable[InstanceInfo], live_job_ids: set[str]) -> list[InstanceInfo]:

@@ -13,7 +13,7 @@ from urllib.parse import unquote
 from spotshift.aws.bucket_rules import (CREATED_BY_TAG, Change, bucket_lifecycle, created_by_setup,
                                         legacy_prefix_rules, merge_lifecycle, stricter_public_access_block)
 from spotshift.aws.calls import call_aws
-from spotshift.aws.ec2 import JOB_TAG
+from spotshift.instances import JOB_TAG
 from spotshift.aws.errors import NotFound, PermissionDenied, SpotshiftAwsError, WaitTimeout
 from spotshift.aws.iam import MANAGED_TAG, ec2_trust_policy, trainer_policy
 from spotshift.aws.network import NetworkChoice, find_security_group, region_vpc

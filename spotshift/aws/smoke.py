@@ -12,7 +12,8 @@ from typing import Any, Callable, Sequence
 
 from spotshift.aws.check import CheckRow
 from spotshift.aws.compute import ComputeBackend, InstanceEvent
-from spotshift.aws.ec2 import InstanceInfo, LaunchedInstance, LaunchRequest, find_instances
+from spotshift.aws.ec2 import LaunchedInstance, LaunchRequest, find_instances
+from spotshift.instances import InstanceInfo
 from spotshift.aws.quotas import quota_for
 from spotshift.market.aws import AwsMarket
 from spotshift.market.query import OfferQuery

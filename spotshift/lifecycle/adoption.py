@@ -7,11 +7,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from spotshift.aws.ec2 import GONE_STATES, InstanceInfo
-from spotshift.aws.ec2_backend import SPOT_INTERRUPTION_REASONS
+from spotshift.instances import GONE_STATES, RUNNING_STATES, SPOT_INTERRUPTION_REASONS, InstanceInfo
 from spotshift.models import EndReason, Migration, Workload
-
-ALIVE_STATES = frozenset({"pending", "running"})
 
 
 @dataclass(frozen=True)
@@ -43,7 +40,7 @@ def plan_adoption(workloads: Sequence[Workload], instances: Sequence[InstanceInf
     workload is closed (MIGRATED when a newer one is kept, else as lost). A migration still in
     flight succeeded when its target is the one kept."""
     by_workload = {i.workload_id: i for i in instances if i.workload_id}
-    alive = {wid: i for wid, i in by_workload.items() if i.state in ALIVE_STATES}
+    alive = {wid: i for wid, i in by_workload.items() if i.state in RUNNING_STATES}
     open_rows = sorted((w for w in workloads if w.open), key=lambda w: w.started_at)
     candidates = [w for w in open_rows if w.id in alive]
     keep = next((w for w in candidates if w.id == current_workload_id), candidates[-1] if candidates else None)

@@ -17,7 +17,7 @@ from spotshift.aws.errors import OperationUnsupported, PermissionDenied, Spotshi
 from spotshift.catalog import INSTANCE_TYPES, InstanceType
 from spotshift.market.pricing import OnDemandPrices
 from spotshift.market.query import OfferQuery
-from spotshift.market.ranking import rank_offers
+from spotshift.cost_model import rank_offers
 from spotshift.aws.calls import paginate_aws
 from spotshift.market.spot_advisor import RiskTable, SpotAdvisor
 from spotshift.models import Market, MarketSnapshot, Offer

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from spotshift.market.on_demand_fallback import FALLBACK_SOURCE, fallback_price
 from spotshift.market.query import OfferQuery
-from spotshift.market.ranking import rank_offers
+from spotshift.cost_model import rank_offers
 from spotshift.models import Market, MarketSnapshot, Offer
 
 

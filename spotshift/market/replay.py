@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from spotshift.catalog import INSTANCE_TYPES, KNOWN_INSTANCE_TYPES
 from spotshift.market.query import OfferQuery
-from spotshift.market.ranking import rank_offers
+from spotshift.cost_model import rank_offers
 from spotshift.market.traces import TraceSet
 from spotshift.models import Market, MarketSnapshot, Offer
 from spotshift.policy.outlook import ZoneObservation

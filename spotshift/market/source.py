@@ -20,5 +20,5 @@ class MarketSource(Protocol):
         ...
 
     def snapshot(self, query: OfferQuery, now: datetime) -> MarketSnapshot:
-        """Every offer that fits `query` at `now`, ranked by spotshift.market.ranking.rank_offers."""
+        """Every offer that fits `query` at `now`, ranked by spotshift.cost_model.rank_offers."""
         ...

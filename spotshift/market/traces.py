@@ -14,16 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from spotshift.catalog import region_of
+
 TRACE_FILE = re.compile(r"^(?P<zone>[a-z]{2}(?:-[a-z0-9]+)+?-\d+[a-z])_(?P<gpu>[a-z0-9]+)_1$")
-ZONE_SUFFIX = re.compile(r"^(?P<region>.*\d)[a-z]$")
-
-
-def region_of(zone: str) -> str:
-    """'us-east-1a' -> 'us-east-1'."""
-    m = ZONE_SUFFIX.match(zone)
-    if not m:
-        raise ValueError(f"zone {zone!r} must look like a region followed by one letter, e.g. us-east-1a")
-    return m["region"]
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,21 +1,23 @@
 """The spot outlook as a pure function of per-zone history up to `now`: the simulator builds it from a
-trace's past ticks, the live scout from the observations it recorded; both call `outlook_from_history`."""
+trace's past ticks, the live scout from the observations it recorded; both call `outlook_from_history`.
+Standard library only (the policy's core loads no numpy): sums keep numpy's order (`numpy_sum`), so
+every outlook is the one the numpy version estimated, to the bit."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
-
-import numpy as np
+from itertools import accumulate
 
 from spotshift.policy.state import SpotOutlook
 
 HOUR_S = 3600.0
 EPS_S = 1e-6  # instants this close count as one (float seconds since the epoch)
-Spells = tuple[np.ndarray, np.ndarray]  # start seconds and lengths in seconds, in order
+Spells = tuple[tuple[float, ...], tuple[float, ...]]  # start seconds and lengths in seconds, in order
 
 
 @dataclass(frozen=True)
@@ -51,18 +53,25 @@ class OutlookSettings:
 
 @dataclass(frozen=True, eq=False)
 class MarketHistory:
-    """Per-zone spot availability on one time grid: zone z was `available[z, i]` from `at_s[i]`
-    (seconds since the UNIX epoch, ascending) until the next observation."""
+    """Per-zone spot availability on one time grid: zone z was `available[z][i]` from `at_s[i]`
+    (seconds since the UNIX epoch, ascending) until the next observation. Any sequences are
+    accepted (a trace's arrays included) and kept as tuples of floats and bools."""
 
     zones: tuple[str, ...]
-    at_s: np.ndarray  # (n_obs,) float
-    available: np.ndarray  # (n_zones, n_obs) bool
+    at_s: tuple[float, ...]  # (n_obs,)
+    available: tuple[tuple[bool, ...], ...]  # (n_zones, n_obs)
 
     def __post_init__(self) -> None:
-        if self.available.shape != (len(self.zones), len(self.at_s)):
-            raise ValueError(
-                f"available {self.available.shape} must be (n_zones={len(self.zones)}, n_obs={len(self.at_s)})")
-        if len(self.at_s) > 1 and not (np.diff(self.at_s) > 0).all():
+        at_s = tuple(map(float, self.at_s))
+        available = tuple(tuple(map(bool, row)) for row in self.available)
+        object.__setattr__(self, "zones", tuple(self.zones))
+        object.__setattr__(self, "at_s", at_s)
+        object.__setattr__(self, "available", available)
+        rows = {len(row) for row in available}
+        if len(available) != len(self.zones) or rows - {len(at_s)}:
+            shape = f"({len(available)}, {'/'.join(map(str, sorted(rows))) or 0})"
+            raise ValueError(f"available {shape} must be (n_zones={len(self.zones)}, n_obs={len(at_s)})")
+        if any(b <= a for a, b in zip(at_s, at_s[1:])):
             raise ValueError("at_s must be strictly ascending")
 
     @classmethod
@@ -74,39 +83,39 @@ class MarketHistory:
         zones = tuple(dict.fromkeys(o.zone for o in obs))
         times = sorted({o.at.timestamp() for o in obs})
         col = {t: i for i, t in enumerate(times)}
-        seen = np.full((len(zones), len(times)), -1, dtype=np.int8)
-        row = {z: i for i, z in enumerate(zones)}
+        seen: dict[str, list[bool | None]] = {z: [None] * len(times) for z in zones}
         for o in obs:
-            seen[row[o.zone], col[o.at.timestamp()]] = int(o.available)
-        for r in seen:  # carry each state forward, and the first one back
-            known = np.flatnonzero(r >= 0)
-            r[:] = r[known[np.maximum(np.searchsorted(known, np.arange(len(r)), side="right") - 1, 0)]]
-        return cls(zones, np.array(times, dtype=float), seen.astype(bool))
+            seen[o.zone][col[o.at.timestamp()]] = o.available
+        return cls(zones, tuple(times), tuple(_carried(seen[z]) for z in zones))
 
     @cached_property
     def spells(self) -> list[tuple[Spells, Spells]]:
         """Per zone: its runs (up spells) and its gaps (down spells); the last spell is still open."""
-        return [(_spells(row, self.at_s), _spells(~row, self.at_s)) for row in self.available]
+        return [(_spells(row, self.at_s), _spells([not f for f in row], self.at_s)) for row in self.available]
 
     @cached_property
-    def change_s(self) -> np.ndarray:
+    def _any_up(self) -> tuple[bool, ...]:
+        """Per observation: whether some zone was up."""
+        return tuple(map(any, zip(*self.available))) if self.available else (False,) * len(self.at_s)
+
+    @cached_property
+    def change_s(self) -> tuple[float, ...]:
         """The instants where some zone's availability differs from the observation before (the first included)."""
-        changed = np.ones(len(self.at_s), dtype=bool)
-        changed[1:] = (self.available[:, 1:] != self.available[:, :-1]).any(axis=0)
-        return self.at_s[changed]
+        columns = list(zip(*self.available)) if self.available else [()] * len(self.at_s)
+        return tuple(t for i, t in enumerate(self.at_s) if i == 0 or columns[i] != columns[i - 1])
 
     @cached_property
-    def _up_before(self) -> np.ndarray:
+    def _up_before(self) -> tuple[float, ...]:
         """Seconds in which some zone was up, from the first observation to each observation."""
-        up = self.available.any(axis=0)
-        return np.concatenate([[0.0], np.cumsum(up[:-1] * np.diff(self.at_s))])
+        up = [d if u else 0.0 for u, d in zip(self._any_up, (b - a for a, b in zip(self.at_s, self.at_s[1:])))]
+        return (0.0, *accumulate(up))
 
     def up_seconds(self, t: float) -> float:
         """Seconds some zone was up from the first observation to `t` (negative before it: counted as up)."""
         if t <= self.at_s[0]:
             return t - self.at_s[0]
-        i = int(np.searchsorted(self.at_s, t + EPS_S, side="right")) - 1
-        return float(self._up_before[i]) + bool(self.available[:, i].any()) * (t - self.at_s[i])
+        i = bisect_right(self.at_s, t + EPS_S) - 1
+        return self._up_before[i] + (t - self.at_s[i] if self._any_up[i] else 0.0)
 
 
 def outlook_as_of(history: MarketHistory, now: datetime, settings: OutlookSettings) -> tuple[float, float] | None:
@@ -118,8 +127,8 @@ def outlook_as_of(history: MarketHistory, now: datetime, settings: OutlookSettin
         return None
     step = settings.refresh_h * HOUR_S
     grid = math.floor(now_s / step) * step
-    i = int(np.searchsorted(history.change_s, now_s, side="right")) - 1
-    return max(float(history.change_s[i]), grid), grid + step
+    i = bisect_right(history.change_s, now_s) - 1
+    return max(history.change_s[i], grid), grid + step
 
 
 def outlook_from_history(
@@ -138,9 +147,10 @@ def outlook_from_history(
     as_of, refresh_at = times
     window = settings.window_h * HOUR_S
     uptime = (history.up_seconds(as_of) - history.up_seconds(as_of - window)) / window
-    i = int(np.searchsorted(history.at_s, as_of + EPS_S, side="right")) - 1
+    i = bisect_right(history.at_s, as_of + EPS_S) - 1
     run_hours, gap_hours, fresh = {}, {}, {}
-    for z, up in enumerate(history.available[:, i]):
+    for z, row in enumerate(history.available):
+        up = row[i]
         runs, gaps = history.spells[z]
         rest = _expected_rest(runs if up else gaps, as_of, settings)
         (run_hours if up else gap_hours)[history.zones[z]] = rest / HOUR_S
@@ -154,31 +164,73 @@ def _expected_rest(spells: Spells, t: float, settings: OutlookSettings) -> float
     """Expected seconds left of the spell in progress at `t`: the mean excess over its age of the
     past spells that outlived that age, plus one prior spell."""
     starts, lengths = spells
-    i = int(np.searchsorted(starts, t + EPS_S, side="right")) - 1
+    i = bisect_right(starts, t + EPS_S) - 1
     age = t - starts[i]
-    first = 0 if settings.run_window_h is None else int(np.searchsorted(starts, t - settings.run_window_h * HOUR_S))
-    past = lengths[first:i]
-    longer = past[past > age]
+    first = 0 if settings.run_window_h is None else bisect_left(starts, t - settings.run_window_h * HOUR_S)
+    excess = [length - age for length in lengths[first:i] if length > age]
     prior = max(age, settings.prior_run_h * HOUR_S)
-    return (float((longer - age).sum()) + prior) / (len(longer) + 1)
+    return (numpy_sum(excess) + prior) / (len(excess) + 1)
 
 
 def _fresh_run(runs: Spells, t: float, settings: OutlookSettings) -> float:
     """Expected seconds of a run beginning at `t`: the mean of the runs that ended by then, with one
     prior run of `prior_run_h`."""
     starts, lengths = runs
-    first = 0 if settings.run_window_h is None else int(np.searchsorted(starts, t - settings.run_window_h * HOUR_S))
-    ended = (starts[first:] + lengths[first:]) <= t + EPS_S
-    past = lengths[first:][ended]
-    return (float(past.sum()) + settings.prior_run_h * HOUR_S) / (len(past) + 1)
+    first = 0 if settings.run_window_h is None else bisect_left(starts, t - settings.run_window_h * HOUR_S)
+    past = [length for start, length in zip(starts[first:], lengths[first:]) if start + length <= t + EPS_S]
+    return (numpy_sum(past) + settings.prior_run_h * HOUR_S) / (len(past) + 1)
 
 
-def _spells(flags: np.ndarray, at_s: np.ndarray) -> Spells:
+def _carried(states: list[bool | None]) -> tuple[bool, ...]:
+    """Each unobserved instant takes the state observed last before it (the first observed one
+    before any observation)."""
+    last = next(s for s in states if s is not None)
+    out = []
+    for s in states:
+        last = last if s is None else s
+        out.append(last)
+    return tuple(out)
+
+
+def _spells(flags: Sequence[bool], at_s: Sequence[float]) -> Spells:
     """Start instants and lengths of the spells of True in `flags`; the open last one ends at the last observation."""
-    edges = np.diff(np.concatenate([[0], flags.astype(np.int8), [0]]))
-    begin, end = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-    ends = np.append(at_s, at_s[-1])[end] if len(at_s) else at_s
-    return at_s[begin], ends - at_s[begin]
+    starts: list[float] = []
+    ends: list[float] = []
+    for i, (flag, before) in enumerate(zip(flags, (False, *flags))):
+        if flag and not before:
+            starts.append(at_s[i])
+        elif before and not flag:
+            ends.append(at_s[i])
+    if len(ends) < len(starts):
+        ends.append(at_s[-1])
+    return tuple(starts), tuple(e - s for s, e in zip(starts, ends))
+
+
+def numpy_sum(values: Sequence[float]) -> float:
+    """The sum of `values` in numpy's order (pairwise, in blocks of 8: numpy's `pairwise_sum`), so the
+    outlook rounds as it did when it was computed with numpy; `sum` or `math.fsum` round differently."""
+    return 0.0 + _pairwise_sum(values, 0, len(values))
+
+
+def _pairwise_sum(values: Sequence[float], lo: int, n: int) -> float:
+    if n < 8:
+        total = -0.0
+        for k in range(lo, lo + n):
+            total += values[k]
+        return total
+    if n <= 128:
+        r = list(values[lo:lo + 8])
+        i = 8
+        while i < n - n % 8:
+            for j in range(8):
+                r[j] += values[lo + i + j]
+            i += 8
+        total = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+        for k in range(lo + i, lo + n):
+            total += values[k]
+        return total
+    half = n // 2 - (n // 2) % 8
+    return _pairwise_sum(values, lo, half) + _pairwise_sum(values, lo + half, n - half)
 
 
 def _utc(seconds: float) -> datetime:

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from spotshift.market.ranking import work_rate
-from spotshift.market.traces import region_of
+from spotshift.catalog import region_of
+from spotshift.cost_model import work_rate
 from spotshift.models import Market, MarketSnapshot, MigrationReason, Offer
 from spotshift.policy.egress import transfer_cost_usd
 from spotshift.policy.state import Decision, JobState, Move, Stay, Stop

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from spotshift.market.ranking import WorkRates, rank_offers, usd_per_work_unit, work_rate
+from spotshift.cost_model import WorkRates, rank_offers, usd_per_work_unit, work_rate
 from spotshift.models import OfferKey, Market, MarketSnapshot, Offer
 from spotshift.policy.egress import transfer_cost_usd
 from spotshift.policy.state import JobState

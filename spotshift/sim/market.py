@@ -48,7 +48,8 @@ class TraceMarket:
         self.change_ticks = np.flatnonzero(changed)
         self.outlook_settings = OutlookSettings(uptime_window_h, prior_run_hours, run_window_h, outlook_refresh_h)
         self.history = MarketHistory(
-            traces.zones, traces.start.timestamp() + np.arange(traces.n_ticks) * traces.tick_seconds, self.available)
+            traces.zones, (traces.start.timestamp() + np.arange(traces.n_ticks) * traces.tick_seconds).tolist(),
+            self.available.tolist())
         self._outlooks: dict[tuple[float, float] | None, SpotOutlook | None] = {}
         self._offers: dict[tuple[int, float], Offer] = {}
         self._snapshots: dict[int, MarketSnapshot] = {}

@@ -173,3 +173,55 @@ def test_an_unreadable_ledger_gives_no_cost_rather_than_an_error(caplog):
     with caplog.at_level(logging.WARNING, logger="spotshift.events"):
         assert events.job_cost(Unreachable(), "job-7", NOW) is None
     assert "Cost of job job-7 not read" in caplog.text
+
+
+def test_without_a_prefect_api_outside_a_run_nothing_is_sent(prefect_events):
+    """A CLI outside any flow run, with no PREFECT_API_URL: emit_event would start an ephemeral
+    Prefect server for the event; spotshift sends nothing instead."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        assert events.job_cancelled(job(status=JobStatus.CANCELLED), message="cancelled by the user") is None
+    assert prefect_events() == []
+
+
+def documented_automation() -> dict:
+    """The automation docs/events.md tells users to create, as `prefect automation create --from-file` reads it."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "events.md").read_text()
+    [block] = re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
+    return yaml.safe_load(block)
+
+
+def received(spec: events.JobEventSpec):
+    """The event as the Prefect server receives it (what its triggers judge)."""
+    from prefect.events import Event
+    from prefect.server.events.schemas.events import Event as ServerEvent
+
+    sent = Event(event=spec.event, resource=spec.resource, related=spec.related, payload=spec.payload, id=spec.id)
+    return ServerEvent.model_validate(sent.model_dump()).receive()
+
+
+def test_the_documented_automation_fires_on_a_spot_preemption_only_and_its_message_renders():
+    from prefect.events.schemas.automations import AutomationCore
+    from prefect.server.events.schemas.automations import EventTrigger
+    from prefect.server.utilities.user_templates import render_user_template_sync
+
+    automation = AutomationCore.model_validate(documented_automation())
+    trigger = EventTrigger.model_validate(automation.trigger.model_dump())
+    preempted = events.preempted_event(job(), workload(), detail="spot interruption notice", step=133, cost_usd=1.84)
+
+    assert trigger.covers(received(preempted))
+    assert not trigger.covers(received(events.preempted_event(job(), workload(market=Market.ON_DEMAND))))
+    assert not trigger.covers(received(events.placed_event(job(), workload())))
+    assert not trigger.covers(received(events.stalled_event(job(), workload())))
+    [notify] = automation.actions
+    context = {"event": received(preempted)}
+    assert render_user_template_sync(notify.subject, context) == "spotshift: llama-ft was preempted"
+    assert render_user_template_sync(notify.body, context) == (
+        "Job job-7 lost its p3.2xlarge in us-east-1a at step 133 of 400 ($1.84 so far); it resumes from its "
+        "last checkpoint elsewhere.")

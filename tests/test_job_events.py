@@ -225,3 +225,34 @@ def test_the_documented_automation_fires_on_a_spot_preemption_only_and_its_messa
     assert render_user_template_sync(notify.body, context) == (
         "Job job-7 lost its p3.2xlarge in us-east-1a at step 133 of 400 ($1.84 so far); it resumes from its "
         "last checkpoint elsewhere.")
+
+
+def test_a_failed_flow_runs_hook_ends_the_job_with_a_failed_event(prefect_events, moto_endpoint, tmp_path):
+    """flows/hooks.py on the embedded runtime: the on_failure hook of a train-job run ends the job
+    FAILED and sends spotshift.job.failed (a hook that finds the job ended sends nothing:
+    tests/test_flows.py, the refused checkpoint)."""
+    import uuid
+
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.states import Failed
+
+    from flows import hooks
+    from flows.runtime import Runtime
+
+    rt = Runtime.local(moto_endpoint, tmp_path, market=None, bucket="events-jobs",
+                       backend_options={"watch_interval_s": None})
+    try:
+        stored = rt.jobs.create(job().request, now=rt.clock())
+        for to in (JobStatus.PLANNING, JobStatus.PROVISIONING, JobStatus.RUNNING):
+            rt.jobs.transition(stored.id, to, now=rt.clock())
+        flow_run = FlowRun(id=uuid.uuid4(), name="train-x", flow_id=uuid.uuid4(), parameters={"job_id": stored.id})
+        hooks.ACTIVE_RUNTIMES[str(flow_run.id)] = rt
+        hooks.on_failure(None, flow_run, Failed(message="worker lost"))
+    finally:
+        rt.backend.close()
+
+    assert rt.jobs.get(stored.id).status is JobStatus.FAILED
+    [failed] = prefect_events()
+    assert (failed.event, failed.resource.id) == ("spotshift.job.failed", f"spotshift.job.{stored.id}")
+    assert failed.payload["error"] == "flow run train-x Failed: worker lost" == rt.jobs.get(stored.id).error
+    assert f"prefect.flow-run.{flow_run.id}" in {r.id for r in failed.related} and failed.payload["cost_usd"] == 0

@@ -19,7 +19,6 @@ import pytest
 
 from deployments.estimate_cli import size_on_meta_device
 from spotshift.hf import model_size, safetensors_file_params, size_from_config, weight_params
-from spotshift.sizing import JobSizing, TrainingShape
 from spotshift.sizing.architecture import FAMILIES
 from spotshift.sizing.model import DEFAULT_LORA_TARGETS, ModelMetadataUnavailable
 from spotshift.sizing.safetensors import NotSafetensors

@@ -17,6 +17,10 @@ from datetime import datetime
 from typing import Any, Iterable
 from uuid import NAMESPACE_URL, UUID, uuid5
 
+from prefect.context import FlowRunContext, TaskRunContext
+from prefect.events import emit_event
+from prefect.settings import PREFECT_API_URL
+
 from spotshift.billing import billed_seconds
 from spotshift.models import Job, JobStatus, MigrationReason, Plan, Workload
 
@@ -118,17 +122,12 @@ def _spec(event: str, job: Job, *, workload: Workload | None = None, previous: W
 def _can_send() -> bool:
     """Inside a flow or task run, or with PREFECT_API_URL set; else emit_event would start an
     ephemeral Prefect server (a subprocess) for this one event: a CLI without an API sends nothing."""
-    from prefect.context import FlowRunContext, TaskRunContext
-    from prefect.settings import PREFECT_API_URL
-
     return bool(PREFECT_API_URL.value()) or FlowRunContext.get() is not None or TaskRunContext.get() is not None
 
 
 def emit(spec: JobEventSpec):
     """Send one event (prefect.events.emit_event); the Event, or None when it was not sent. Never raises."""
     try:
-        from prefect.events import emit_event
-
         if not _can_send():
             log.debug("Event %s not sent: no Prefect API configured", spec.event)
             return None

@@ -9,6 +9,7 @@ from typing import Any, Mapping
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.utilities.annotations import quote
 
 from flows.runtime import Runtime
 from spotshift.fleet import FleetJudgment, Thresholds
@@ -55,16 +56,18 @@ def fleet(runtime: Runtime | None = None, marks: Any = None,
         raise ValueError("the fleet pass needs a compute backend with per-region EC2 clients (ec2 or local)")
     now = rt.clock()
     remembered = marks.load()
+    # quote(): thousands of jobs, instances and marks pass between the tasks; Prefect would visit
+    # every field of every one of them for task inputs (9 of 11 s of a 1,000-job pass)
     listing = list_instances(rt.backend.ec2_client, fleet_regions(rt))  # before the stores: no false orphan
     jobs = read_fleet_jobs(rt.jobs, rt.ledger)
-    heartbeats = read_heartbeats(rt.s3, jobs.running, remembered, rt.settings.bucket,
+    heartbeats = read_heartbeats(rt.s3, quote(jobs.running), quote(remembered), rt.settings.bucket,
                                  rt.settings.fleet_read_concurrency)
-    judgment = judge(jobs, listing, heartbeats, remembered, now,
+    judgment = judge(quote(jobs), quote(listing), quote(heartbeats), quote(remembered), now,
                      Thresholds(stall_seconds=rt.settings.heartbeat_stall_seconds,
                                 first_heartbeat_seconds=rt.settings.first_heartbeat_seconds))
-    written = record_measurements(rt.jobs, judgment, now)
-    save_marks(marks, judgment)
-    started = start_actions(judgment, action_deployments) if action_deployments else {}
+    written = record_measurements(rt.jobs, quote(judgment), now)
+    save_marks(marks, quote(judgment))
+    started = start_actions(quote(judgment), action_deployments) if action_deployments else {}
     rows = [{**f.row, "flow_run": started.get(f.key, "")} for f in judgment.findings]
     create_table_artifact(key="fleet", table=rows or [{"job": "", "finding": "no running jobs"}],
                           description=f"fleet pass: {len(jobs.running)} running jobs, "

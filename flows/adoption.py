@@ -12,6 +12,7 @@ from flows.steps import JobRun, transition, watch_existing
 from spotshift.lifecycle.adoption import Adoption, plan_adoption
 from spotshift.models import EndReason, JobStatus, JobUpdate, MigrationReason
 from spotshift.monitoring import TrainerFailedPermanently, permanent_failure
+from tasks import events
 from tasks.deployer import stop_instance
 from tasks.workloads import close_workload, record_instance
 from training.contract import read_progress
@@ -62,9 +63,13 @@ def adopt(rt: Runtime, run: JobRun) -> bool:
     if adoption.keep is None:
         if (reason := _failed_permanently(rt, run)) is not None:  # resuming elsewhere would fail the same way
             raise TrainerFailedPermanently(reason)
-        lost = next((r for _, r in adoption.close), EndReason.FAILED)
+        closed, lost = next(iter(adoption.close), (None, EndReason.FAILED))
         reason = MigrationReason.PREEMPTED if lost is EndReason.PREEMPTED else MigrationReason.STALLED
-        return recover(rt, run, reason, EndReason.FAILED, rt.clock())
+        if closed is not None and lost is EndReason.PREEMPTED:  # taken back while no run watched it
+            events.job_preempted(run.job, closed, detail="found gone when the job was adopted",
+                                 cost_usd=events.job_cost(rt.ledger, run.job.id, rt.clock()),
+                                 flow_run_id=run.flow_run_id or None)
+        return recover(rt, run, reason, lost, rt.clock())  # no workload is open: `lost` only names the placed reason
     keep = adoption.keep
     if keep.instance_id and not next(w for w in rt.ledger.workloads(run.job.id) if w.id == keep.id).instance_id:
         keep = record_instance(rt.ledger, keep, keep.instance_id)

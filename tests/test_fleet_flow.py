@@ -1,7 +1,7 @@
 """The fleet flow on the local backend (moto's EC2 and S3, the embedded stores): one pass per tick
 records the same step and rate the per-job monitor (tasks.monitor.watch_instance) records for a job
 with the same heartbeats; it finds a preempted job and an orphan, lists each region once per pass
-and reads an unchanged heartbeat as a 304."""
+and reads an unchanged heartbeat as a 304; two passes finding the same preemption start one action run."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
 from blocks.stores import open_job_store, open_ledger
 from deployments.local_aws import client
@@ -92,6 +94,14 @@ def heartbeat(rt: Runtime, job, w: Workload, step: int, at: datetime) -> None:
         state=TrainerState.training, step=step, max_steps=1000, instance_id=w.instance_id, updated_at=at))
 
 
+@flow(name="fleet-test-recover")
+def recover_stand_in(job_id: str, workload_id: str, action: str) -> None:
+    """A stand-in action flow: the fleet only creates its runs here (nobody executes them)."""
+
+
+RECOVER_BY_STAND_IN = {"recover": "fleet-test-recover/fleet-test"}
+
+
 @flow(name="per-job-monitor-once")
 def monitor_once(watch: Watch, rt: Runtime, job_id: str) -> None:
     """One poll of today's per-job monitor (wall_budget_s=0: it returns after one look)."""
@@ -116,6 +126,7 @@ def test_a_fleet_pass_records_what_the_per_job_monitor_would(prefect_api, moto_e
     statuses: list[int] = []
     by_fleet.s3.meta.events.register("after-call.s3.GetObject",
                                      lambda http_response, **_: statuses.append(http_response.status_code))
+    deployment_id = recover_stand_in.to_deployment(name="fleet-test").apply()
     watch = Watch(workload=monitored_w, meter=RateMeter(), last_sign_of_life=monitored_w.started_at)
 
     passes, reads = [], []
@@ -126,7 +137,8 @@ def test_a_fleet_pass_records_what_the_per_job_monitor_would(prefect_api, moto_e
                 heartbeat(rt, job, w, step, at)
             monitor_once(watch, by_monitor, monitored.id)
         before = len(statuses)
-        passes.append({r["job"]: r for r in fleet(runtime=by_fleet)})
+        actions = RECOVER_BY_STAND_IN if passes else None  # the first pass only reports (run_deployment: ~2 s)
+        passes.append({r["job"]: r for r in fleet(runtime=by_fleet, action_deployments=actions)})
         reads.append(sorted(statuses[before:]))
 
     assert recorder.calls == {region: 3 for region in REGIONS}  # one DescribeInstances per region per pass
@@ -144,4 +156,14 @@ def test_a_fleet_pass_records_what_the_per_job_monitor_would(prefect_api, moto_e
     # progress.json of the fleet's two jobs (the preempted one never wrote one): read when it changed,
     # a 304 when it did not
     assert reads == [[200, 404], [200, 404], [304, 404]]
-    assert by_fleet.jobs.get(gone_job.id).status is JobStatus.RUNNING  # the pass only reports the action
+    # two passes that start actions found the same preemption: one recover run, keyed
+    # job:workload:action; the orphans' action has no deployment here: reported, not started
+    assert passes[0][gone_job.id]["flow_run"] == ""
+    assert {p[gone_job.id]["flow_run"] for p in passes[1:]} == {last[gone_job.id]["flow_run"]} != {""}
+    assert last[orphan_job]["flow_run"] == ""
+    with get_client(sync_client=True) as prefect:
+        runs = prefect.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+    assert [(r.idempotency_key, r.parameters) for r in runs] == [
+        (f"{gone_job.id}:{gone_w.id}:recover", {"job_id": gone_job.id, "workload_id": gone_w.id, "action": "recover"})]
+    assert by_fleet.jobs.get(gone_job.id).status is JobStatus.RUNNING  # the action run, not the pass, acts
+

@@ -2,9 +2,12 @@
 
     python bench/scale.py [--jobs 1000] [--traces DIR] [--json OUT]
     python bench/scale.py --in-flight 100 [--modes alone,processes,threads] [--window 30] [--json OUT]
+    python bench/scale.py --fleet 1000 [--passes 3] [--latency-ms 20] [--regions 3] [--json OUT]
 
 --in-flight N runs N jobs at once through the real flows instead and measures what they cost the
 orchestrating processes (`python bench/scale_inflight.py --help` lists its options).
+--fleet N (or --in-flight N --fleet) times one `fleet` pass over N running jobs on a latency-bound
+fake of EC2 and S3, beside the old per-job poll loop (`python bench/fleet_scale.py --help`).
 
 Stores on the embedded default (with 14 days of recorded zone observations for the live outlook),
 progress.json of every job in a moto server's S3, the real V100 traces (../shared/traces/
@@ -104,7 +107,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--traces", type=Path, default=DEFAULT_TRACES)
     p.add_argument("--json", type=Path)
     p.add_argument("--in-flight", type=int, help="N jobs running at once through the real flows (bench/scale_inflight.py)")
+    p.add_argument("--fleet", type=int, nargs="?", const=0, metavar="N",
+                   help="one fleet pass over N running jobs on a latency-bound fake of EC2 and S3 (bench/fleet_scale.py); "
+                   "`--in-flight N --fleet` takes N from --in-flight")
     args, rest = p.parse_known_args(argv)
+    if args.fleet is not None:
+        from bench.fleet_scale import main as fleet_pass
+
+        jobs = args.fleet or args.in_flight
+        if not jobs:
+            p.error("--fleet needs a number of jobs: --fleet 1000, or --in-flight 1000 --fleet")
+        return fleet_pass(["--fleet", str(jobs), *rest, *(["--json", str(args.json)] if args.json else [])])
     if args.in_flight is not None:
         from bench.scale_inflight import main as in_flight
 

@@ -167,3 +167,21 @@ def test_a_fleet_pass_records_what_the_per_job_monitor_would(prefect_api, moto_e
         (f"{gone_job.id}:{gone_w.id}:recover", {"job_id": gone_job.id, "workload_id": gone_w.id, "action": "recover"})]
     assert by_fleet.jobs.get(gone_job.id).status is JobStatus.RUNNING  # the action run, not the pass, acts
 
+
+
+def test_the_fleet_deployment_runs_every_interval_one_pass_at_a_time(monkeypatch):
+    import yaml
+
+    from deployments.serve import deployments as served
+
+    doc = yaml.safe_load((Path(__file__).resolve().parents[1] / "prefect.yaml").read_text())
+    [declared] = [d for d in doc["deployments"] if d["name"] == "fleet"]
+    assert (declared["entrypoint"], declared["schedules"], declared["concurrency_limit"]) == \
+        ("flows/fleet.py:fleet", [{"interval": 60}], 1)
+    monkeypatch.setenv("SPOTSHIFT_FLEET_INTERVAL_SECONDS", "120")
+    [fleet_deployment] = [d for d in served() if d.name == "fleet"]
+    assert fleet_deployment.schedules[0].schedule.interval.total_seconds() == 120
+    assert fleet_deployment.concurrency_limit == 1
+    monkeypatch.setenv("SPOTSHIFT_FLEET_INTERVAL_SECONDS", "5")
+    with pytest.raises(ValueError, match="fleet_interval_seconds"):
+        served()

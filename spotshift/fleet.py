@@ -12,6 +12,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Iterable, Mapping, Sequence
 
+from spotshift.instances import GONE_STATES, InstanceInfo
 from spotshift.models import Job, JobMeasurements, Workload
 from spotshift.monitoring import RateMeter, Verdict, assess, measurements_after
 from training.contract import Progress, TrainerState
@@ -19,7 +20,7 @@ from training.contract import Progress, TrainerState
 # instance states a fleet pass lists (one DescribeInstances filter); a stopped or terminated
 # instance is not listed, so a job's instance that is missing from its region's listing is gone
 LISTED_STATES: tuple[str, ...] = ("pending", "running", "stopping", "shutting-down")
-LOST_STATES = frozenset({"stopping", "stopped", "shutting-down", "terminated"})
+LOST_STATES = GONE_STATES | {"stopping", "stopped"}  # the instance no longer trains (tasks/monitor.py's)
 
 
 class Finding(str, Enum):
@@ -54,18 +55,6 @@ ACTION_OF: dict[Finding, Action] = {
 def action_key(job_id: str, workload_id: str, action: Action) -> str:
     """The idempotency key of an action: two passes that find the same thing start one flow run."""
     return f"{job_id}:{workload_id}:{Action(action).value}"
-
-
-@dataclass(frozen=True)
-class SeenInstance:
-    """What one region's listing says of one spotshift-tagged instance."""
-
-    instance_id: str
-    region: str
-    state: str
-    job_id: str | None = None
-    workload_id: str | None = None
-    state_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -144,7 +133,7 @@ class Thresholds:
     listing_grace_seconds: float = 60.0  # a new instance may be missing from DescribeInstances this long
 
 
-def judge_fleet(running: Sequence[RunningJob], instances: Iterable[SeenInstance],
+def judge_fleet(running: Sequence[RunningJob], instances: Iterable[InstanceInfo],
                 heartbeats: Mapping[str, HeartbeatRead], marks: Mapping[str, FleetMark], *, now: datetime,
                 listed_regions: Iterable[str], open_workload_ids: Iterable[str], live_job_ids: Iterable[str],
                 thresholds: Thresholds) -> FleetJudgment:
@@ -173,7 +162,7 @@ def _mark_for(previous: FleetMark | None, workload: Workload) -> FleetMark:
     return replace(previous, meter=replace(previous.meter))
 
 
-def judge_job(rj: RunningJob, instance: SeenInstance | None, region_listed: bool, read: HeartbeatRead | None,
+def judge_job(rj: RunningJob, instance: InstanceInfo | None, region_listed: bool, read: HeartbeatRead | None,
               mark: FleetMark, *, now: datetime, thresholds: Thresholds) -> JobFinding:
     """One running job's finding; updates `mark` with the heartbeat (the monitor's own bookkeeping:
     a new heartbeat of this instance is a sign of life and, while training, a rate sample)."""
@@ -199,7 +188,7 @@ def judge_job(rj: RunningJob, instance: SeenInstance | None, region_listed: bool
                       detail=detail)
 
 
-def _finding(verdict: Verdict, progress: Progress | None, instance: SeenInstance | None,
+def _finding(verdict: Verdict, progress: Progress | None, instance: InstanceInfo | None,
              presence_known: bool) -> tuple[Finding, str]:
     """The trainer's own word first (done, failed, checkpointed), then the instance's presence."""
     if verdict is Verdict.DONE:
@@ -219,13 +208,13 @@ def _finding(verdict: Verdict, progress: Progress | None, instance: SeenInstance
     return Finding.HEALTHY, verdict.value
 
 
-def find_orphans(instances: Iterable[SeenInstance], open_workload_ids: set[str],
+def find_orphans(instances: Iterable[InstanceInfo], open_workload_ids: set[str],
                  live_job_ids: set[str]) -> list[JobFinding]:
     """Tagged instances, not already going, that no open workload owns (an instance without a
     workload tag: that no live job owns)."""
     out = []
     for i in instances:
-        if i.job_id is None or i.state in ("shutting-down", "terminated"):
+        if i.job_id is None or i.state in GONE_STATES:
             continue
         owned = i.workload_id in open_workload_ids if i.workload_id else i.job_id in live_job_ids
         if not owned:

@@ -15,7 +15,8 @@ from prefect.exceptions import MissingContextError
 
 from spotshift.aws.errors import SpotshiftAwsError
 from spotshift.aws.fleet_reads import list_tagged_instances, read_heartbeat
-from spotshift.fleet import FleetJudgment, FleetMark, HeartbeatRead, RunningJob, SeenInstance, Thresholds, judge_fleet
+from spotshift.fleet import FleetJudgment, FleetMark, HeartbeatRead, RunningJob, Thresholds, judge_fleet
+from spotshift.instances import InstanceInfo
 from spotshift.models import LIVE_STATUSES, JobStatus, JobUpdate
 
 
@@ -30,7 +31,7 @@ def _logger():
 class InstanceListing:
     """Every region's spotshift-tagged instances; `listed`: the regions that answered."""
 
-    instances: list[SeenInstance]
+    instances: list[InstanceInfo]
     listed: list[str]
     failed: dict[str, str]  # region -> error code
 

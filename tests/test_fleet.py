@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from spotshift.fleet import (
-    Action, Finding, FleetMark, HeartbeatRead, RunningJob, SeenInstance, Thresholds, action_key, judge_fleet,
+    Action, Finding, FleetMark, HeartbeatRead, RunningJob, Thresholds, action_key, judge_fleet,
 )
+from spotshift.instances import JOB_TAG, WORKLOAD_TAG, InstanceInfo
 from spotshift.models import Job, JobCreate, JobMeasurements, JobStatus, Market, Workload
 from spotshift.monitoring import RateMeter
 from training.contract import Progress, TrainerState
@@ -33,9 +34,15 @@ def running(n: int = 1, started: datetime = T0 - timedelta(hours=1)) -> list[Run
     return out
 
 
-def alive(rj: RunningJob, state: str = "running", reason: str | None = None) -> SeenInstance:
-    return SeenInstance(instance_id=rj.workload.instance_id, region=REGION, state=state, job_id=rj.job.id,
-                        workload_id=rj.workload.id, state_reason=reason)
+def instance(instance_id: str, state: str, job_id: str, workload_id: str | None = None,
+             reason: str | None = None) -> InstanceInfo:
+    tags = {JOB_TAG: job_id, **({WORKLOAD_TAG: workload_id} if workload_id else {})}
+    return InstanceInfo(instance_id=instance_id, region=REGION, zone=f"{REGION}a", instance_type="g5.xlarge",
+                        state=state, market=Market.SPOT, tags=tags, state_reason=reason)
+
+
+def alive(rj: RunningJob, state: str = "running", reason: str | None = None) -> InstanceInfo:
+    return instance(rj.workload.instance_id, state, rj.job.id, rj.workload.id, reason)
 
 
 def beat(rj: RunningJob, step: int, at: datetime, state: TrainerState = TrainerState.training, **extra) -> HeartbeatRead:
@@ -145,9 +152,9 @@ def test_a_mark_of_another_workload_is_dropped():
 
 def test_orphans_are_tagged_instances_no_open_workload_owns():
     [rj] = running()
-    closed = SeenInstance("i-closed", REGION, "running", job_id=rj.job.id, workload_id="wl-closed")
-    dead_job = SeenInstance("i-dead", REGION, "pending", job_id="job-gone")  # no workload tag: by the job
-    leaving = SeenInstance("i-leaving", REGION, "shutting-down", job_id="job-gone", workload_id="wl-x")
+    closed = instance("i-closed", "running", rj.job.id, "wl-closed")
+    dead_job = instance("i-dead", "pending", "job-gone")  # no workload tag: judged by its job
+    leaving = instance("i-leaving", "shutting-down", "job-gone", "wl-x")
     judgment = judge([rj], [alive(rj), closed, dead_job, leaving], {rj.job.id: beat(rj, 1, T0)})
     orphans = {f.instance_id: f for f in judgment.findings if f.finding is Finding.ORPHAN}
     assert set(orphans) == {"i-closed", "i-dead"}

@@ -9,27 +9,22 @@ from pydantic import ValidationError
 
 from spotshift.aws.calls import paginate_aws
 from spotshift.aws.ec2 import instance_info
-from spotshift.instances import JOB_TAG
+from spotshift.instances import JOB_TAG, InstanceInfo
 from spotshift.aws.s3 import get_if_changed
-from spotshift.fleet import LISTED_STATES, HeartbeatRead, SeenInstance
+from spotshift.fleet import LISTED_STATES, HeartbeatRead
 from training.contract import PROGRESS, JobPaths, Progress
 
 PAGE_SIZE = 1000  # DescribeInstances' largest MaxResults: calls per region = ceil(instances / 1000)
 
 
-def list_tagged_instances(ec2: Any, region: str) -> list[SeenInstance]:
+def list_tagged_instances(ec2: Any, region: str) -> list[InstanceInfo]:
     """Every spotshift-tagged instance of `region` that is pending, running, stopping or shutting
     down (tag-key filter), one DescribeInstances call per 1,000 instances."""
     pages = paginate_aws(ec2, "describe_instances", region=region, MaxResults=PAGE_SIZE,
                          Filters=[{"Name": "tag-key", "Values": [JOB_TAG]},
                                   {"Name": "instance-state-name", "Values": list(LISTED_STATES)}])
-    return [_seen(instance_info(raw, region)) for page in pages for r in page.get("Reservations", [])
+    return [instance_info(raw, region) for page in pages for r in page.get("Reservations", [])
             for raw in r.get("Instances", [])]
-
-
-def _seen(info: Any) -> SeenInstance:
-    return SeenInstance(instance_id=info.instance_id, region=info.region, state=info.state, job_id=info.job_id,
-                        workload_id=info.workload_id, state_reason=info.state_reason)
 
 
 def read_heartbeat(s3: Any, paths: JobPaths, etag: str | None) -> HeartbeatRead:

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 
 from spotshift.market.query import OfferQuery
-from spotshift.market.ranking import rank_offers
+from spotshift.cost_model import rank_offers
 from spotshift.market.source import MarketSource
 from spotshift.models import JobCreate, MarketSnapshot, Offer
 from spotshift.sizing import (

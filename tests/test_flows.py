@@ -155,6 +155,25 @@ def test_the_same_submission_twice_gives_one_job_and_one_instance(prefect_api, m
     assert rt.jobs.get(first).status is JobStatus.SUCCEEDED
 
 
+def test_a_spot_only_job_on_the_default_policy_launches_on_spot_and_finishes(prefect_api, moto_endpoint, model_uri,
+                                                                           tmp_path):
+    """markets=["spot"] leaves no on-demand offer: the spotshift policy used to wait "until now" for
+    a Safety Net that cannot exist, re-deciding in a loop and never launching."""
+    from deployments import api
+    from spotshift.models import Market
+
+    rt = runtime(tmp_path, moto_endpoint, DemoTimeline(lost_minute=10_000, cheap_minute=10_000))
+    try:
+        req = request(rt, model_uri, max_steps=20, key="spot-only").model_copy(update={"markets": [Market.SPOT]})
+        job_id = api.submit(req, run="inline", runtime=rt)
+    finally:
+        rt.backend.close()
+    workloads = rt.ledger.workloads(job_id)
+    assert rt.jobs.get(job_id).status is JobStatus.SUCCEEDED
+    assert workloads and all(w.market is Market.SPOT for w in workloads)
+    assert not running_instances(rt, job_id)
+
+
 def _all_instances(rt: Runtime) -> list:
     from spotshift.aws.ec2 import find_instances
     from deployments.local_aws import client

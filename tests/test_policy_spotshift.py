@@ -205,3 +205,33 @@ def test_a_tight_job_keeps_its_slack_through_a_flapping_spell_and_ends_on_spot(e
     on_demand_all_along = (job.work_ticks + job.changeover_ticks) * 3.06 * TICK_S / 3600
     assert r.cost_usd < 0.8 * on_demand_all_along
     assert r.ticks_on_spot > r.ticks_on_demand / 2
+
+
+# -- a job without any on-demand offer (markets=["spot"], or none priced): no Safety Net to keep --
+
+
+def spot_only(*offers):
+    from spotshift.models import MarketSnapshot
+
+    return MarketSnapshot(taken_at=NOW, offers=list(offers))
+
+
+def test_a_spot_only_idle_job_launches_on_spot_instead_of_waiting_for_a_safety_net_that_cannot_exist():
+    # it used to compute an on-demand slack of -inf and Stay until `now`: the flow re-decided in a
+    # tight loop and never launched (seen with `spotshift aws smoke` on a spot-only query)
+    cheap, dear = offer("us-east-1b", 0.9), offer("us-west-2a", 1.5)
+    outlook = SpotOutlook(uptime=0.9, run_hours={"us-east-1b": 6.0, "us-west-2a": 6.0})
+    d = decide(state(12.0, work=10.0, outlook=outlook), spot_only(dear, cheap), NOW)
+    assert isinstance(d, Move) and d.target.zone == "us-east-1b" and d.target.market is Market.SPOT
+    assert isinstance(decide(state(12.0, work=10.0), spot_only(dear, cheap), NOW), Move)  # no outlook yet
+
+
+def test_a_spot_only_job_without_capacity_waits_until_a_later_scout_not_in_a_loop():
+    d = decide(state(12.0, work=10.0), spot_only(), NOW)
+    assert isinstance(d, Stay) and "no on-demand" in d.reason and d.until > NOW
+
+
+def test_a_spot_only_job_on_spot_stays_there():
+    running = state(12.0, work=10.0, current=SPOT, placed_at=NOW - timedelta(hours=1))
+    d = decide(running, spot_only(SPOT, offer("us-west-2a", 0.5)), NOW)
+    assert isinstance(d, Stay) and d.until > NOW

@@ -347,6 +347,8 @@ class SpotShift:
         if state.remaining_work <= 0:
             return Stop("done")
         view = make_view(state, snapshot, now)
+        if view.best_od is None:
+            return self._without_on_demand(state, view, now)
         d = state.changeover_hours
         margin = self.safety_margin_d * d
         net = _safety_net(state, view, margin)
@@ -362,6 +364,22 @@ class SpotShift:
         if state.current is not None:
             return self._from_spot(state, view, now, free, work)
         return self._from_idle(state, view, now, free, work)
+
+    def _without_on_demand(self, state: JobState, view: View, now: datetime) -> Decision:
+        """No on-demand offer to fall back on (a spot-only job, or none priced in its regions): every
+        rule above weighs the slack kept for the Safety Net, which cannot exist here (its slack would
+        be -inf: the job waited "until now" and never launched). Idle: the spot offer of least
+        expected cost per work hour (`_score` with the slack worth nothing), else the cheapest; no
+        spot: wait for the next scout. On spot: stay (a move would risk the only capacity there is).
+        Without on-demand the deadline is not guaranteed."""
+        if state.current is not None:
+            until = state.ready_at if changeover_left(state, now) > 0 else _fresh(state, state.deadline)
+            return Stay("spot only: no on-demand offer to fall back on", until=until)
+        if not view.spot:
+            return Stay("waiting for spot capacity: no on-demand offer to fall back on",
+                        until=_fresh(state, state.deadline))
+        best = self._best_spot(state, view, 0.0)
+        return Move(best[0] if best is not None else view.spot[0], _launch_reason(state))
 
     def _return_target(self, state: JobState, view: View, free: float, work: float) -> Move | None:
         """The move from on-demand to spot, with `work` on-demand hours left: leaving needs slack for

@@ -100,3 +100,20 @@ def test_egress_table():
 def test_job_state_rejects_bad_input():
     with pytest.raises(ValueError, match="remaining_work"):
         state(10, work=-1)
+
+
+@pytest.mark.parametrize("name", sorted(POLICIES))
+def test_every_policy_runs_a_spot_only_job_on_spot_and_waits_without_capacity(name):
+    """markets=["spot"]: no on-demand offer, so no Safety Net. greedy and uniform_progress used to
+    wait "until now" forever (their on-demand slack is -inf) and uniform_progress raised a TypeError."""
+    from spotshift.models import MarketSnapshot
+
+    policy = get_policy(name)
+    spot = offer("us-east-1b", 1.2)
+    launched = policy.decide(state(30.0), MarketSnapshot(taken_at=NOW, offers=[spot]), NOW)
+    if name == "on_demand":
+        assert isinstance(launched, Stay)  # it never runs on spot
+        return
+    assert isinstance(launched, Move) and launched.target == spot
+    waiting = policy.decide(state(30.0), MarketSnapshot(taken_at=NOW, offers=[]), NOW)
+    assert isinstance(waiting, Stay) and (waiting.until is None or waiting.until > NOW)

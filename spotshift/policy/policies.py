@@ -17,7 +17,8 @@ from spotshift.cost_model import work_rate
 from spotshift.models import Market, MarketSnapshot, MigrationReason, Offer
 from spotshift.policy.egress import transfer_cost_usd
 from spotshift.policy.state import Decision, JobState, Move, Stay, Stop
-from spotshift.policy.view import HOUR, View, changeover_left, make_view, move_cost_usd, rate
+from spotshift.policy.view import (HOUR, View, changeover_left, expected_saving_usd, make_view, move_cost_usd,
+                                   rate)
 
 DEFAULT_POLICY = "spotshift"
 MONTH_HOURS = 720.0
@@ -59,6 +60,26 @@ def _home(state: JobState, snapshot: MarketSnapshot) -> str | None:
     return spot[0].zone if spot else None
 
 
+def _move(state: JobState, view: View, target: Offer, reason: MigrationReason) -> Move:
+    """A Move that states what it is expected to save (view.expected_saving_usd: against the current
+    offer, or idle against the best on-demand one)."""
+    return Move(target, reason, expected_saving_usd=expected_saving_usd(state, state.current or view.best_od, target))
+
+
+def _spot_only(state: JobState, view: View, now: datetime, target: Offer | None = None) -> Decision:
+    """A job with no on-demand offer to fall back on (markets=["spot"], or none priced): every
+    Safety Net rule weighs slack kept for on-demand, which cannot exist here (its slack is -inf:
+    the job would wait "until now" in a loop and never launch). Idle: launch on `target`, else the
+    cheapest spot offer; no spot: wait for the next scout. On spot: stay. Without on-demand the
+    deadline is not guaranteed."""
+    if state.current is not None:
+        until = state.ready_at if changeover_left(state, now) > 0 else _fresh(state, state.deadline)
+        return Stay("spot only: no on-demand offer to fall back on", until=until)
+    if not view.spot:
+        return Stay("waiting for spot capacity: no on-demand offer to fall back on", until=_fresh(state, state.deadline))
+    return _move(state, view, target or view.spot[0], _launch_reason(state))
+
+
 def _on_od(state: JobState) -> bool:
     return state.current is not None and state.current.market is Market.ON_DEMAND
 
@@ -70,7 +91,7 @@ def _safety_net(state: JobState, view: View, margin: float) -> Decision | None:
     if _on_od(state):
         return Stay("safety net: on-demand to the end", until=state.deadline) if _below(view.od_slack, margin) else None
     if _below(view.od_slack, margin):
-        return Move(view.best_od, MigrationReason.DEADLINE)
+        return _move(state, view, view.best_od, MigrationReason.DEADLINE)
     return None
 
 
@@ -107,7 +128,7 @@ class OnDemand:
         view = make_view(state, snapshot, now)
         if view.best_od is None:
             return Stay("no on-demand offer yet")
-        return Move(view.best_od, MigrationReason.DEADLINE)
+        return _move(state, view, view.best_od, MigrationReason.DEADLINE)
 
 
 @dataclass(frozen=True)
@@ -125,14 +146,16 @@ class Greedy:
         if state.remaining_work <= 0:
             return Stop("done")
         view, d, margin, net = _zone_view(state, snapshot, now, self.multi_zone, self.safety_margin_d)
+        if view.best_od is None:
+            return _spot_only(state, view, now)
         if net is not None or _on_od(state):
             return net or Stay("on-demand to the end", until=state.deadline)
         if state.current is not None:
             return Stay("spot while it lasts", until=_spot_until(state, view, now, margin))
         if view.spot and not _below(view.od_slack - d, margin):
-            return Move(view.spot[0], _launch_reason(state))
+            return _move(state, view, view.spot[0], _launch_reason(state))
         if view.best_od is not None and _below(view.od_slack - d, margin):
-            return Move(view.best_od, MigrationReason.DEADLINE)
+            return _move(state, view, view.best_od, MigrationReason.DEADLINE)
         return Stay("waiting for spot", until=_later(now, view.od_slack - d - margin))
 
 
@@ -171,20 +194,22 @@ class UniformProgress:
         if state.remaining_work <= 0:
             return Stop("done")
         view, d, margin, net = _zone_view(state, snapshot, now, self.multi_zone, self.safety_margin_d)
+        if view.best_od is None:
+            return _spot_only(state, view, now)
         if net is not None:
             return net
         ahead = self._ahead(state, now)
         spot_ok = bool(view.spot) and not _below(view.od_slack - d, margin)
         if _on_od(state):
             if spot_ok and ahead >= self.hysteresis_d * d and changeover_left(state, now) == 0:
-                return Move(view.spot[0], MigrationReason.CHEAPER)
+                return _move(state, view, view.spot[0], MigrationReason.CHEAPER)
             return Stay("on-demand while behind", until=self._ahead_at(state, now, self.hysteresis_d * d, on_od=True))
         if state.current is not None:
             return Stay("spot while it lasts", until=_spot_until(state, view, now, margin))
         if spot_ok:
-            return Move(view.spot[0], _launch_reason(state))
+            return _move(state, view, view.spot[0], _launch_reason(state))
         if view.best_od is not None and (ahead < 0 or _below(view.od_slack - d, margin)):
-            return Move(view.best_od, MigrationReason.DEADLINE)
+            return _move(state, view, view.best_od, MigrationReason.DEADLINE)
         until = min(self._ahead_at(state, now, 0.0, on_od=False), _later(now, view.od_slack - d - margin))
         return Stay("waiting for spot", until=until)
 
@@ -203,12 +228,13 @@ class EagerNextRegion:
             return Stop("done")
         if state.current is not None:
             return Stay("spot while it lasts", until=state.ready_at or state.deadline)
-        spot = make_view(state, snapshot, now).spot
+        view = make_view(state, snapshot, now)
+        spot = view.spot
         if not spot:
             return Stay("no spot capacity: waiting", until=state.deadline)
         elsewhere = [o for o in spot if o.region != state.checkpoint_region]
         target = elsewhere[0] if state.was_preempted and elsewhere else spot[0]
-        return Move(target, _launch_reason(state))
+        return _move(state, view, target, _launch_reason(state))
 
 
 @dataclass(frozen=True)
@@ -366,20 +392,10 @@ class SpotShift:
         return self._from_idle(state, view, now, free, work)
 
     def _without_on_demand(self, state: JobState, view: View, now: datetime) -> Decision:
-        """No on-demand offer to fall back on (a spot-only job, or none priced in its regions): every
-        rule above weighs the slack kept for the Safety Net, which cannot exist here (its slack would
-        be -inf: the job waited "until now" and never launched). Idle: the spot offer of least
-        expected cost per work hour (`_score` with the slack worth nothing), else the cheapest; no
-        spot: wait for the next scout. On spot: stay (a move would risk the only capacity there is).
-        Without on-demand the deadline is not guaranteed."""
-        if state.current is not None:
-            until = state.ready_at if changeover_left(state, now) > 0 else _fresh(state, state.deadline)
-            return Stay("spot only: no on-demand offer to fall back on", until=until)
-        if not view.spot:
-            return Stay("waiting for spot capacity: no on-demand offer to fall back on",
-                        until=_fresh(state, state.deadline))
-        best = self._best_spot(state, view, 0.0)
-        return Move(best[0] if best is not None else view.spot[0], _launch_reason(state))
+        """No on-demand offer: `_spot_only`, launching on the spot offer of least expected cost per
+        work hour (`_score` with the slack worth nothing), else the cheapest."""
+        best = self._best_spot(state, view, 0.0) if view.spot and state.current is None else None
+        return _spot_only(state, view, now, best[0] if best is not None else None)
 
     def _return_target(self, state: JobState, view: View, free: float, work: float) -> Move | None:
         """The move from on-demand to spot, with `work` on-demand hours left: leaving needs slack for
@@ -441,10 +457,10 @@ class SpotShift:
             back = self._checkpoint_region_back(state, best[0], slack_usd, spare, work)
             if back is not None:
                 return Stay("waiting for capacity where the checkpoint is", until=_fresh(state, _later(now, back)))
-            return Move(best[0], _launch_reason(state))
+            return _move(state, view, best[0], _launch_reason(state))
         paced = self._paced_slack(state, view, work)
         if view.best_od is not None and (spare < 0 or free < paced):
-            return Move(view.best_od, MigrationReason.DEADLINE)
+            return _move(state, view, view.best_od, MigrationReason.DEADLINE)
         wait = min(self._idle_wait(state, view, spare, work), free - paced + TIE_H)  # idling eats the slack
         return Stay("waiting for spot capacity", until=_fresh(state, _later(now, wait)))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -30,6 +31,26 @@ def move_cost_usd(state: JobState, target: Offer) -> float:
     return state.changeover_hours * target.usd_per_hour + transfer_cost_usd(
         state.checkpoint_region, target.region, state.checkpoint_gb
     )
+
+
+def expected_saving_usd(state: JobState, baseline: Offer | None, target: Offer) -> float:
+    """Dollars going to `target` is expected to save against `baseline` (the job's current offer;
+    idle, the best on-demand offer, what finishing without spot would cost) for the same work: the
+    work `target` is expected to do before its capacity goes (the outlook's run hours for a spot
+    zone, else all the work left), priced per work unit by the cost model, net of what getting
+    there costs (changeover and checkpoint transfer; idle, only what it costs beyond the baseline's
+    own launch). Negative: the move costs more (a deadline move to on-demand). 0 without a baseline."""
+    if baseline is None:
+        return 0.0
+    run = math.inf
+    if target.market is Market.SPOT and state.outlook is not None and target.zone in state.outlook.run_hours:
+        run = state.outlook.run_hours[target.zone]
+    work = min(state.remaining_work, run * work_rate(target, state.work_rates))
+    getting_there = move_cost_usd(state, target)
+    if state.current is None:
+        getting_there -= move_cost_usd(state, baseline)
+    return (usd_per_work_unit(baseline, state.work_rates) - usd_per_work_unit(target, state.work_rates)) * work \
+        - getting_there
 
 
 @dataclass(frozen=True)

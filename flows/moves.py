@@ -15,6 +15,7 @@ from flows.steps import (
     watch_existing,
 )
 from spotshift.aws.errors import CapacityUnavailable
+from spotshift.instances import LOST_STATES
 from spotshift.lifecycle.plans import migration_row, move_request, plan_move
 from spotshift.models import EndReason, JobStatus, JobUpdate, MigrationReason, Plan, Workload
 from spotshift.monitoring import TrainerFailedPermanently, after_changeover
@@ -23,7 +24,6 @@ from spotshift.policy.state import Move, NoFeasiblePlacement
 from tasks import events
 from tasks.deployer import stop_instance
 from tasks.migration import MigrationTimeout, request_checkpoint, wait_for_checkpoint, wait_for_heartbeat
-from tasks.monitor import LOST_STATES
 from tasks.user_proxy import approve
 
 MAX_NEW_INSTANCES = 5

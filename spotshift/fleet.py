@@ -12,15 +12,13 @@ from datetime import datetime
 from enum import Enum
 from typing import Iterable, Mapping, Sequence
 
-from spotshift.instances import GONE_STATES, InstanceInfo
+from spotshift.instances import GONE_STATES, LOST_STATES, InstanceInfo
 from spotshift.models import Job, JobMeasurements, Workload
 from spotshift.monitoring import RateMeter, Verdict, assess, measurements_after
 from training.contract import Progress, TrainerState
 
-# instance states a fleet pass lists (one DescribeInstances filter); a stopped or terminated
-# instance is not listed, so a job's instance that is missing from its region's listing is gone
-LISTED_STATES: tuple[str, ...] = ("pending", "running", "stopping", "shutting-down")
-LOST_STATES = GONE_STATES | {"stopping", "stopped"}  # the instance no longer trains (tasks/monitor.py's)
+# a fleet pass lists spotshift.instances.LISTED_STATES (one DescribeInstances filter); a stopped or
+# terminated instance is not listed, so a job's instance that is missing from its region's listing is gone
 
 
 class Finding(str, Enum):

@@ -17,6 +17,8 @@ RESERVED_TAG_PREFIXES = ("spotshift:", "aws:")  # tags a user may not set (spots
 RUNNING_STATES = frozenset({"pending", "running"})  # the instance may be training
 NOT_GONE_STATES: tuple[str, ...] = ("pending", "running", "stopping", "stopped")  # it may come back
 GONE_STATES = frozenset({"shutting-down", "terminated"})  # it never comes back
+LOST_STATES = GONE_STATES | {"stopping", "stopped"}  # it no longer trains (a job on it needs another)
+LISTED_STATES: tuple[str, ...] = ("pending", "running", "stopping", "shutting-down")  # a fleet pass lists these
 # EC2's StateReason codes of a spot instance taken back (its workload was preempted, not failed)
 SPOT_INTERRUPTION_REASONS = frozenset({"Server.SpotInstanceTermination", "Server.SpotInstanceShutdown"})
 

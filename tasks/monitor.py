@@ -17,13 +17,13 @@ from prefect.client.schemas.actions import ArtifactUpdate
 
 from spotshift.aws.errors import SpotshiftAwsError
 from spotshift.aws.s3 import get_if_changed
+from spotshift.instances import LOST_STATES
 from spotshift.loss_curve import loss_curve_key, render_loss_curve
 from spotshift.models import Job, JobMeasurements, JobStatus, JobUpdate, Workload
 from spotshift.monitoring import RateMeter, Verdict, assess, measurements_after
 from training.contract import METRICS, Progress, TrainerState, parse_metrics, read_progress
 from training.storage import S3Store
 
-LOST_STATES = frozenset({"shutting-down", "terminated", "stopping", "stopped"})
 
 
 @dataclass

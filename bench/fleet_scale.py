@@ -36,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+import types
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -94,6 +95,24 @@ class LatencyBoundAws:
 
         def __init__(self, fake: "LatencyBoundAws", region: str):
             self._fake, self.region = fake, region
+            self.meta = types.SimpleNamespace(region_name=region)
+
+        def get_paginator(self, operation: str):
+            """describe_instances' paginator as boto3 drives it: NextToken, PageSize as MaxResults."""
+            assert operation == "describe_instances", operation
+
+            class Pages:
+                @staticmethod
+                def paginate(PaginationConfig=None, **kwargs):
+                    size = (PaginationConfig or {}).get("PageSize", 1000)
+                    token = None
+                    while True:
+                        page = self.describe_instances(MaxResults=size, NextToken=token, **kwargs)
+                        yield page
+                        token = page.get("NextToken")
+                        if not token:
+                            return
+            return Pages()
 
         def describe_instances(self, Filters=(), MaxResults: int = 1000, NextToken: str | None = None,
                                InstanceIds=None, **_):

@@ -52,7 +52,7 @@ def list_instances(ec2_client: Callable[[str], Any], regions: Sequence[str]) -> 
     instances, listed, failed = [], [], {}
     for region in dict.fromkeys(regions):
         try:
-            instances += list_tagged_instances(ec2_client(region), region)
+            instances += list_tagged_instances(ec2_client(region))
         except SpotshiftAwsError as exc:
             _logger().warning("Fleet: instances of %s not listed (%s); judged by heartbeats alone", region, exc.code)
             failed[region] = exc.code

@@ -45,7 +45,7 @@ def test_two_jobs_in_two_regions_and_an_orphan_are_found_with_one_describe_per_r
     ec2["us-east-1"].terminate_instances(InstanceIds=stopped)  # terminated: not listed
     counters = {r: DescribeCounter(c) for r, c in ec2.items()}
 
-    seen = [i for r in REGIONS for i in list_tagged_instances(ec2[r], r)]
+    seen = [i for r in REGIONS for i in list_tagged_instances(ec2[r])]
 
     assert {r: c.calls for r, c in counters.items()} == {r: 1 for r in REGIONS}
     mine = {i.instance_id: i for i in seen if run in (i.job_id or "")}
@@ -68,7 +68,7 @@ def test_the_listing_follows_every_page(moto_endpoint):
     counter = DescribeCounter(ec2)
     original, reads.PAGE_SIZE = reads.PAGE_SIZE, 5  # DescribeInstances' smallest MaxResults
     try:
-        seen = list_tagged_instances(ec2, "eu-west-1")
+        seen = list_tagged_instances(ec2)
     finally:
         reads.PAGE_SIZE = original
     assert set(ids) <= {i.instance_id for i in seen}

@@ -189,15 +189,18 @@ def _describe(ec2, *, context: str, **kwargs) -> list[InstanceInfo]:
 
 
 def find_instances(
-    ec2, *, job_id: str | None = None, workload_id: str | None = None, states: Sequence[str] = NOT_GONE_STATES
+    ec2, *, job_id: str | None = None, workload_id: str | None = None, states: Sequence[str] = NOT_GONE_STATES,
+    page_size: int | None = None,
 ) -> list[InstanceInfo]:
-    """spotshift-tagged instances of the client's region, optionally of one job or workload."""
+    """spotshift-tagged instances of the client's region, optionally of one job or workload;
+    `page_size` instances per DescribeInstances call (MaxResults, 5 to 1,000) when given."""
     filters = [{"Name": "tag-key", "Values": [JOB_TAG]}, {"Name": "instance-state-name", "Values": list(states)}]
     if job_id is not None:
         filters.append({"Name": f"tag:{JOB_TAG}", "Values": [job_id]})
     if workload_id is not None:
         filters.append({"Name": f"tag:{WORKLOAD_TAG}", "Values": [workload_id]})
-    return _describe(ec2, context="find spotshift instances", Filters=filters)
+    paging = {"PaginationConfig": {"PageSize": page_size}} if page_size else {}
+    return _describe(ec2, context="find spotshift instances", Filters=filters, **paging)
 
 
 def describe_instance(ec2, instance_id: str) -> InstanceInfo:

@@ -7,24 +7,19 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from spotshift.aws.calls import paginate_aws
-from spotshift.aws.ec2 import instance_info
-from spotshift.instances import JOB_TAG, InstanceInfo
+from spotshift.aws.ec2 import find_instances
 from spotshift.aws.s3 import get_if_changed
-from spotshift.fleet import LISTED_STATES, HeartbeatRead
+from spotshift.fleet import HeartbeatRead
+from spotshift.instances import LISTED_STATES, InstanceInfo
 from training.contract import PROGRESS, JobPaths, Progress
 
 PAGE_SIZE = 1000  # DescribeInstances' largest MaxResults: calls per region = ceil(instances / 1000)
 
 
-def list_tagged_instances(ec2: Any, region: str) -> list[InstanceInfo]:
-    """Every spotshift-tagged instance of `region` that is pending, running, stopping or shutting
-    down (tag-key filter), one DescribeInstances call per 1,000 instances."""
-    pages = paginate_aws(ec2, "describe_instances", region=region, MaxResults=PAGE_SIZE,
-                         Filters=[{"Name": "tag-key", "Values": [JOB_TAG]},
-                                  {"Name": "instance-state-name", "Values": list(LISTED_STATES)}])
-    return [instance_info(raw, region) for page in pages for r in page.get("Reservations", [])
-            for raw in r.get("Instances", [])]
+def list_tagged_instances(ec2: Any) -> list[InstanceInfo]:
+    """Every spotshift-tagged instance of the client's region that is pending, running, stopping or
+    shutting down, one DescribeInstances call per 1,000 instances."""
+    return find_instances(ec2, states=LISTED_STATES, page_size=PAGE_SIZE)
 
 
 def read_heartbeat(s3: Any, paths: JobPaths, etag: str | None) -> HeartbeatRead:

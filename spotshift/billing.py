@@ -15,6 +15,11 @@ def billed_seconds(started_at: datetime, ended_at: datetime) -> float:
     return max(MIN_BILLED_SECONDS, (ended_at - started_at).total_seconds())
 
 
+def billed_seconds_so_far(workload: Workload, now: datetime) -> float:
+    """A workload's billed seconds: as recorded once closed, an open one's as if it ended `now`."""
+    return (workload.billed_seconds or 0.0) if not workload.open else billed_seconds(workload.started_at, now)
+
+
 @dataclass(frozen=True)
 class CostSummary:
     total_usd: float

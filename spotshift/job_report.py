@@ -7,7 +7,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
-from spotshift.billing import billed_seconds
+from spotshift.billing import billed_seconds_so_far
 from spotshift.models import Job, Migration, Workload
 
 
@@ -65,8 +65,7 @@ class JobReport(BaseModel):
 
 
 def placement(workload: Workload, on_demand_usd_per_hour: float, now: datetime) -> Placement:
-    seconds = workload.billed_seconds if not workload.open else billed_seconds(workload.started_at, now)
-    seconds = seconds or 0.0
+    seconds = billed_seconds_so_far(workload, now)
     return Placement(
         workload_id=workload.id, instance_id=workload.instance_id, instance_type=workload.instance_type,
         region=workload.region, zone=workload.zone, market=workload.market.value,

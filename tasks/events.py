@@ -21,7 +21,7 @@ from prefect.context import FlowRunContext, TaskRunContext
 from prefect.events import emit_event
 from prefect.settings import PREFECT_API_URL
 
-from spotshift.billing import billed_seconds
+from spotshift.billing import billed_seconds_so_far
 from spotshift.models import Job, JobStatus, MigrationReason, Plan, Workload
 
 log = logging.getLogger("spotshift.events")
@@ -56,8 +56,7 @@ def job_resource_id(job_id: str) -> str:
 
 def cost_so_far(workloads: Iterable[Workload], now: datetime) -> float:
     """What the job's workloads cost up to `now`: closed ones as billed, open ones as if they ended now."""
-    return sum(w.cost_usd if not w.open else billed_seconds(w.started_at, now) / 3600.0 * w.usd_per_hour
-               for w in workloads)
+    return sum(billed_seconds_so_far(w, now) / 3600.0 * w.usd_per_hour for w in workloads)
 
 
 def job_cost(ledger, job_id: str, now: datetime) -> float | None:

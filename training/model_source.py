@@ -40,10 +40,11 @@ def reading_s3_input(field: str, uri: str) -> Iterator[None]:
     except (FileNotFoundError, PermissionError) as exc:  # PermissionDenied is a PermissionError
         raise InputUnreadable(field, uri, str(exc)) from exc
     except ClientError as exc:
-        if error_code(exc) not in UNREADABLE_CODES:
+        code = error_code(exc)
+        if code not in UNREADABLE_CODES:
             raise
-        message = (getattr(exc, "response", None) or {}).get("Error", {}).get("Message", "")
-        raise InputUnreadable(field, uri, f"S3 answered {error_code(exc)} to {exc.operation_name}"
+        message = exc.response.get("Error", {}).get("Message", "")
+        raise InputUnreadable(field, uri, f"S3 answered {code} to {exc.operation_name}"
                                           + (f" ({message})" if message else "")) from exc
 
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import http.server
 import json
 import sys
-import threading
 
 import pytest
 
 from spotshift.hf import ModelMetadataUnavailable, model_metadata, model_size, size_from_config, size_from_formula
 from spotshift.sizing import JobSizing, TrainingShape, gpu_memory
+from tests.local_hub import serve_hub
 
 torch = pytest.importorskip("torch", reason="the train extra (torch, transformers) builds the tiny model")
 transformers = pytest.importorskip("transformers", reason="the train extra builds the tiny model")
@@ -109,39 +108,18 @@ def recorded_hub(monkeypatch):
 
     # conftest sets HF_HUB_OFFLINE=1 so nothing reaches the real Hub; this server is local.
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    seen: list[str] = []
+    headers = {"Content-Type": "application/json", "ETag": '"recorded-config"',
+               "X-Repo-Commit": RECORDED_MODEL_INFO["sha"]}
 
-    class Replay(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            seen.append(f"{self.command} {self.path}")
-            if self.path.startswith("/api/models/openai-community/gpt2"):
-                body = json.dumps(RECORDED_MODEL_INFO).encode()
-            elif self.path == "/openai-community/gpt2/resolve/main/config.json":
-                body = json.dumps(RECORDED_CONFIG).encode()
-            else:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            for header, value in (("Content-Type", "application/json"), ("Content-Length", str(len(body))),
-                                  ("ETag", '"recorded-config"'), ("X-Repo-Commit", RECORDED_MODEL_INFO["sha"])):
-                self.send_header(header, value)
-            self.end_headers()
-            if self.command == "GET":
-                self.wfile.write(body)
+    def answer(path: str):
+        if path.startswith("/api/models/openai-community/gpt2"):
+            return json.dumps(RECORDED_MODEL_INFO).encode(), headers
+        if path == "/openai-community/gpt2/resolve/main/config.json":
+            return json.dumps(RECORDED_CONFIG).encode(), headers
+        return None
 
-        do_HEAD = do_GET
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Replay)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_hub(answer) as (endpoint, seen):
+        yield endpoint, seen
 
 
 def test_hub_metadata_from_model_info_and_config(recorded_hub, tmp_path):

@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from spotshift.catalog import KNOWN_GPUS, KNOWN_INSTANCE_TYPES, KNOWN_REGIONS
@@ -99,6 +100,27 @@ class MigrationReason(ChoiceEnum):
     DEADLINE = "deadline"  # the safety net: move to capacity that will finish in time
     STALLED = "stalled"  # the heartbeat stopped
     MANUAL = "manual"  # a user asked for it
+
+
+class MigrationState(ChoiceEnum):
+    """Where a migration (a move, or a recovery after the instance was lost) stands; its ledger row
+    carries it. spotshift.lifecycle.migration holds the allowed steps between these."""
+
+    REQUESTED = "requested"  # the old trainer was asked for a checkpoint
+    CHECKPOINTED = "checkpointed"  # the checkpoint to resume from is known
+    LAUNCHED = "launched"  # the new workload's instance started
+    FIRST_STEP_SEEN = "first_step_seen"  # the new trainer reported a step past the checkpoint
+    OLD_STOPPED = "old_stopped"  # the old instance was stopped
+    RECORDED = "recorded"  # finished: the job trains on the new workload
+    ABANDONED = "abandoned"  # no checkpoint came: the job stays where it was
+    ROLLED_BACK = "rolled_back"  # the new placement never trained: the job resumes elsewhere or ends
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_MIGRATION_STATES
+
+
+TERMINAL_MIGRATION_STATES = frozenset({MigrationState.RECORDED, MigrationState.ABANDONED, MigrationState.ROLLED_BACK})
 
 
 class EndReason(ChoiceEnum):
@@ -583,6 +605,18 @@ class Migration(BaseModel):
     started_at: datetime
     finished_at: datetime | None = None
     succeeded: bool | None = None
+    state: MigrationState = MigrationState.REQUESTED
+
+    @model_validator(mode="before")
+    @classmethod
+    def _state_of_an_older_row(cls, data: Any) -> Any:
+        """A row stored before migrations had a state: recorded if it succeeded, rolled_back if it
+        failed, requested while in flight."""
+        if isinstance(data, dict) and data.get("state") is None:
+            ok = data.get("succeeded")
+            state = MigrationState.REQUESTED if ok is None else MigrationState.RECORDED if ok else MigrationState.ROLLED_BACK
+            data = {**data, "state": state}
+        return data
 
 
 class MarketSnapshot(BaseModel):

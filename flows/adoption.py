@@ -14,6 +14,7 @@ from spotshift.models import EndReason, JobStatus, JobUpdate, MigrationReason
 from spotshift.monitoring import TrainerFailedPermanently, permanent_failure
 from tasks import events
 from tasks.deployer import stop_instance
+from tasks.migration import record_migration_step
 from tasks.workloads import close_workload, record_instance
 from training.contract import read_progress
 
@@ -32,14 +33,13 @@ def reconcile(rt: Runtime, run: JobRun) -> Adoption:
     progress = read_progress(rt.s3, run.output)
     exited = bool(current and progress and progress.instance_id == current.instance_id and progress.state.ended)
     adoption = plan_adoption(workloads, rt.backend.list(job.id), rt.ledger.migrations(job.id),
-                             job.current_workload_id, exited)
+                             job.current_workload_id, exited, now=rt.clock())
     for instance in adoption.stop:
         stop_instance(instance.instance_id, "adopted job: not the instance that trains it", rt.backend)
     for workload, reason in adoption.close:
         close_workload(rt.ledger, workload, reason, rt.clock())
-    for migration, succeeded in adoption.finish:
-        rt.ledger.upsert_migration(migration.model_copy(update={"succeeded": succeeded,
-                                                                "finished_at": migration.finished_at or rt.clock()}))
+    for migration in adoption.finish:  # already rolled forward to their final state
+        record_migration_step(rt.ledger, migration)
     return adoption
 
 

@@ -1,7 +1,9 @@
 """Moving a job: recover after its instance was lost (re-plan, resume from the last checkpoint
 elsewhere) and a move of a healthy job (checkpoint now -> start there -> first step -> stop the
-old one). Each writes its Migration row when it starts and finishes it at the end, and calls the
-runtime's fault hook at its named steps, so a crash anywhere leaves what an adopting run needs."""
+old one). Each is a migration (spotshift.lifecycle.migration): every state it reaches is persisted
+as its one ledger row (tasks.migration.record_migration_step) before the next step, and the
+runtime's fault hook is called there with the state's name, so a crash anywhere leaves what an
+adopting run needs to roll it forward."""
 
 from __future__ import annotations
 
@@ -16,14 +18,17 @@ from flows.steps import (
 )
 from spotshift.aws.errors import CapacityUnavailable
 from spotshift.instances import LOST_STATES
-from spotshift.lifecycle.plans import migration_row, move_request, plan_move
-from spotshift.models import EndReason, JobStatus, JobUpdate, MigrationReason, Plan, Workload
+from spotshift.lifecycle.migration import advance, begin
+from spotshift.lifecycle.plans import move_request, plan_move
+from spotshift.models import EndReason, JobStatus, JobUpdate, Migration, MigrationReason, MigrationState, Plan, Workload
 from spotshift.monitoring import TrainerFailedPermanently, after_changeover
 from spotshift.planning import offer_of_workload
 from spotshift.policy.state import Move, NoFeasiblePlacement
 from tasks import events
 from tasks.deployer import stop_instance
-from tasks.migration import MigrationTimeout, request_checkpoint, wait_for_checkpoint, wait_for_heartbeat
+from tasks.migration import (
+    MigrationTimeout, record_migration_step, request_checkpoint, wait_for_checkpoint, wait_for_heartbeat,
+)
 from tasks.user_proxy import approve
 
 MAX_NEW_INSTANCES = 5
@@ -44,21 +49,21 @@ def first_step(rt: Runtime, run: JobRun, workload: Workload, after_step: int) ->
 
 def recover(rt: Runtime, run: JobRun, reason: MigrationReason, end: EndReason, lost_at: datetime) -> bool:
     """The instance is gone (taken back, stalled, failed): re-plan and resume from the last
-    checkpoint elsewhere, until an instance trains again; the Migration row records the downtime.
-    False = the new plan was not approved."""
+    checkpoint elsewhere, until an instance trains again; the migration (begun `checkpointed`)
+    records the downtime. False = the new plan was not approved."""
     old = end_workload(rt, run, end)
-    pending = migration_row(run.job.id, old, None, reason, started_at=lost_at, finished_at=lost_at,
-                            checkpoint_step=None) if old else None
-    if pending is not None:
-        rt.ledger.upsert_migration(pending.model_copy(update={"succeeded": None, "finished_at": None}))
+    m = _step(rt, begin(run.job.id, old, reason, at=lost_at, state=MigrationState.CHECKPOINTED)) if old else None
     for _ in range(MAX_NEW_INSTANCES):
         transition(rt, run, JobStatus.PLANNING, f"{reason}: re-planning")
         step = checkpoint_step(rt, run)
         new = place(rt, run, reason=end.value)
         if new is None:
-            if pending is not None:
-                rt.ledger.upsert_migration(pending.model_copy(update={"finished_at": rt.clock()}))
+            if m is not None:
+                _step(rt, advance(m, MigrationState.ROLLED_BACK, at=rt.clock()))
             return False
+        if m is not None:
+            m = _step(rt, advance(m, MigrationState.LAUNCHED, at=rt.clock(), to_workload_id=new.id,
+                                  checkpoint_step=step))
         try:
             seen = first_step(rt, run, new, step)
             break
@@ -66,23 +71,22 @@ def recover(rt: Runtime, run: JobRun, reason: MigrationReason, end: EndReason, l
             get_run_logger().warning("The new instance never trained (%s); re-planning", exc)
             end_workload(rt, run, EndReason.FAILED)
         except TrainerFailedPermanently:  # no other placement can do better: the flow ends the job
-            if pending is not None:
-                rt.ledger.upsert_migration(pending.model_copy(update={"to_workload_id": new.id,
-                                                                      "checkpoint_step": step,
-                                                                      "finished_at": rt.clock()}))
+            if m is not None:
+                _step(rt, advance(m, MigrationState.ROLLED_BACK, at=rt.clock()))
             raise
     else:
         raise NoFeasiblePlacement(run.job.id, f"{MAX_NEW_INSTANCES} new instances never trained")
-    if old is not None:
-        rt.ledger.upsert_migration(migration_row(run.job.id, old, new, reason, started_at=lost_at, finished_at=seen,
-                                                 checkpoint_step=step, first_step_at=seen, migration_id=pending.id))
+    if m is not None:  # the old instance was already gone: recorded once the new one trains
+        m = _step(rt, advance(m, MigrationState.FIRST_STEP_SEEN, at=seen))
+        _step(rt, advance(m, MigrationState.RECORDED, at=seen))
     return True
 
 
 def move(rt: Runtime, run: JobRun, decision: Move) -> bool:
     """Checkpoint now -> start on the target -> first step past the checkpoint -> terminate the
-    old instance -> finish the Migration. If the new placement fails, the job resumes from the
-    checkpoint on the next best placement (the target blocked)."""
+    old instance -> record the migration, each step persisted (spotshift.lifecycle.migration). If
+    the new placement fails, the job resumes from the checkpoint on the next best placement (the
+    target blocked)."""
     logger = get_run_logger()
     old = run.workload
     assert old is not None
@@ -94,49 +98,48 @@ def move(rt: Runtime, run: JobRun, decision: Move) -> bool:
         return False
     transition(rt, run, JobStatus.MIGRATING, f"moving to {decision.target.zone} ({decision.reason})")
     started = rt.clock()
-    pending = migration_row(run.job.id, old, None, decision.reason, started_at=started, finished_at=started,
-                            checkpoint_step=None, expected_saving_usd=decision.expected_saving_usd)
-    rt.ledger.upsert_migration(pending.model_copy(update={"succeeded": None, "finished_at": None}))
-    step = _checkpoint_now(rt, run, old, decision)
+    m, step = _checkpoint_now(rt, run, old, decision, started)
     if step is None:
-        rt.ledger.upsert_migration(pending.model_copy(update={"finished_at": rt.clock()}))
+        _step(rt, advance(m, MigrationState.ABANDONED, at=rt.clock()))
         transition(rt, run, JobStatus.RUNNING, "move abandoned: no checkpoint")
         return False
+    m = _step(rt, advance(m, MigrationState.CHECKPOINTED, at=rt.clock(), checkpoint_step=step))
     # the old trainer exited after its checkpoint and its instance shuts itself down: its workload
     # ends now, so one workload is open at a time
     close_current(rt, run, EndReason.MIGRATED)
     rt.ledger.record_plan(plan)
     try:
         new = launch(rt, run, plan)
-        rt.ledger.upsert_migration(pending.model_copy(update={"succeeded": None, "finished_at": None,
-                                                              "to_workload_id": new.id, "checkpoint_step": step}))
+        m = _step(rt, advance(m, MigrationState.LAUNCHED, at=rt.clock(), to_workload_id=new.id))
         try:
             seen = first_step(rt, run, new, step)
         except TrainerFailedPermanently:  # resumed nowhere: the flow ends the job
-            rt.ledger.upsert_migration(migration_row(
-                run.job.id, old, new, decision.reason, started_at=started, finished_at=rt.clock(),
-                checkpoint_step=step, expected_saving_usd=decision.expected_saving_usd, migration_id=pending.id))
+            _step(rt, advance(m, MigrationState.ROLLED_BACK, at=rt.clock()))
             raise
     except (CapacityUnavailable, MigrationTimeout) as exc:
         logger.warning("New placement on %s failed (%s); resuming from the checkpoint", decision.target.zone, exc)
         stop_instance(old.instance_id, "migrated", rt.backend)
-        rt.ledger.upsert_migration(migration_row(
-            run.job.id, old, run.workload, decision.reason, started_at=started, finished_at=rt.clock(),
-            checkpoint_step=step, expected_saving_usd=decision.expected_saving_usd, migration_id=pending.id))
+        _step(rt, advance(m, MigrationState.ROLLED_BACK, at=rt.clock()))
         run.blocked.add(decision.target.key)
         return recover(rt, run, decision.reason, EndReason.FAILED, started)
-    rt.fault("before_old_stopped")
+    m = _step(rt, advance(m, MigrationState.FIRST_STEP_SEEN, at=seen))
     stop_instance(old.instance_id, "migrated", rt.backend)  # for sure; a no-op once it shut itself down
-    rt.fault("after_old_stopped")
-    done = migration_row(run.job.id, old, new, decision.reason, started_at=started, finished_at=seen,
-                         checkpoint_step=step, expected_saving_usd=decision.expected_saving_usd, first_step_at=seen,
-                         migration_id=pending.id)
-    rt.ledger.upsert_migration(done)
+    m = _step(rt, advance(m, MigrationState.OLD_STOPPED, at=rt.clock()))
+    done = _step(rt, advance(m, MigrationState.RECORDED, at=seen))
     transition(rt, run, JobStatus.RUNNING, f"moved to {new.instance_id}", current_workload_id=new.id)
     events.job_moved(run.job, old, new, reason=decision.reason, expected_saving_usd=decision.expected_saving_usd,
                      checkpoint_step=step, downtime_seconds=done.downtime_seconds, flow_run_id=run.flow_run_id or None,
                      cost_usd=events.job_cost(rt.ledger, run.job.id, rt.clock()))
     return True
+
+
+def _step(rt: Runtime, m: Migration) -> Migration:
+    """Persist the migration at its new state; a crash test may end the process right after (the
+    fault point is the state's name; a finished migration has none)."""
+    m = record_migration_step(rt.ledger, m)
+    if not m.state.terminal:
+        rt.fault(m.state.value)
+    return m
 
 
 def _approve_move(rt: Runtime, run: JobRun, plan: Plan, decision: Move, now: datetime) -> bool:
@@ -152,17 +155,20 @@ def _approve_move(rt: Runtime, run: JobRun, plan: Plan, decision: Move, now: dat
     return True
 
 
-def _checkpoint_now(rt: Runtime, run: JobRun, old: Workload, decision: Move) -> int | None:
-    """Ask the old trainer to checkpoint and exit; the checkpoint's step, or None when it never came."""
+def _checkpoint_now(rt: Runtime, run: JobRun, old: Workload, decision: Move,
+                    started: datetime) -> tuple[Migration, int | None]:
+    """Ask the old trainer to checkpoint and exit (the migration, begun at `started`, is then
+    `requested`); the migration and the checkpoint's step, or None when it never came."""
     rid = request_checkpoint(rt.s3, run.output, f"{decision.reason}: move to {decision.target.zone}")
-    rt.fault("after_checkpoint_request")
+    m = _step(rt, begin(run.job.id, old, decision.reason, at=started,
+                        expected_saving_usd=decision.expected_saving_usd))
     try:
-        return wait_for_checkpoint(rt.s3, run.output, rid, timeout_s=rt.settings.heartbeat_stall_seconds,
+        return m, wait_for_checkpoint(rt.s3, run.output, rid, timeout_s=rt.settings.heartbeat_stall_seconds,
                                    poll_s=rt.poll_seconds, sleep=rt.sleep, clock=rt.clock,
                                    is_alive=lambda: rt.backend.state(old.instance_id) not in LOST_STATES)
     except MigrationTimeout as exc:
         get_run_logger().warning("Move abandoned, the job stays where it is: %s", exc)
-        return None
+        return m, None
 
 
 def follow_handover(rt: Runtime, run: JobRun) -> bool:

@@ -1,5 +1,5 @@
-"""Migration agents: ask the trainer for a checkpoint now, wait until it is durable, and wait for
-the new instance's first heartbeat past it."""
+"""Migration agents: ask the trainer for a checkpoint now, wait until it is durable, wait for the
+new instance's first heartbeat past it, and record each step of the migration's state machine."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any, Callable
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from spotshift.models import Migration
 from spotshift.monitoring import TrainerFailedPermanently, permanent_failure
 from training.contract import (
     CONTROL, ControlRequest, Progress, TrainerState, read_latest, read_progress, write_control,
@@ -19,6 +20,14 @@ from training.storage import split_s3_uri
 
 class MigrationTimeout(TimeoutError):
     """A step of a migration did not happen in time; the job stays where it is."""
+
+
+@task(name="migration-step", cache_policy=NO_CACHE)
+def record_migration_step(ledger: Any, migration: Migration) -> Migration:
+    """Persist a migration at its new state (spotshift.lifecycle.migration.begin/advance built it):
+    one idempotent upsert of its ledger row; returns it."""
+    ledger.upsert_migration(migration)
+    return migration
 
 
 @task(name="request-checkpoint", cache_policy=NO_CACHE)

@@ -1,5 +1,6 @@
 """The lifecycle core: one JobState builder (stints -> state), the place/move planners (a Wait when
-the policy would rather idle), the Migration row builder, and the adoption planner."""
+the policy would rather idle), and the adoption planner (tests/test_migration_states.py: the
+migration state machine)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ import pytest
 
 from spotshift.instances import InstanceInfo, JOB_TAG, WORKLOAD_TAG
 from spotshift.lifecycle.adoption import plan_adoption
-from spotshift.lifecycle.plans import Wait, migration_row, plan_move, plan_place
+from spotshift.lifecycle.plans import Wait, plan_move, plan_place
 from spotshift.lifecycle.state import JobFacts, Stint, job_state, live_job_state
 from spotshift.models import (
     EndReason, InterruptionRisk, Job, JobCreate, JobMeasurements, Market, MarketSnapshot, Migration, MigrationReason,
-    Offer, Workload,
+    MigrationState, Offer, Workload,
 )
 from spotshift.policy.state import Move, SpotOutlook
 
@@ -117,10 +118,12 @@ def _i(wid: str | None, state: str = "running", iid: str | None = None) -> Insta
 def test_adoption_keeps_the_current_instance_and_stops_the_rest():
     old, new = _w("a", 0), _w("b", 1)
     pending = Migration(job_id="job-1", from_workload_id="a", reason=MigrationReason.CHEAPER, started_at=NOW)
-    a = plan_adoption([old, new], [_i("a"), _i("b")], [pending], current_workload_id="a", trainer_exited=False)
+    a = plan_adoption([old, new], [_i("a"), _i("b")], [pending], current_workload_id="a", trainer_exited=False,
+                      now=NOW + H)
     assert a.keep.id == "a" and [i.instance_id for i in a.stop] == ["i-b"]
     assert [(w.id, r) for w, r in a.close] == [("b", EndReason.FAILED)]
-    assert [(m.id, ok) for m, ok in a.finish] == [(pending.id, False)]
+    assert [(m.id, m.state, m.succeeded, m.finished_at) for m in a.finish] == [
+        (pending.id, MigrationState.ABANDONED, False, NOW + H)]
 
 
 def test_adoption_after_the_new_launch_keeps_the_target_of_the_move():
@@ -130,25 +133,18 @@ def test_adoption_after_the_new_launch_keeps_the_target_of_the_move():
     pending = Migration(job_id="job-1", from_workload_id="a", to_workload_id=None, reason=MigrationReason.CHEAPER,
                         started_at=NOW)
     a = plan_adoption([old, new.model_copy(update={"instance_id": None})], [_i("a", "terminated"), _i("b")],
-                      [pending], current_workload_id="a", trainer_exited=True)
+                      [pending], current_workload_id="a", trainer_exited=True, now=NOW + H)
     assert a.keep.id == "b" and a.keep.instance_id == "i-b" and a.stop == ()
     assert [(w.id, r) for w, r in a.close] == [("a", EndReason.MIGRATED)]
+    assert [(m.id, m.state, m.to_workload_id, m.succeeded) for m in a.finish] == [
+        (pending.id, MigrationState.RECORDED, "b", True)]
 
 
 def test_adoption_with_nothing_alive_resumes_from_the_checkpoint_and_stops_untracked_instances():
-    a = plan_adoption([_w("a", 0)], [_i(None, iid="i-stray")], [], current_workload_id="a", trainer_exited=False)
+    a = plan_adoption([_w("a", 0)], [_i(None, iid="i-stray")], [], current_workload_id="a", trainer_exited=False,
+                      now=NOW)
     assert a.keep is None and [i.instance_id for i in a.stop] == ["i-stray"]
     assert [(w.id, r) for w, r in a.close] == [("a", EndReason.FAILED)]
-
-
-def test_a_migration_row_is_built_in_one_place():
-    old, new = _w("a", 0, open_=False), _w("b", 1)
-    done = migration_row("job-1", old, new, MigrationReason.CHEAPER, started_at=NOW, finished_at=NOW + H,
-                         checkpoint_step=50, expected_saving_usd=1.5, first_step_at=NOW + 0.25 * H)
-    assert done.succeeded and done.downtime_seconds == 900 and done.to_workload_id == "b"
-    failed = migration_row("job-1", old, None, MigrationReason.PREEMPTED, started_at=NOW, finished_at=NOW + H,
-                           checkpoint_step=None)
-    assert failed.succeeded is False and failed.downtime_seconds is None
 
 
 def test_the_policy_prices_an_offer_for_the_gpus_the_job_uses():

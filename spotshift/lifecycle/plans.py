@@ -1,6 +1,7 @@
 """Pure planners for the three things a flow does to a job: place it, recover it after its
-instance was lost, move it. Each returns the Plan (or a Wait), the approval request it needs and,
-once done, the Migration row: the flows only sequence the tasks that carry them out."""
+instance was lost, move it. Each returns the Plan (or a Wait) and the approval request it needs;
+a recovery's or a move's Migration row is spotshift.lifecycle.migration's state machine: the flows
+only sequence the tasks that carry them out."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from spotshift.approval import ApprovalRequest
-from spotshift.models import MarketSnapshot, Migration, MigrationReason, Offer, OfferKey, Plan, Workload
+from spotshift.models import MarketSnapshot, Offer, OfferKey, Plan
 from spotshift.policy.policies import get_policy
 from spotshift.policy.state import JobState, Move, NoFeasiblePlacement, Stay, Stop
 from spotshift.policy.view import hours_to_finish, make_view, move_cost_usd
@@ -89,16 +90,3 @@ def move_request(plan: Plan, current: Offer, move: Move) -> ApprovalRequest:
                            expected_saving_usd=move.expected_saving_usd, reason=move.reason,
                            interruption_risk=plan.offer.interruption.bucket or "unknown")
 
-
-def migration_row(job_id: str, old: Workload, new: Workload | None, reason: MigrationReason, *,
-                  started_at: datetime, finished_at: datetime, checkpoint_step: int | None,
-                  expected_saving_usd: float = 0.0, first_step_at: datetime | None = None,
-                  migration_id: str | None = None) -> Migration:
-    """The ledger row of a move or a recovery: succeeded when the new workload trained
-    (`first_step_at`), with the downtime from `started_at` to then."""
-    ok = new is not None and first_step_at is not None
-    extra = {"id": migration_id} if migration_id else {}
-    return Migration(job_id=job_id, from_workload_id=old.id, to_workload_id=new.id if new else None, reason=reason,
-                     expected_saving_usd=expected_saving_usd, checkpoint_step=checkpoint_step,
-                     downtime_seconds=(first_step_at - started_at).total_seconds() if ok else None,
-                     started_at=started_at, finished_at=finished_at, succeeded=ok, **extra)

@@ -442,6 +442,8 @@ class Job(BaseModel):
     measured: JobMeasurements = Field(default_factory=JobMeasurements)
     lease_until: datetime | None = Field(default=None, description="the owning run is known busy until then "
                                          "(waiting for a human), however stale updated_at is")
+    declined_moves: dict[str, datetime] = Field(default_factory=dict, description="offer (region/zone/type/market) "
+                                                "-> a declined move there is not proposed again before then")
     events: list[JobEvent] = Field(default_factory=list)
 
     @field_validator("id")
@@ -472,6 +474,7 @@ class JobUpdate(BaseModel):
     sizing: JobSizing | None = None
     measured: JobMeasurements | None = None
     lease_until: datetime | None = None
+    declined_moves: dict[str, datetime] | None = None
 
     def changes(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
@@ -487,6 +490,15 @@ class OfferKey(NamedTuple):
     zone: str
     instance_type: str
     market: str
+
+    @property
+    def text(self) -> str:
+        """region/zone/type/market: the key as a stored document's field name."""
+        return "/".join(self)
+
+    @classmethod
+    def from_text(cls, text: str) -> OfferKey:
+        return cls(*text.split("/"))
 
 
 class InterruptionRisk(BaseModel):
@@ -614,8 +626,8 @@ class Migration(BaseModel):
         failed, requested while in flight."""
         if isinstance(data, dict) and data.get("state") is None:
             ok = data.get("succeeded")
-            state = MigrationState.REQUESTED if ok is None else MigrationState.RECORDED if ok else MigrationState.ROLLED_BACK
-            data = {**data, "state": state}
+            data = {**data, "state": MigrationState.REQUESTED if ok is None else
+                    MigrationState.RECORDED if ok else MigrationState.ROLLED_BACK}
         return data
 
 

@@ -15,7 +15,8 @@ from spotshift.lifecycle.migration import (
 )
 from spotshift.models import Market, Migration, MigrationReason, MigrationState, Workload
 from tests.pg import PostgresUnavailable, running_postgres
-from tests.test_ledger import ledger  # noqa: F401 - the embedded ledger (and MongoDB when configured)
+# the embedded ledger (and MongoDB when configured); SupabaseLedger over recorded PostgREST replies
+from tests.test_ledger import ledger, supabase  # noqa: F401
 
 S = MigrationState
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
@@ -254,6 +255,22 @@ def test_the_embedded_ledger_reads_a_document_stored_before_the_state(tmp_path):
     store._upsert("migrations", old)  # as written before this change
     [m] = store.migrations("job-1")
     assert m.state is S.RECORDED and m.succeeded is True
+
+
+def test_the_supabase_ledger_sends_and_reads_the_state(supabase):  # noqa: F811 - the imported fixture
+    import json
+
+    import httpx
+
+    from spotshift.stores.ledger import migration_row
+
+    client, router = supabase
+    m = at_state(S.FIRST_STEP_SEEN)
+    sent = router.post("/migrations", params={"on_conflict": "id"}).mock(return_value=httpx.Response(201, json=[]))
+    client.upsert_migration(m)
+    assert json.loads(sent.calls.last.request.content)["state"] == "first_step_seen"
+    router.get("/migrations").mock(return_value=httpx.Response(200, json=[migration_row(m)]))
+    assert client.migrations("job-1") == [m]
 
 
 SQL = sorted((Path(__file__).resolve().parents[1] / "supabase" / "migrations").glob("*.sql"))

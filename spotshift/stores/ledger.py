@@ -55,6 +55,7 @@ def workload_row(workload: Workload) -> dict[str, Any]:
 
 
 def migration_row(migration: Migration) -> dict[str, Any]:
+    """Every field, its state included (a row read back without one: see Migration)."""
     return migration.model_dump(mode="json")
 
 
@@ -118,7 +119,7 @@ class EmbeddedLedger(_RowWriter):
 
 
 class SupabaseLedger(_RowWriter):
-    """The ledger in Supabase tables (supabase/migrations/*_init.sql) through supabase-py."""
+    """The ledger in Supabase tables (supabase/migrations/*.sql, applied in order) through supabase-py."""
 
     def __init__(self, client):
         self._client = client

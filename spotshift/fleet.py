@@ -8,16 +8,16 @@ job, what the next pass needs (FleetMark: the heartbeat's ETag, the last sign of
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Iterable, Mapping, Sequence
 
 from spotshift.instances import GONE_STATES, LOST_STATES, InstanceInfo
-from spotshift.models import Job, JobMeasurements, Workload
+from spotshift.models import Job, JobMeasurements, JobStatus, Workload
 from spotshift.monitoring import RateMeter, Verdict, assess, measurements_after
 from training.contract import Progress, TrainerState
 
-# a fleet pass lists spotshift.instances.LISTED_STATES (one DescribeInstances filter); a stopped or
+# a fleet pass lists spotshift.instances.LISTED_STATES (one DescribeInstances filter); a
 # terminated instance is not listed, so a job's instance that is missing from its region's listing is gone
 
 
@@ -29,6 +29,7 @@ class Finding(str, Enum):
     FAILED = "failed"  # another attempt may work
     FAILED_PERMANENTLY = "failed_permanently"
     ORPHAN = "orphan"  # a spotshift-tagged instance no open workload owns
+    ABANDONED = "abandoned"  # a job between two states whose action run stopped (its lease ran out)
 
 
 class Action(str, Enum):
@@ -37,6 +38,7 @@ class Action(str, Enum):
     RESTART = "restart"  # stop the instance, resume from the last checkpoint (a stalled or failed trainer)
     FINALIZE = "finalize"  # close the job: succeeded, or failed for good
     TERMINATE_ORPHAN = "terminate_orphan"
+    ADOPT = "adopt"  # reconcile the job with EC2 and roll its migration forward (a crashed action run)
 
 
 ACTION_OF: dict[Finding, Action] = {
@@ -47,12 +49,21 @@ ACTION_OF: dict[Finding, Action] = {
     Finding.FAILED: Action.RESTART,
     Finding.FAILED_PERMANENTLY: Action.FINALIZE,
     Finding.ORPHAN: Action.TERMINATE_ORPHAN,
+    Finding.ABANDONED: Action.ADOPT,
 }
+
+# the statuses a job holds only while an action run works on it (a placement, a recovery, a move)
+MID_ACTION_STATUSES = frozenset({JobStatus.PLANNING, JobStatus.PROVISIONING, JobStatus.MIGRATING})
 
 
 def action_key(job_id: str, workload_id: str, action: Action) -> str:
     """The idempotency key of an action: two passes that find the same thing start one flow run."""
     return f"{job_id}:{workload_id}:{Action(action).value}"
+
+
+def move_key(job_id: str, workload_id: str) -> str:
+    """The idempotency key of a move continuous-scout decides (a migrate-job run): one per workload."""
+    return f"{job_id}:{workload_id}:move"
 
 
 @dataclass(frozen=True)
@@ -100,10 +111,11 @@ class JobFinding:
     step: int | None = None
     measured: JobMeasurements | None = None
     detail: str = ""
+    attempt: str = ""  # tells apart two findings of the same kind on the same workload (an adoption's lease)
 
     @property
     def key(self) -> str:
-        return action_key(self.job_id, self.workload_id, self.action)
+        return action_key(self.job_id, self.workload_id, self.action) + (f":{self.attempt}" if self.attempt else "")
 
     @property
     def row(self) -> dict[str, str]:
@@ -129,12 +141,13 @@ class Thresholds:
     stall_seconds: float
     first_heartbeat_seconds: float | None = None
     listing_grace_seconds: float = 60.0  # a new instance may be missing from DescribeInstances this long
+    lease_seconds: float = 1800.0  # a job mid-action untouched this long lost its action run (adopted)
 
 
 def judge_fleet(running: Sequence[RunningJob], instances: Iterable[InstanceInfo],
                 heartbeats: Mapping[str, HeartbeatRead], marks: Mapping[str, FleetMark], *, now: datetime,
                 listed_regions: Iterable[str], open_workload_ids: Iterable[str], live_job_ids: Iterable[str],
-                thresholds: Thresholds) -> FleetJudgment:
+                thresholds: Thresholds, mid_action: Sequence[Job] = ()) -> FleetJudgment:
     """Judge every running job and every listed instance. A job whose region was not listed this
     pass (its listing failed) is judged from its heartbeat alone. Instances must be listed BEFORE
     the open workloads are read: a launch opens its workload before its instance exists, so an
@@ -150,6 +163,7 @@ def judge_fleet(running: Sequence[RunningJob], instances: Iterable[InstanceInfo]
         findings.append(finding)
         new_marks[rj.job.id] = mark
     findings += find_orphans(seen, set(open_workload_ids), set(live_job_ids))
+    findings += find_abandoned(mid_action, now=now, lease=timedelta(seconds=thresholds.lease_seconds))
     return FleetJudgment(findings, new_marks)
 
 
@@ -219,4 +233,24 @@ def find_orphans(instances: Iterable[InstanceInfo], open_workload_ids: set[str],
             out.append(JobFinding(job_id=i.job_id, workload_id=i.workload_id or i.instance_id,
                                   instance_id=i.instance_id, finding=Finding.ORPHAN, action=Action.TERMINATE_ORPHAN,
                                   region=i.region, detail=f"{i.state}, no open workload"))
+    return out
+
+
+def find_abandoned(jobs: Iterable[Job], *, now: datetime, lease: timedelta) -> list[JobFinding]:
+    """Jobs left between two states (placing, recovering, moving) whose action run has not touched
+    them within `lease` and holds no lease beyond now: the run died (SIGKILL, a lost worker). An
+    adopting action rolls each forward; the key carries the job's last update, so that a second
+    adoption after a first one that died too is started. A zero `lease` (no other process acts on
+    these jobs: the controller in one process) takes every such job for abandoned."""
+    out = []
+    for job in jobs:
+        if job.status not in MID_ACTION_STATUSES:
+            continue
+        leased = job.lease_until is not None and now <= job.lease_until
+        if lease > timedelta(0) and (leased or now - job.updated_at <= lease):
+            continue
+        out.append(JobFinding(job_id=job.id, workload_id=job.current_workload_id or "none", instance_id=None,
+                              finding=Finding.ABANDONED, action=Action.ADOPT, region="",
+                              detail=f"{job.status.value}, untouched since {job.updated_at.isoformat()}",
+                              attempt=f"{job.updated_at.timestamp():.0f}"))
     return out

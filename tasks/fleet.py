@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Mapping, Sequence
 
@@ -15,9 +15,11 @@ from prefect.exceptions import MissingContextError
 
 from spotshift.aws.errors import SpotshiftAwsError
 from spotshift.aws.fleet_reads import list_tagged_instances, read_heartbeat
-from spotshift.fleet import FleetJudgment, FleetMark, HeartbeatRead, RunningJob, Thresholds, judge_fleet
+from spotshift.fleet import (
+    MID_ACTION_STATUSES, FleetJudgment, FleetMark, HeartbeatRead, RunningJob, Thresholds, judge_fleet,
+)
 from spotshift.instances import InstanceInfo
-from spotshift.models import LIVE_STATUSES, JobStatus, JobUpdate
+from spotshift.models import LIVE_STATUSES, Job, JobStatus, JobUpdate
 
 
 def _logger():
@@ -43,6 +45,7 @@ class FleetJobs:
     running: list[RunningJob]
     open_workload_ids: set[str]
     live_job_ids: set[str]
+    mid_action: list[Job] = field(default_factory=list)  # placing, recovering or moving (spotshift.fleet)
 
 
 @task(name="list-instances", cache_policy=NO_CACHE)
@@ -69,7 +72,8 @@ def read_fleet_jobs(jobs: Any, ledger: Any) -> FleetJobs:
     live = jobs.list(list(LIVE_STATUSES))
     running = [RunningJob(j, open_by_id[j.current_workload_id]) for j in live
                if j.status is JobStatus.RUNNING and j.current_workload_id in open_by_id]
-    return FleetJobs(running, set(open_by_id), {j.id for j in live})
+    return FleetJobs(running, set(open_by_id), {j.id for j in live},
+                     [j for j in live if j.status in MID_ACTION_STATUSES])
 
 
 @task(name="read-heartbeats", cache_policy=NO_CACHE)
@@ -98,7 +102,7 @@ def judge(jobs: FleetJobs, listing: InstanceListing, heartbeats: Mapping[str, He
     """spotshift.fleet.judge_fleet: every job's finding and the action it calls for."""
     return judge_fleet(jobs.running, listing.instances, heartbeats, marks, now=now, listed_regions=listing.listed,
                        open_workload_ids=jobs.open_workload_ids, live_job_ids=jobs.live_job_ids,
-                       thresholds=thresholds)
+                       thresholds=thresholds, mid_action=jobs.mid_action)
 
 
 @task(name="record-measurements", cache_policy=NO_CACHE)

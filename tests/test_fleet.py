@@ -178,3 +178,48 @@ def test_measurements_keep_what_the_job_had():
                     rj.workload)
     f = only(judge([rj], [alive(rj)], {rj.job.id: beat(rj, 10, T0)}))
     assert (f.measured.checkpoint_gb, f.measured.changeover_hours) == (2.5, 0.3)
+
+
+def test_a_job_left_between_two_states_past_its_lease_is_adopted_once_per_abandonment():
+    from spotshift.fleet import find_abandoned
+
+    lease = timedelta(minutes=30)
+    [rj] = running()
+    base = rj.job.model_copy(update={"current_workload_id": "wl-0"})
+    stale = T0 - lease - timedelta(seconds=1)
+    jobs = [base.model_copy(update={"id": "job-moving", "status": JobStatus.MIGRATING, "updated_at": stale}),
+            base.model_copy(update={"id": "job-placing", "status": JobStatus.PROVISIONING, "updated_at": stale,
+                                    "current_workload_id": None}),
+            # touched within the lease, or holding a lease beyond now (waiting for a first step): its run lives
+            base.model_copy(update={"id": "job-fresh", "status": JobStatus.PLANNING, "updated_at": T0 - lease}),
+            base.model_copy(update={"id": "job-held", "status": JobStatus.MIGRATING, "updated_at": stale,
+                                    "lease_until": T0 + timedelta(seconds=1)}),
+            # running jobs are the pass's own; one waiting for a human or to start holds no action run
+            base.model_copy(update={"id": "job-running", "status": JobStatus.RUNNING, "updated_at": stale}),
+            base.model_copy(update={"id": "job-asking", "status": JobStatus.AWAITING_APPROVAL, "updated_at": stale}),
+            base.model_copy(update={"id": "job-pending", "status": JobStatus.PENDING, "updated_at": stale})]
+    found = find_abandoned(jobs, now=T0, lease=lease)
+    assert [(f.job_id, f.finding, f.action) for f in found] == [
+        ("job-moving", Finding.ABANDONED, Action.ADOPT), ("job-placing", Finding.ABANDONED, Action.ADOPT)]
+    assert found[0].key == f"job-moving:wl-0:adopt:{stale.timestamp():.0f}" and found[1].workload_id == "none"
+    # an adoption that died too is tried again: the job's next update gives the finding a new key
+    later = jobs[0].model_copy(update={"updated_at": stale + timedelta(minutes=5)})
+    [again] = find_abandoned([later], now=T0 + timedelta(minutes=6), lease=lease)
+    assert again.key != found[0].key
+    # and the pass reports it among its actions
+    judgment = judge_fleet([], [], {}, {}, now=T0, listed_regions=[REGION], open_workload_ids=set(),
+                           live_job_ids={j.id for j in jobs}, mid_action=jobs,
+                           thresholds=Thresholds(stall_seconds=600, lease_seconds=lease.total_seconds()))
+    assert [f.job_id for f in judgment.actions] == ["job-moving", "job-placing"]
+
+
+def test_with_no_lease_every_job_between_two_states_is_abandoned():
+    """The controller in one process (flows/controller.py) acts on its jobs alone: a job it finds
+    between two states was left there by a run that died, whatever lease that run had taken."""
+    from spotshift.fleet import find_abandoned
+
+    [rj] = running()
+    held = rj.job.model_copy(update={"status": JobStatus.MIGRATING, "updated_at": T0,
+                                     "lease_until": T0 + timedelta(hours=1)})
+    assert [f.job_id for f in find_abandoned([held], now=T0, lease=timedelta(0))] == [held.id]
+    assert find_abandoned([held], now=T0, lease=timedelta(seconds=1)) == []

@@ -67,9 +67,27 @@ def decide_all(jobs: list[RunningJob], snapshot: MarketSnapshot, now: datetime, 
     return [(j, decide(j.state, for_job(snapshot, j.query), now, policy=policy)) for j in jobs]
 
 
+def start_move(job: RunningJob, move: Move, deployment: str) -> str:
+    """Start the move as a flow run of `deployment`, keyed job:workload:move (a second scout that
+    decides the same move gets the same run back); its id."""
+    from prefect.deployments import run_deployment
+
+    from spotshift.fleet import move_key
+
+    run = run_deployment(deployment, parameters={"job_id": job.job.id, "target": move.target.model_dump(mode="json"),
+                                                 "reason": move.reason.value,
+                                                 "expected_saving_usd": move.expected_saving_usd},
+                         idempotency_key=move_key(job.job.id, job.workload.id), timeout=0,
+                         as_subflow=False, flow_run_name=f"migrate-{job.job.id}")
+    return str(run.id)
+
+
 @flow(name="continuous-scout")
-def continuous_scout(runtime: Runtime | None = None, migrate: bool = True) -> dict:
-    """Re-scout every running job once; returns {job_id: decision} as text."""
+def continuous_scout(runtime: Runtime | None = None, migrate: bool = True,
+                     migrate_deployment: str | None = None) -> dict:
+    """Re-scout every running job once; returns {job_id: decision} as text. A move the policy
+    decides is made by a migrate-job run: started through `migrate_deployment` (its key: job,
+    workload, "move"), or run here when None."""
     logger = get_run_logger()
     rt = runtime or Runtime.from_settings()
     now = rt.clock()
@@ -78,7 +96,7 @@ def continuous_scout(runtime: Runtime | None = None, migrate: bool = True) -> di
         logger.info("No running jobs")
         return {}
     query = union_query([j.query for j in jobs])
-    snapshot = scout(rt.market, query, now)
+    snapshot = scout.with_options(refresh_cache=True)(rt.market, query, now)  # a move decides on the market of now
     rt.record_market(snapshot, query, now)
     decisions = decide_all(jobs, snapshot, now, rt.policy)
     create_table_artifact(key="continuous-scout", table=[
@@ -88,5 +106,8 @@ def continuous_scout(runtime: Runtime | None = None, migrate: bool = True) -> di
     for j, d in decisions:
         if migrate and isinstance(d, Move):
             logger.info("Job %s: move %s -> %s (%s)", j.job.id, j.workload.zone, d.target.zone, d.reason)
-            migrate_job(j.job.id, d.target, d.reason, d.expected_saving_usd, runtime=rt)
+            if migrate_deployment:
+                start_move(j, d, migrate_deployment)
+            else:
+                migrate_job(j.job.id, d.target, d.reason, d.expected_saving_usd, runtime=rt)
     return {j.job.id: f"{type(d).__name__}: {getattr(d, 'reason', '')}" for j, d in decisions}

@@ -40,12 +40,31 @@ def start_actions(judgment: FleetJudgment, deployments: Mapping[str, str]) -> di
     return started
 
 
+def run_actions_here(judgment: FleetJudgment, runtime: Runtime) -> dict[str, str]:
+    """Carry out every finding's action in this process, one `job-action` flow run after the other
+    (each its own run in the UI, under this pass); one that fails is logged and the pass goes on
+    (its failure hook has ended its job). Returns key -> the action's outcome."""
+    from flows.actions import job_action
+
+    logger, done = get_run_logger(), {}
+    for f in judgment.actions:
+        try:
+            done[f.key] = job_action(f.job_id, f.workload_id, f.action.value, runtime=runtime)["outcome"]
+        except Exception as exc:  # noqa: BLE001 - one job's failed action must not stop the others'
+            logger.error("Job %s: %s failed: %s", f.job_id, f.action.value, exc)
+            done[f.key] = f"failed: {exc.__class__.__name__}"
+    return done
+
+
 @flow(name="fleet")
-def fleet(runtime: Runtime | None = None, marks: Any = None,
-          action_deployments: dict[str, str] | None = None) -> list[dict[str, str]]:
+def fleet(runtime: Runtime | None = None, marks: Any = None, action_deployments: dict[str, str] | None = None,
+          act_here: bool = False, lease_seconds: float | None = None) -> list[dict[str, str]]:
     """One pass over every running job; returns one row per finding (job, workload, instance,
-    finding, action, key). `action_deployments` (action -> "flow/deployment"): start those
-    actions' flow runs; without it the actions are only reported (the table artifact `fleet`)."""
+    finding, action, key). The actions: `action_deployments` (action -> "flow/deployment") starts
+    each as a flow run of that deployment (idempotency key: the finding's); `act_here` runs them in
+    this process (`spotshift submit --run inline`, the demo, tests); with neither they are only reported
+    (the table artifact `fleet`). `lease_seconds`: how long a job may sit between two states
+    before its action run counts as dead (default: settings.job_lease_seconds)."""
     logger = get_run_logger()
     rt = runtime or Runtime.from_settings()
     if marks is None:
@@ -64,17 +83,22 @@ def fleet(runtime: Runtime | None = None, marks: Any = None,
                                  rt.settings.fleet_read_concurrency)
     judgment = judge(quote(jobs), quote(listing), quote(heartbeats), quote(remembered), now,
                      Thresholds(stall_seconds=rt.settings.heartbeat_stall_seconds,
-                                first_heartbeat_seconds=rt.settings.first_heartbeat_seconds))
+                                first_heartbeat_seconds=rt.settings.first_heartbeat_seconds,
+                                lease_seconds=rt.settings.job_lease_seconds if lease_seconds is None
+                                else lease_seconds))
     written = record_measurements(rt.jobs, quote(judgment), now)
     save_marks(marks, quote(judgment))
-    started = start_actions(quote(judgment), action_deployments) if action_deployments else {}
+    if act_here:
+        started = run_actions_here(judgment, rt)
+    else:
+        started = start_actions(quote(judgment), action_deployments) if action_deployments else {}
     rows = [{**f.row, "flow_run": started.get(f.key, "")} for f in judgment.findings]
     create_table_artifact(key="fleet", table=rows or [{"job": "", "finding": "no running jobs"}],
                           description=f"fleet pass: {len(jobs.running)} running jobs, "
                                       f"{len(listing.instances)} instances in {len(listing.listed)} regions")
     for f in judgment.actions:
         logger.info("Job %s: %s -> %s (%s)%s", f.job_id, f.finding.value, f.action.value, f.detail,
-                    f"; started {started[f.key]}" if f.key in started else "; not started (no action deployment)")
+                    f"; {started[f.key]}" if f.key in started else "; not started (no action deployment)")
     logger.info("Fleet pass: %d running jobs, %d instances listed, %d heartbeats changed, %d measurements written, "
                 "%d actions", len(jobs.running), len(listing.instances),
                 sum(1 for r in heartbeats.values() if r.changed), written, len(judgment.actions))

@@ -8,25 +8,25 @@ from prefect.runtime import flow_run as current_flow_run
 
 from flows.moves import move
 from flows.runtime import Runtime
-from flows.steps import JobRun, finalize, watch_existing
-from spotshift.market.query import OfferQuery
-from spotshift.models import JobStatus, MigrationReason, Offer
+from flows.steps import JobRun, finalize, job_run_of, watch_existing
+from spotshift.models import JobStatus, JobUpdate, MigrationReason, Offer
 from spotshift.monitoring import TrainerFailedPermanently
 from spotshift.policy.state import Move
 
 
 def running_job(rt: Runtime, job_id: str) -> JobRun | None:
-    """A JobRun over a job another flow run started and watches (None if it is not running)."""
+    """A JobRun over a running job (None if it is not running on an open workload), owned by this
+    flow run from now on."""
     job = rt.jobs.get(job_id)
     if job.status is not JobStatus.RUNNING or not job.current_workload_id:
         return None
     workload = next((w for w in rt.ledger.workloads(job_id) if w.id == job.current_workload_id), None)
     if workload is None or not workload.open:
         return None
-    run = JobRun(job=job, query=OfferQuery.for_job(job.request, job.sizing or job.gpu_memory_gib or 0.0),
-                 paths=rt.paths(job), flow_run_id=str(current_flow_run.id or ""))
+    flow_run_id = str(current_flow_run.id or "")
+    run = job_run_of(rt, rt.jobs.update(job_id, JobUpdate(flow_run_id=flow_run_id or None), now=rt.clock()),
+                     flow_run_id)
     watch_existing(run, workload)
-    run.watch.last_step = job.step
     return run
 
 

@@ -13,8 +13,8 @@ from prefect import get_run_logger
 
 from flows.runtime import Runtime
 from flows.steps import (
-    DECLINED_MOVE_QUIET, JobRun, checkpoint_step, close_current, end_workload, job_state, launch, place, transition,
-    watch_existing,
+    DECLINED_MOVE_QUIET, JobRun, checkpoint_step, close_current, end_workload, hold, job_state, launch, place,
+    transition,
 )
 from spotshift.aws.errors import CapacityUnavailable
 from spotshift.instances import LOST_STATES
@@ -37,9 +37,10 @@ MAX_NEW_INSTANCES = 5
 def first_step(rt: Runtime, run: JobRun, workload: Workload, after_step: int) -> datetime:
     """When the new instance's trainer first reported a step past `after_step`; the changeover it
     took is measured (the slowest seen so far: the safety net keeps only a small margin above it)."""
-    _, seen = wait_for_heartbeat(rt.s3, run.output, workload.instance_id, after_step,
-                                 # issue 11: boot + install + model download may take longer than a stall
-                                 timeout_s=max(rt.settings.first_heartbeat_seconds, rt.settings.heartbeat_stall_seconds),
+    # issue 11: boot + install + model download may take longer than a stall
+    timeout_s = max(rt.settings.first_heartbeat_seconds, rt.settings.heartbeat_stall_seconds)
+    hold(rt, run, timeout_s)  # the fleet leaves the job to this run meanwhile
+    _, seen = wait_for_heartbeat(rt.s3, run.output, workload.instance_id, after_step, timeout_s=timeout_s,
                                  poll_s=rt.poll_seconds, sleep=rt.sleep, clock=rt.clock,
                                  is_alive=lambda: rt.backend.state(workload.instance_id) not in LOST_STATES)
     measured = after_changeover(run.job.measured, workload.id, workload.started_at, seen)
@@ -56,7 +57,7 @@ def recover(rt: Runtime, run: JobRun, reason: MigrationReason, end: EndReason, l
     for _ in range(MAX_NEW_INSTANCES):
         transition(rt, run, JobStatus.PLANNING, f"{reason}: re-planning")
         step = checkpoint_step(rt, run)
-        new = place(rt, run, reason=end.value)
+        new = place(rt, run, reason=end.value, running=False)  # running once its trainer reported
         if new is None:
             if m is not None:
                 _step(rt, advance(m, MigrationState.ROLLED_BACK, at=rt.clock()))
@@ -75,10 +76,13 @@ def recover(rt: Runtime, run: JobRun, reason: MigrationReason, end: EndReason, l
                 _step(rt, advance(m, MigrationState.ROLLED_BACK, at=rt.clock()))
             raise
     else:
+        if m is not None:
+            _step(rt, advance(m, MigrationState.ROLLED_BACK, at=rt.clock()))
         raise NoFeasiblePlacement(run.job.id, f"{MAX_NEW_INSTANCES} new instances never trained")
     if m is not None:  # the old instance was already gone: recorded once the new one trains
         m = _step(rt, advance(m, MigrationState.FIRST_STEP_SEEN, at=seen))
         _step(rt, advance(m, MigrationState.RECORDED, at=seen))
+    transition(rt, run, JobStatus.RUNNING, f"running on {new.instance_id}", current_workload_id=new.id)
     return True
 
 
@@ -150,7 +154,9 @@ def _approve_move(rt: Runtime, run: JobRun, plan: Plan, decision: Move, now: dat
                       on_ask=lambda: rt.jobs.update(run.job.id, asking, now=rt.clock()))
     if not verdict.approved:
         get_run_logger().info("Move to %s not made (%s: %s)", decision.target.zone, verdict.decided_by, verdict.comment)
-        run.declined[decision.target.key] = now + DECLINED_MOVE_QUIET
+        run.declined[decision.target.key] = now + DECLINED_MOVE_QUIET  # kept with the job: the next
+        run.job = rt.jobs.update(run.job.id, JobUpdate(declined_moves={  # move's run reads it back
+            k.text: until for k, until in run.declined.items() if until > now}), now=rt.clock())
         return False
     return True
 
@@ -159,6 +165,7 @@ def _checkpoint_now(rt: Runtime, run: JobRun, old: Workload, decision: Move,
                     started: datetime) -> tuple[Migration, int | None]:
     """Ask the old trainer to checkpoint and exit (the migration, begun at `started`, is then
     `requested`); the migration and the checkpoint's step, or None when it never came."""
+    hold(rt, run, rt.settings.heartbeat_stall_seconds)  # the fleet leaves the job to this run meanwhile
     rid = request_checkpoint(rt.s3, run.output, f"{decision.reason}: move to {decision.target.zone}")
     m = _step(rt, begin(run.job.id, old, decision.reason, at=started,
                         expected_saving_usd=decision.expected_saving_usd))
@@ -169,19 +176,3 @@ def _checkpoint_now(rt: Runtime, run: JobRun, old: Workload, decision: Move,
     except MigrationTimeout as exc:
         get_run_logger().warning("Move abandoned, the job stays where it is: %s", exc)
         return m, None
-
-
-def follow_handover(rt: Runtime, run: JobRun) -> bool:
-    """Another flow run (migrate-job from continuous-scout) moved the job: wait for the move to end
-    and watch the job's new workload. False when the job ended meanwhile."""
-    while True:
-        run.job = rt.jobs.get(run.job.id)
-        if run.job.status is not JobStatus.MIGRATING:
-            break
-        rt.sleep(rt.poll_seconds)
-    if run.job.status.terminal or not run.job.current_workload_id:
-        return False
-    workload = next(w for w in rt.ledger.workloads(run.job.id) if w.id == run.job.current_workload_id)
-    watch_existing(run, workload)
-    run.watch.last_step = run.job.step
-    return True

@@ -59,6 +59,38 @@ class JobRun:
         return self.paths.output
 
 
+def job_run_of(rt: Runtime, job: Job, flow_run_id: str = "") -> JobRun:
+    """A JobRun over a stored job (its query and paths), for a flow run that acts on it now."""
+    return JobRun(job=job, query=OfferQuery.for_job(job.request, job.sizing or job.gpu_memory_gib or 0.0),
+                  paths=rt.paths(job), flow_run_id=flow_run_id,
+                  declined={OfferKey.from_text(k): until for k, until in job.declined_moves.items()})
+
+
+def hold(rt: Runtime, run: JobRun, seconds: float) -> None:
+    """Tell the fleet this run works on the job for up to `seconds` more (a wait for a checkpoint or
+    a first step): the job is not taken for abandoned before then, however stale updated_at is."""
+    run.job = rt.jobs.update(run.job.id, JobUpdate(lease_until=rt.clock() + timedelta(seconds=seconds + 60)),
+                             now=rt.clock())
+
+
+def record_throughput(rt: Runtime, run: JobRun) -> None:
+    """Store the rate measured on the current workload's instance type (the fleet pass keeps it in
+    the job's measurements), so that later estimates of the same (instance type, model, method,
+    precision) use it instead of the table. Called as the workload ends."""
+    from spotshift.stores.throughput import measurement
+
+    run.job = rt.jobs.get(run.job.id)
+    measured, workload = run.job.measured, run.workload
+    if rt.throughput is None or run.job.sizing is None or workload is None or measured.steps_per_hour is None:
+        return
+    if measured.rate_instance_type != workload.instance_type:
+        return
+    record = measurement(run.job.sizing, run.job.request.model, measured.rate_instance_type,
+                         measured.steps_per_hour, rt.clock())
+    if record is not None:
+        rt.throughput.record(record)
+
+
 def job_state(rt: Runtime, run: JobRun, now: datetime) -> JobState:
     """The JobState of the run's job, from the stores (the same builder continuous-scout uses)."""
     run.job = rt.jobs.get(run.job.id)
@@ -133,10 +165,12 @@ def _decide_placement(rt: Runtime, run: JobRun) -> Plan:
         _idle(rt, run, decision)
 
 
-def place(rt: Runtime, run: JobRun, *, reason: str = "submitted") -> Workload | None:
+def place(rt: Runtime, run: JobRun, *, reason: str = "submitted", running: bool = True) -> Workload | None:
     """scout -> optimizer -> approval -> deployer, taking the next offer on capacity errors.
     The job goes PLANNING -> (AWAITING_APPROVAL) -> PROVISIONING -> RUNNING; None = not approved.
-    `reason`: why the job needs an instance (submitted, or how the last one ended), for the placed event."""
+    `reason`: why the job needs an instance (submitted, or how the last one ended), for the placed event.
+    `running` False: the job stays PROVISIONING on the new workload (a recovery makes it RUNNING once
+    the new trainer reported its first step: until then the job is its action run's, not the fleet's)."""
     logger = get_run_logger()
     last_error: CapacityUnavailable | None = None
     for _ in range(MAX_LAUNCH_ATTEMPTS):
@@ -158,7 +192,9 @@ def place(rt: Runtime, run: JobRun, *, reason: str = "submitted") -> Workload | 
             transition(rt, run, JobStatus.PLANNING, f"{'quota' if exc.is_quota else 'capacity'} error on "
                        f"{plan.offer.zone}: {getattr(exc, 'quota_code', '') or exc.code}")
             continue
-        transition(rt, run, JobStatus.RUNNING, f"running on {workload.instance_id}", current_workload_id=workload.id)
+        transition(rt, run, JobStatus.RUNNING if running else JobStatus.PROVISIONING,
+                   f"running on {workload.instance_id}" if running else f"started {workload.instance_id}",
+                   current_workload_id=workload.id)
         events.job_placed(run.job, workload, plan=plan, reason=reason, flow_run_id=run.flow_run_id or None,
                           cost_usd=events.job_cost(rt.ledger, run.job.id, rt.clock()))
         return workload

@@ -62,9 +62,11 @@ class Watch:
     loss_curve: LossCurve = field(default_factory=LossCurve)
 
 
-def new_watch(workload: Workload, job_id: str) -> Watch:
-    artifact = create_progress_artifact(progress=0.0, key=f"progress-{job_id}",
-                                        description=f"job {job_id} on {workload.instance_type} in {workload.zone}")
+def new_watch(workload: Workload, job_id: str, *, progress_artifact: bool = False) -> Watch:
+    """A watch of the workload; `progress_artifact`: with a progress artifact that the watch moves
+    (the action runs that only carry a workload between two states make none)."""
+    artifact = create_progress_artifact(progress=0.0, key=f"progress-{job_id}", description=(
+        f"job {job_id} on {workload.instance_type} in {workload.zone}")) if progress_artifact else None
     return Watch(workload=workload, meter=RateMeter(), artifact_id=artifact, last_sign_of_life=workload.started_at)
 
 

@@ -37,7 +37,8 @@ def _stores(runtime):
 def submit(request: JobCreate, *, run: RunMode = "deployment", runtime: Any = None,
            deployment: str = TRAIN_JOB_DEPLOYMENT, on_upload: Callable[[Any], None] | None = None) -> str:
     """Store the job (idempotent on request.idempotency_key) and start its train-job flow run:
-    through the deployment (a worker or `spotshift serve` runs it), inline in this process, or
+    through the deployment (a worker or `spotshift serve` runs it; the fleet deployment takes the
+    job from there), inline in this process (placed, then fleet passes here until it ends), or
     not at all ("none"). Submitting the same key again returns the same job and starts nothing.
 
     With the EC2 backend the inputs are judged first (deployments.submit_inputs): an S3 input
@@ -63,10 +64,10 @@ def submit(request: JobCreate, *, run: RunMode = "deployment", runtime: Any = No
 
         flow_run = run_deployment(deployment, parameters={"job_id": job.id}, timeout=0)
         rt.jobs.update(job.id, JobUpdate(flow_run_id=str(flow_run.id)), now=rt.clock())
-    elif run == "inline":
-        from flows.train_job import train_job
+    elif run == "inline":  # the controller in this process: train-job, then fleet passes until it ended
+        from flows.controller import run_job
 
-        train_job(job.id, runtime=rt)
+        run_job(job.id, runtime=rt)
     return job.id
 
 

@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="run the demo job end to end on the embedded defaults")
     d.add_argument("--speedup", type=float, default=60.0, help="market minutes per wall second (default 60)")
     d.add_argument("--max-steps", type=int, default=300)
-    sub.add_parser("serve", help="serve the train-job, continuous-scout and reaper deployments (no worker needed)")
+    sub.add_parser("serve", help="serve the train-job, fleet, job-action, continuous-scout and migrate-job deployments (no worker needed)")
     b = sub.add_parser("blocks", help="Prefect blocks")
     b.add_argument("action", choices=["register"])
     from deployments.aws_cli import add_aws_parser  # spotshift aws setup|check|teardown|policy (issue 11)

@@ -81,6 +81,7 @@ def run_demo(options: DemoOptions = DemoOptions(), out=sys.stdout) -> dict:
             backend.close()
         summary = api.status(job_id, runtime=rt)
         summary["wall_seconds"] = round(time.monotonic() - t0, 1)
+        summary["flow_runs"] = job_flow_runs(job_id)
         left = [i.instance_id for i in backend.list(job_id) if i.state not in ("terminated", "shutting-down")]
         if left:
             raise RuntimeError(f"instances left running: {left}")
@@ -122,6 +123,18 @@ def _send_pending_logs_and_events() -> None:
     EventsWorker.drain_all(timeout=30)
 
 
+def job_flow_runs(job_id: str) -> list[str]:
+    """The names of the flow runs that acted on the job, oldest first (train-job, then each action)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=job_id)),
+                                     sort=FlowRunSort.START_TIME_ASC)
+    return [r.name for r in runs]
+
+
 def _print_summary(s: dict, say) -> None:
     say("")
     say(f"job {s['job_id']}: {s['status']} after {s['steps']} steps ({s['wall_seconds']} s wall)")
@@ -131,8 +144,10 @@ def _print_summary(s: dict, say) -> None:
     say(f"preemptions: {s['preemptions']}, voluntary migrations: {s['migrations']}")
     say(f"cost ${s['cost_usd']:.4f} vs ${s['on_demand_usd']:.4f} on demand (market time runs 60x)")
     say(f"final model: {s['final_model']}")
+    say(f"flow runs of the job: {', '.join(s['flow_runs'])}")
     say("See the runs in the Prefect UI: `prefect server start`, then run the demo with "
-        "PREFECT_API_URL=http://127.0.0.1:4200/api (flows train-job, tasks scout/optimizer/monitor...).")
+        "PREFECT_API_URL=http://127.0.0.1:4200/api (train-job places the job; each fleet pass judges it and runs "
+        "its actions as job-action runs: recover-, restart-, finalize-<job>; continuous-scout moves it: migrate-<job>).")
     keys = ("job_id", "status", "steps", "workloads", "preemptions", "migrations", "cost_usd", "on_demand_usd",
             "final_model")
     say(json.dumps({k: s[k] for k in keys} | {"workloads": [

@@ -155,10 +155,11 @@ def _launch_and_verify(options: SmokeOptions, estimate: SmokeEstimate, settings:
     try:
         try:
             _submit(smoke_rt, job_id, paths, estimate, options, timeline, clock, say)
-            from flows.train_job import train_job
+            from flows.controller import run_job
 
-            say(f"job {job_id}: train-job flow run (watch it in the Prefect UI)")
-            train_job(job_id, runtime=smoke_rt)
+            say(f"job {job_id}: train-job flow run, then fleet passes and their action runs (watch them in the "
+                "Prefect UI)")
+            run_job(job_id, runtime=smoke_rt, on_pass=backend.poll)
         except SmokeFailed as exc:
             failure = exc
         except KeyboardInterrupt:
@@ -205,7 +206,7 @@ def _submit(rt, job_id: str, paths, estimate: SmokeEstimate, options: SmokeOptio
 
 def _cleanup(rt, job_id: str, failure: SmokeFailed | None) -> list[str]:
     """Terminate every instance of the smoke's job and close its workloads; end the job if the flow
-    did not (a Ctrl-C leaves a crashed run, whose job the reaper would adopt and launch again)."""
+    did not (a Ctrl-C leaves a crashed run, whose job a fleet pass would adopt and launch again)."""
     from flows.hooks import terminate_job_instances
     from spotshift.models import JobStatus, JobUpdate
     from spotshift.stores import InvalidTransition, JobNotFound

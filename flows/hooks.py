@@ -1,6 +1,6 @@
 """Flow-run hooks: when a train-job run fails or is cancelled, terminate every instance tagged with
 its job and close the job, so nothing is left running. A crashed run (its process died: a worker
-restart, a redeploy) leaves the job as it is: the reaper starts a run that adopts it."""
+restart, a redeploy) leaves the job as it is: the next fleet pass adopts it (an adopt action)."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ on_failure = _cleanup(JobStatus.FAILED)
 
 def on_crashed(flow, flow_run, state) -> None:
     """The flow process died under the job: its instance, checkpoints and ledger are fine, so nothing
-    is stopped; the reaper sees the job's lease expire and starts a run that adopts it."""
+    is stopped; the next fleet pass sees the job left between two states and adopts it."""
     ACTIVE_RUNTIMES.pop(str(flow_run.id), None)
     log.warning("Job %s: flow run %s crashed; left running for adoption",
                 (flow_run.parameters or {}).get("job_id"), flow_run.name)

@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     instance_profile: str = Field(default="spotshift-trainer", description="IAM instance profile of trainers")
     # --- real AWS (spotshift aws setup / check, the EC2 backend); docs/aws.md ---
     regions: list[str] = Field(default_factory=lambda: ["us-east-1", "us-east-2", "us-west-2"],
-                               description="every region jobs may use: setup, check and the reaper cover all of them")
+                               description="every region jobs may use: setup, check and the fleet pass cover all of them")
     image_ids: dict[str, str] = Field(default_factory=dict, description="per-region image override, e.g. "
                                       '{"us-east-1": "ami-0123..."} (JSON in SPOTSHIFT_IMAGE_IDS)')
     image_ssm_parameter: str = Field(
@@ -78,8 +78,8 @@ class Settings(BaseSettings):
     supabase_key: SecretStr | None = Field(default=None, description="Supabase service-role key")
     scout_cache_seconds: float = Field(default=300, ge=0, description="how long a scout result is reused")
     heartbeat_stall_seconds: float = Field(default=600, gt=0, description="no heartbeat for this long = stalled")
-    job_lease_seconds: float = Field(default=1800, gt=0, description="a live job whose flow run has not "
-                                     "refreshed it for this long (plus its approval timeout) is adopted by a new run")
+    job_lease_seconds: float = Field(default=1800, gt=0, description="a job between two states (placing, "
+                                     "recovering, moving) untouched this long is adopted by the next fleet pass")
     monitor_poll_seconds: float = Field(default=5, gt=0)
     fleet_interval_seconds: float = Field(default=60, ge=10, description="seconds between two fleet passes (the "
                                           "`fleet` deployment's schedule: one pass judges every running job)")

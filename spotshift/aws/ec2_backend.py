@@ -30,7 +30,7 @@ class Ec2Backend:
     bootstrap powered off after training). close() leaves instances running: the flow owns them.
     `launch_env` completes each request for its region (image, subnet, security group, user-data).
     stop()/state() find an instance by the region it was started or listed in, else by scanning
-    every region in `regions` (give it all allowed regions: the reaper and the failure hooks do).
+    every region in `regions` (give it all allowed regions: the fleet pass and the failure hooks do).
     """
 
     def __init__(

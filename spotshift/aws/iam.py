@@ -107,7 +107,7 @@ def runtime_statements(*, bucket: str = DEFAULT_BUCKET, trainer_role: str = "spo
                        instance_profile: str | None = None, account: str = "*",
                        image_owners: list[str] = ("amazon",), data_prefixes: list[str] = (),
                        partition: str = "aws") -> list[Statement]:
-    """What the orchestrator calls while jobs run (scout, check, deployer, monitor, reaper): reads
+    """What the orchestrator calls while jobs run (scout, check, deployer, the fleet pass and its actions): reads
     on `*` only where the action takes no resource; launches only of the catalog's GPU types with
     the trainer's profile from Amazon's or the account's images (or `image_owners`), tagged with a
     job; termination only of such instances; PassRole only of the trainer role to EC2; objects

@@ -360,7 +360,7 @@ def test_a_job_with_its_model_in_a_granted_prefix_trains_with_only_the_printed_p
     trainer process only the policy setup wrote into the trainer role."""
     from blocks.stores import open_market_history
     from deployments.demo_market import DemoTimeline, demo_market
-    from flows.train_job import train_job
+    from flows.controller import run_job
     from spotshift.aws.bucket_owner import expect_bucket_owner
     from spotshift.aws.images import settings_resolver
     from spotshift.aws.launch_env import LaunchEnvironment
@@ -407,7 +407,7 @@ def test_a_job_with_its_model_in_a_granted_prefix_trains_with_only_the_printed_p
                  history=history, poll_seconds=0.3, min_step_seconds=0.1, image_id=None,
                  on_demand_prices={"p3.2xlarge": 3.06})
     try:
-        summary = train_job(job_id, runtime=rt)
+        summary = run_job(job_id, runtime=rt)
     finally:
         backend.close()
     assert summary["status"] == "succeeded" and summary["steps"] == 30, json.dumps(summary, default=str)

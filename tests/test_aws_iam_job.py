@@ -45,7 +45,7 @@ def test_a_job_is_preempted_and_moves_across_regions_with_only_the_printed_polic
                                                                                      monkeypatch):
     from blocks.stores import open_job_store, open_ledger, open_market_history
     from flows.runtime import Runtime
-    from flows.train_job import train_job
+    from flows.controller import run_job
     from spotshift.aws.bucket_owner import expect_bucket_owner
     from spotshift.aws.images import settings_resolver
     from spotshift.aws.launch_env import LaunchEnvironment
@@ -95,7 +95,7 @@ def test_a_job_is_preempted_and_moves_across_regions_with_only_the_printed_polic
             approval=ApprovalPolicy(max_auto_plan_usd=50, min_auto_saving_usd=0.01)), context={"now": clock()})
         job = rt.jobs.create(request, now=clock())
         try:
-            summary = train_job(job.id, runtime=rt)
+            summary = run_job(job.id, runtime=rt)
         finally:
             backend.close()
         workloads = sorted(rt.ledger.workloads(job.id), key=lambda w: w.started_at)

@@ -18,7 +18,6 @@ from spotshift.aws.errors import CapacityUnavailable, PermissionDenied, Throttle
 from spotshift.models import Market, Offer
 from tasks.retries import retry_when_aws_gave_up
 from tasks.deployer import (
-    reap_orphans,
     start_instance,
     stop_instance,
     stop_job_instances,
@@ -85,14 +84,3 @@ def test_stop_job_instances_ends_every_instance_of_that_job_only(backend):
     assert [backend.state(i) for i in ids] == ["terminated", "terminated"]
     assert backend.state(survivor) == "running"
     backend.stop(survivor, "test cleanup")
-
-
-def test_reap_orphans_terminates_instances_of_jobs_that_are_not_live(backend):
-    live, dead = job(), job()
-    kept = start_instance.fn(launch_request(live), backend).instance_id
-    orphan = start_instance.fn(launch_request(dead), backend).instance_id
-    live_elsewhere = {i.job_id for i in backend.list()} - {dead}  # other tests' instances stay alone
-    reaped = reap_orphans.fn(live_elsewhere, backend)
-    assert [(i.instance_id, i.job_id) for i in reaped] == [(orphan, dead)]
-    assert backend.state(orphan) == "terminated" and backend.state(kept) == "running"
-    backend.stop(kept, "test cleanup")

@@ -195,10 +195,10 @@ def test_prefect_deploy_registers_every_deployment_on_an_ecs_pool(ecs_pool, monk
     for k, v in EXPORTS.items():
         if k != "SPOTSHIFT_ECS_IMAGE":
             monkeypatch.setenv(k, v)
-    result = CycloptsCliRunner().invoke(["--no-prompt", "deploy", "-n", "reaper", "--prefect-file", str(ECS_FILE)])
+    result = CycloptsCliRunner().invoke(["--no-prompt", "deploy", "-n", "job-action", "--prefect-file", str(ECS_FILE)])
     assert result.exit_code == 0, result.output
     with get_client(sync_client=True) as client:
-        assert client.read_deployment(registered["reaper"].id).job_variables["image"] == ""
+        assert client.read_deployment(registered["job-action"].id).job_variables["image"] == ""
 
 
 @pytest.mark.xdist_group("prefect")

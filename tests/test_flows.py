@@ -68,20 +68,27 @@ def get_client_sync():
     return get_client(sync_client=True)
 
 
+def _run_name(event) -> str:
+    """The name of the flow run an event names as related."""
+    [run_id] = [r.id.split(".", 2)[2] for r in event.related if r.id.startswith("prefect.flow-run.")]
+    with get_client_sync() as client:
+        return client.read_flow_run(UUID(run_id)).name
+
+
 def running_instances(rt: Runtime, job_id: str | None = None) -> list:
     return [i for i in rt.backend.list(job_id) if i.state in ("pending", "running")]
 
 
 def test_train_job_survives_a_preemption_and_moves_once_to_cheaper_capacity(prefect_api, moto_endpoint, model_uri, tmp_path,
                                                                            job_events):
-    from flows.train_job import train_job
+    from flows.controller import run_job
 
     # the trainer starts ~8 market minutes in; 450 paced steps take 67 minutes: us-east-1a is lost at
     # 15 (~50 steps done) and us-west-2a becomes cheapest at 35 with ~50 minutes of work left
     rt = runtime(tmp_path, moto_endpoint, DemoTimeline(lost_minute=15, cheap_minute=35))
     try:
         job = rt.jobs.create(request(rt, model_uri, max_steps=450, key="preempt-and-move"), now=rt.clock())
-        summary = train_job(job.id, runtime=rt)
+        summary = run_job(job.id, runtime=rt)
     finally:
         rt.backend.close()
 
@@ -128,7 +135,10 @@ def test_train_job_survives_a_preemption_and_moves_once_to_cheaper_capacity(pref
         w.instance_id for w in workloads]
     assert preempted.payload["workload_id"] == workloads[0].id and preempted.payload["market"] == "spot"
     assert f"spotshift.instance.{workloads[0].instance_id}" in {r.id for r in preempted.related}
-    assert f"prefect.flow-run.{rt.jobs.get(job.id).flow_run_id}" in {r.id for r in placed.related}
+    # each step is its own flow run: train-job placed it, the fleet's action runs recovered and
+    # finalized it, continuous-scout's migrate-job moved it (the run each event names)
+    assert [_run_name(e) for e in sent] == [f"train-{job.id}", f"recover-{job.id}", f"recover-{job.id}",
+                                            f"migrate-{job.id}", f"finalize-{job.id}"]
     assert moved.payload["from"]["workload_id"] == workloads[1].id
     assert moved.payload["expected_saving_usd"] == pytest.approx(migrations[1].expected_saving_usd, abs=1e-4)
     assert moved.payload["downtime_seconds"] == pytest.approx(migrations[1].downtime_seconds)
@@ -186,7 +196,7 @@ def _all_instances(rt: Runtime) -> list:
 
 def test_a_plan_waits_for_a_human_and_the_cli_answer_lets_the_flow_go_on(prefect_api, moto_endpoint, model_uri, tmp_path,
                                                                          monkeypatch):
-    from flows.train_job import train_job
+    from flows.controller import run_job
     from deployments.cli import main as cli
 
     rt = runtime(tmp_path, moto_endpoint, DemoTimeline(lost_minute=10_000, cheap_minute=10_000))
@@ -194,7 +204,7 @@ def test_a_plan_waits_for_a_human_and_the_cli_answer_lets_the_flow_go_on(prefect
     approval = ApprovalPolicy(mode=ApprovalMode.ALWAYS_ASK, timeout_s=120)
     job = rt.jobs.create(request(rt, model_uri, max_steps=20, key="ask", approval=approval), now=rt.clock())
     result: dict = {}
-    runner = threading.Thread(target=lambda: result.update(train_job(job.id, runtime=rt)))
+    runner = threading.Thread(target=lambda: result.update(run_job(job.id, runtime=rt)))
     runner.start()
     try:
         wait_for(lambda: rt.jobs.get(job.id).status is JobStatus.AWAITING_APPROVAL, 120, "the approval pause")
@@ -219,7 +229,7 @@ def _paused(flow_run_id: str | None) -> bool:
 
 
 def test_an_unanswered_move_is_not_made(prefect_api, moto_endpoint, model_uri, tmp_path):
-    from flows.train_job import train_job
+    from flows.controller import run_job
 
     # us-west-2a drops to $0.20/h at minute 12, with ~40 minutes of work left: a move worth asking for
     rt = runtime(tmp_path, moto_endpoint, DemoTimeline(lost_minute=10_000, cheap_minute=12, cheap_price=0.2),
@@ -228,55 +238,103 @@ def test_an_unanswered_move_is_not_made(prefect_api, moto_endpoint, model_uri, t
     approval = ApprovalPolicy(max_auto_plan_usd=50, min_auto_saving_usd=1e6, timeout_s=3)
     try:
         job = rt.jobs.create(request(rt, model_uri, max_steps=300, key="timeout", approval=approval), now=rt.clock())
-        summary = train_job(job.id, runtime=rt)
+        summary = run_job(job.id, runtime=rt)
     finally:
         rt.backend.close()
     assert summary["status"] == "succeeded"
     assert rt.ledger.migrations(job.id) == []
     workloads = rt.ledger.workloads(job.id)
     assert [w.zone for w in workloads] == ["us-east-1a"]
-    # the flow paused for the move, the pause timed out, and the same move was not asked again
-    # within the quiet hour (market time)
+    # a migrate-job run paused for the move, the pause timed out, and the same move was not asked
+    # again within the quiet hour (market time): the decline is kept with the job, not in a process
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
     with get_client_sync() as client:
-        run = client.read_flow_run(UUID(rt.jobs.get(job.id).flow_run_id))
-    assert run.state.is_completed()
-    asked_at = sorted(int(key.rsplit("-", 1)[1]) for key in run.empirical_policy.pause_keys)
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=f"migrate-{job.id}")))
+    assert runs and all(r.state.is_completed() for r in runs)
+    asked_at = sorted(int(key.rsplit("-", 1)[1]) for r in runs for key in r.empirical_policy.pause_keys)
     assert asked_at and all(b - a >= 3600 for a, b in zip(asked_at, asked_at[1:]))
+    assert rt.jobs.get(job.id).declined_moves  # the offer declined, and until when
 
 
-def test_a_killed_flow_leaves_nothing_running_once_the_reaper_ran(prefect_api, moto_endpoint, model_uri, tmp_path):
-    """The flow process dies between "instance started" and "first heartbeat"."""
+def test_a_preemption_is_acted_on_by_the_first_fleet_pass_after_it(prefect_api, moto_endpoint, model_uri, tmp_path):
+    """The instance is taken back between two passes: the very next pass (one fleet interval later)
+    finds it and its recover action resumes the job from the last checkpoint on a new instance,
+    which has trained by the time the action ends (the changeover). The trainer's own
+    checkpoint-on-notice is not involved: the instance is stopped from outside, as a spot
+    interruption without notice would."""
+    from deployments import api
+    from flows.fleet import fleet
+    from flows.train_job import train_job
+    from training.contract import read_latest, read_progress
+
+    rt = runtime(tmp_path, moto_endpoint, DemoTimeline(lost_minute=10_000, cheap_minute=10_000))
+    try:
+        job = rt.jobs.create(request(rt, model_uri, max_steps=300, key="one-interval"), now=rt.clock())
+        train_job(job.id, runtime=rt)
+        output = rt.paths(job).output
+        wait_for(lambda: read_latest(rt.s3, output) is not None, 240, "the first checkpoint")
+        assert [r["finding"] for r in fleet(runtime=rt, act_here=True)] == ["healthy"]
+        [first] = rt.ledger.workloads(job.id)
+        rt.backend.stop(first.instance_id, "spot interruption")  # between two passes
+        lost_at = rt.clock()
+        rt.sleep(rt.poll_seconds)  # one fleet interval of this controller
+        rows = fleet(runtime=rt, act_here=True)
+        assert [(r["finding"], r["action"]) for r in rows] == [("preempted", "recover")]
+        # when the pass's action has ended, the job trains again on a new instance, from the checkpoint
+        now = rt.clock()
+        running = rt.jobs.get(job.id)
+        assert running.status is JobStatus.RUNNING and running.current_workload_id != first.id
+        progress = read_progress(rt.s3, output)
+        second = next(w for w in rt.ledger.workloads(job.id) if w.id == running.current_workload_id)
+        assert progress.instance_id == second.instance_id and progress.resumed_from_step is not None
+        [migration] = rt.ledger.migrations(job.id)
+        assert migration.state.value == "recorded" and migration.to_workload_id == second.id
+        # the migration counts from the pass that found the loss: within one interval (and that pass's
+        # own reads; 10 wall seconds at most here) of it, and its downtime is at least the changeover
+        assert 0 <= (migration.started_at - lost_at).total_seconds() <= 10 * SPEEDUP
+        assert migration.downtime_seconds >= running.measured.changeover_hours * 3600 > 0
+        assert migration.finished_at <= now
+        api.cancel(job.id, runtime=rt)
+    finally:
+        rt.backend.close()
+    assert running_instances(rt, job.id) == []
+
+
+def test_a_placement_killed_after_its_launch_is_adopted_by_the_next_fleet_pass(prefect_api, moto_endpoint,
+                                                                                 model_uri, tmp_path):
+    """The train-job process dies between "instance started" and "job running" (SIGKILL): the job is
+    left PROVISIONING with a live instance. The next fleet pass adopts it: that instance is kept
+    (none started twice), the job runs, and a cancel then leaves nothing running."""
     import os
-    import signal
     import subprocess
     import sys
 
-    from flows.reaper import reaper
+    from deployments import api
+    from flows.fleet import fleet
+    from prefect.settings import PREFECT_API_URL
 
     rt = runtime(tmp_path, moto_endpoint, DemoTimeline(lost_minute=10_000, cheap_minute=10_000))
     job = rt.jobs.create(request(rt, model_uri, max_steps=500, key="killed"), now=rt.clock())
     script = tmp_path / "flow_process.py"
     script.write_text(KILLED_FLOW_SCRIPT)
-    from prefect.settings import PREFECT_API_URL
-
-    proc = subprocess.Popen([sys.executable, str(script), moto_endpoint, str(tmp_path), job.id],
-                            start_new_session=True, env={**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()})
     try:
-        wait_for(lambda: [i for i in _all_instances(rt) if i.job_id == job.id and i.state == "running"],
-                  120, "the instance to start")
-        pid_file = wait_for(lambda: next((tmp_path / "instances").glob("*.pid"), None), 60,
-                            "the instance's trainer process to start")
-        os.killpg(proc.pid, signal.SIGKILL)  # the flow process and everything it started
-        proc.wait(timeout=30)
+        proc = subprocess.run([sys.executable, str(script), moto_endpoint, str(tmp_path), job.id], timeout=300,
+                              capture_output=True, env={**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()})
+        assert proc.returncode == -9, proc.stderr.decode()[-3000:]
+        assert rt.jobs.get(job.id).status is JobStatus.PROVISIONING
+        [launched] = [i for i in _all_instances(rt) if i.job_id == job.id and i.state in ("pending", "running")]
+        rows = fleet(runtime=rt, act_here=True, lease_seconds=0.0)
+        assert [(r["finding"], r["action"]) for r in rows] == [("abandoned", "adopt")]
+        adopted = rt.jobs.get(job.id)
+        assert adopted.status is JobStatus.RUNNING
+        [workload] = rt.ledger.workloads(job.id)
+        assert workload.instance_id == launched.instance_id and workload.open
+        api.cancel(job.id, runtime=rt)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert [i for i in _all_instances(rt) if i.job_id == job.id and i.state == "running"]  # left behind
-    trainer_pid = int(pid_file.read_text())
-    reaper(runtime=rt, lease_seconds=0)
+        rt.backend.close()
     assert [i for i in _all_instances(rt) if i.job_id == job.id and i.state in ("pending", "running")] == []
-    assert rt.jobs.get(job.id).status is JobStatus.FAILED
-    wait_for(lambda: not Path(f"/proc/{trainer_pid}").exists() or _zombie(trainer_pid), 30, "the trainer to end")
+    assert rt.jobs.get(job.id).status is JobStatus.CANCELLED
 
 
 def test_a_checkpoint_the_trainer_refuses_fails_the_job_with_its_reason_and_launches_nothing_more(
@@ -285,8 +343,8 @@ def test_a_checkpoint_the_trainer_refuses_fails_the_job_with_its_reason_and_laun
     """The job's checkpoint was written by another transformers minor version: the real trainer
     refuses it (a permanent failure), and the job ends FAILED with the trainer's words instead of
     being resumed on another instance."""
-    from flows.train_job import summary, train_job
-    from spotshift.monitoring import TrainerFailedPermanently
+    from flows.controller import run_job
+    from flows.train_job import summary
     from training.contract import LATEST, CheckpointManifest, save_json
     from training.storage import S3Store
     from training.versions import minor_release, running_versions
@@ -299,8 +357,7 @@ def test_a_checkpoint_the_trainer_refuses_fails_the_job_with_its_reason_and_laun
         job = rt.jobs.create(request(rt, model_uri, max_steps=20, key="refused"), now=rt.clock())
         save_json(S3Store.from_uri(rt.s3, rt.paths(job).output), LATEST, CheckpointManifest(
             step=10, files=[], created_at=rt.clock(), versions=running.model_copy(update={"transformers": written})))
-        with pytest.raises(TrainerFailedPermanently, match=f"written with transformers {written}"):
-            train_job(job.id, runtime=rt)
+        run_job(job.id, runtime=rt)  # the fleet finds the trainer failed for good: its finalize ends the job
     finally:
         rt.backend.close()
 
@@ -319,14 +376,8 @@ def test_a_checkpoint_the_trainer_refuses_fails_the_job_with_its_reason_and_laun
     assert ended.payload["error"] == failed.error and ended.payload["cost_usd"] == pytest.approx(workload.cost_usd)
 
 
-def _zombie(pid: int) -> bool:
-    from spotshift.aws.local_backend import _is_zombie
-
-    return _is_zombie(pid)
-
-
 KILLED_FLOW_SCRIPT = '''
-import sys, time
+import os, signal, sys
 from datetime import UTC, datetime
 from deployments.demo_market import DemoTimeline, demo_market
 from flows.runtime import Runtime
@@ -335,9 +386,13 @@ from flows.train_job import train_job
 endpoint, home, job_id = sys.argv[1:4]
 start = datetime.now(UTC)
 market = demo_market(start, DemoTimeline(lost_minute=10_000, cheap_minute=10_000))
-# a trainer that never sends a heartbeat: the flow waits in "instance started, no heartbeat yet"
-rt = Runtime.local(endpoint, home, market=market, bucket="flow-jobs",
-                   backend_options={"trainer_cmd": [sys.executable, "-c", "import time; time.sleep(600)"]},
-                   poll_seconds=0.3)
+
+def crash(at):
+    if at == "after_launch":  # the instance is up, its workload recorded, the job not yet running
+        os.kill(os.getpid(), signal.SIGKILL)
+
+rt = Runtime.local(endpoint, home, market=market, bucket="flow-jobs", fault=crash, poll_seconds=0.3,
+                   settings={"data_prefixes": ["s3://flow-inputs/"]})
 train_job(job_id, runtime=rt)
+sys.exit(3)
 '''

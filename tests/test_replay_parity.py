@@ -102,7 +102,7 @@ def simulate_window(traces, w: Window, every_tick: bool):
 def run_live(traces, w: Window, home: Path, endpoint: str, model: str):
     """The job through train-job on the local backend: (summary, its workloads, its instances)."""
     from flows.runtime import Runtime
-    from flows.train_job import train_job
+    from flows.controller import run_job
     from spotshift.hf import model_size
     from spotshift.market.replay import ReplayMarket
     from spotshift.models import ApprovalPolicy, JobCreate, JobUpdate
@@ -139,7 +139,7 @@ def run_live(traces, w: Window, home: Path, endpoint: str, model: str):
     rt.jobs.update(job.id, JobUpdate(sizing=sizing, gpu_memory_gib=single_gpu_memory_gib(sizing),
                                      total_work=w.work_ticks * tick_s / 3600), now=clock())
     try:
-        summary = train_job(job.id, runtime=rt)
+        summary = run_job(job.id, runtime=rt)
     finally:
         rt.backend.close()
     return summary, rt.ledger.workloads(job.id), rt.backend.list(job.id)

@@ -15,9 +15,7 @@ from prefect.logging import get_run_logger
 
 from spotshift.aws.compute import ComputeBackend
 from spotshift.aws.ec2 import LaunchedInstance, LaunchRequest
-from spotshift.instances import InstanceInfo
 from spotshift.aws.errors import CapacityUnavailable
-from spotshift.aws.orphans import find_orphans
 from tasks.retries import AWS_STEP_RETRY
 
 def _logger():
@@ -59,13 +57,3 @@ def stop_job_instances(job_id: str, reason: str, backend: ComputeBackend) -> lis
         backend.stop(instance_id, reason)
     _logger().info("terminated %d instance(s) of %s: %s", len(stopped), job_id, reason)
     return stopped
-
-
-@task(name="reap-orphans", **_aws_task)
-def reap_orphans(live_job_ids: set[str], backend: ComputeBackend) -> list[InstanceInfo]:
-    """Terminate spotshift-tagged instances whose job is not live; the instances reaped."""
-    orphans = find_orphans(backend.list(), live_job_ids)
-    for orphan in orphans:
-        backend.stop(orphan.instance_id, f"reaped: job {orphan.job_id} is not live")
-    _logger().info("reaped %d orphan instance(s)", len(orphans))
-    return orphans

@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from spotshift.models import MarketSnapshot, Plan
 from spotshift.lifecycle.plans import Wait, plan_place
 from spotshift.policy.state import JobState
+from tasks.retries import STORE_WRITE_RETRY
 
 
 def _row(rank: int, o) -> dict:
@@ -36,4 +37,12 @@ def plan_placement(state: JobState, snapshot: MarketSnapshot, now: datetime, led
     )
     get_run_logger().info("Plan %s: %s %s in %s at $%.3f/h (%s)", plan.id, plan.offer.instance_type,
                           plan.offer.market, plan.offer.zone, plan.offer.usd_per_hour, plan.reason)
+    return plan
+
+
+@task(name="record-plan", cache_policy=NO_CACHE, task_run_name="record-plan-{plan.job_id}", **STORE_WRITE_RETRY)
+def record_plan(ledger, plan: Plan) -> Plan:
+    """A plan decided outside the optimizer (a move's, spotshift.lifecycle.plans.plan_move) in the
+    ledger: one idempotent upsert of its row, retried when the store did not answer."""
+    ledger.record_plan(plan)
     return plan

@@ -42,3 +42,19 @@ def retry_unless_input_is_final(task: Any, task_run: Any, state: Any) -> bool:
 
 AWS_STEP_RETRY = dict(retries=AWS_STEP_RETRIES, retry_delay_seconds=AWS_STEP_RETRY_DELAY_S,
                       retry_condition_fn=retry_when_aws_gave_up)
+
+
+def retry_unless_store_refused(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect retry condition for an idempotent store write: a missing row or a write the store
+    refuses (JobNotFound, a ValueError such as an invalid document) is final, since retrying writes
+    the same; any other failure (the database unreachable, a timeout) is worth another try."""
+    try:
+        state.result()
+    except (LookupError, ValueError):
+        return False
+    except Exception:  # noqa: BLE001 - the store did not answer: the same write again is harmless
+        return True
+    return False
+
+
+STORE_WRITE_RETRY = dict(retries=2, retry_delay_seconds=1, retry_condition_fn=retry_unless_store_refused)

@@ -12,6 +12,7 @@ from prefect.exceptions import MissingContextError
 
 from spotshift.billing import billed_seconds
 from spotshift.models import EndReason, Job, Plan, Workload
+from tasks.retries import STORE_WRITE_RETRY
 from training.contract import write_spec
 from training.spec import TrainingSpec
 
@@ -68,6 +69,15 @@ def close_workload(ledger, workload: Workload, reason: EndReason, now: datetime)
     _logger().info("Workload %s closed (%s): %.0f s at $%.3f/h = $%.4f", closed.id, reason,
                    closed.billed_seconds, closed.usd_per_hour, closed.cost_usd)
     return closed
+
+
+@task(name="record-workload", cache_policy=NO_CACHE, task_run_name="record-workload-{workload.id}",
+      **STORE_WRITE_RETRY)
+def record_workload(ledger, workload: Workload) -> Workload:
+    """A workload as decided elsewhere (a cancel's closed workloads, spotshift.job_actions.plan_cancel):
+    one idempotent upsert of its ledger row, retried when the store did not answer."""
+    ledger.upsert_workload(workload)
+    return workload
 
 
 def _logger():

@@ -23,6 +23,8 @@ from spotshift.sizing.disk import job_disk_need
 from tasks import events
 from tasks.aws_check import check_region_before_launch
 from tasks.deployer import start_instance, stop_instance, stop_job_instances
+from tasks.jobs import transition_job, update_job
+from tasks.measurements import record_market, record_rate, record_zone_lost
 from tasks.monitor import Watch, new_watch
 from tasks.optimizer import plan_placement
 from tasks.retention import expire_checkpoints
@@ -69,8 +71,8 @@ def job_run_of(rt: Runtime, job: Job, flow_run_id: str = "") -> JobRun:
 def hold(rt: Runtime, run: JobRun, seconds: float) -> None:
     """Tell the fleet this run works on the job for up to `seconds` more (a wait for a checkpoint or
     a first step): the job is not taken for abandoned before then, however stale updated_at is."""
-    run.job = rt.jobs.update(run.job.id, JobUpdate(lease_until=rt.clock() + timedelta(seconds=seconds + 60)),
-                             now=rt.clock())
+    run.job = update_job(rt.jobs, run.job.id, JobUpdate(lease_until=rt.clock() + timedelta(seconds=seconds + 60)),
+                         rt.clock())
 
 
 def record_throughput(rt: Runtime, run: JobRun) -> None:
@@ -88,7 +90,7 @@ def record_throughput(rt: Runtime, run: JobRun) -> None:
     record = measurement(run.job.sizing, run.job.request.model, measured.rate_instance_type,
                          measured.steps_per_hour, rt.clock())
     if record is not None:
-        rt.throughput.record(record)
+        record_rate(rt.throughput, record)
 
 
 def job_state(rt: Runtime, run: JobRun, now: datetime) -> JobState:
@@ -103,10 +105,9 @@ def job_state(rt: Runtime, run: JobRun, now: datetime) -> JobState:
 def transition(rt: Runtime, run: JobRun, to: JobStatus, message: str = "", **changes) -> Job:
     """Move the job to `to` (already there: only the changes are stored, as a re-plan from PLANNING)."""
     if run.job.status is to:
-        run.job = rt.jobs.update(run.job.id, JobUpdate(**changes), now=rt.clock())
+        run.job = update_job(rt.jobs, run.job.id, JobUpdate(**changes), rt.clock())
         return run.job
-    run.job = rt.jobs.transition(run.job.id, to, now=rt.clock(), update=JobUpdate(**changes) if changes else None,
-                                 message=message)
+    run.job = transition_job(rt.jobs, run.job.id, to, rt.clock(), JobUpdate(**changes) if changes else None, message)
     return run.job
 
 
@@ -148,7 +149,7 @@ def _idle(rt: Runtime, run: JobRun, wait: Wait) -> None:
     while (wait.until is None or rt.clock() < wait.until) and waited < budget:
         rt.sleep(rt.poll_seconds)
         waited += rt.poll_seconds
-        rt.jobs.update(run.job.id, JobUpdate(), now=rt.clock())  # the lease
+        update_job(rt.jobs, run.job.id, JobUpdate(), rt.clock())  # the lease
 
 
 def _decide_placement(rt: Runtime, run: JobRun) -> Plan:
@@ -157,7 +158,7 @@ def _decide_placement(rt: Runtime, run: JobRun) -> Plan:
         # a placement decides on fresh prices: a cached snapshot may still offer the capacity just lost
         snapshot = scout.with_options(refresh_cache=True)(rt.market, run.query, rt.clock())
         now = rt.clock()
-        rt.record_market(snapshot, run.query, now)
+        record_market(rt.history, snapshot, run.query.regions, now)
         decision = plan_placement(job_state(rt, run, now), snapshot, now, rt.ledger, frozenset(run.blocked),
                                   rt.policy)
         if isinstance(decision, Plan):
@@ -188,7 +189,7 @@ def place(rt: Runtime, run: JobRun, *, reason: str = "submitted", running: bool 
             run.blocked |= blocked_by(exc, plan.offer, plan.alternatives)  # issue 11: a quota blocks region x group x market
             last_error = exc
             if type(exc) is CapacityUnavailable:  # issue 11: quota and image errors say nothing of the zone
-                rt.record_zone_lost(plan.offer.zone, rt.clock(), "capacity_error")
+                record_zone_lost(rt.history, plan.offer.zone, rt.clock(), "capacity_error")
             transition(rt, run, JobStatus.PLANNING, f"{'quota' if exc.is_quota else 'capacity'} error on "
                        f"{plan.offer.zone}: {getattr(exc, 'quota_code', '') or exc.code}")
             continue
@@ -234,8 +235,8 @@ def checkpoint_step(rt: Runtime, run: JobRun) -> int:
         return 0
     gb = latest.total_bytes / 1e9
     if run.job.measured.checkpoint_gb != gb:
-        run.job = rt.jobs.update(run.job.id, JobUpdate(measured=run.job.measured.model_copy(
-            update={"checkpoint_gb": gb})), now=rt.clock())
+        run.job = update_job(rt.jobs, run.job.id, JobUpdate(measured=run.job.measured.model_copy(
+            update={"checkpoint_gb": gb})), rt.clock())
     return latest.step
 
 

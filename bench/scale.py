@@ -80,6 +80,7 @@ def one_scout_run(rt, now: datetime) -> dict:
     """Time what one continuous-scout run does before any migration, and the per-job-snapshot baseline."""
     from flows.continuous_scout import decide_all, for_job, running_jobs, union_query
     from spotshift.policy import decide
+    from tasks.measurements import record_market
     from tasks.scout import scout
 
     t = time.perf_counter()
@@ -88,7 +89,7 @@ def one_scout_run(rt, now: datetime) -> dict:
     t = time.perf_counter()
     query = union_query([j.query for j in jobs])
     snapshot = scout.fn(rt.market, query, now)
-    rt.record_market(snapshot, query, now)
+    record_market.fn(rt.history, snapshot, query.regions, now)
     decisions = decide_all.fn(jobs, snapshot, now, rt.policy)
     decide_s = time.perf_counter() - t
     t = time.perf_counter()  # baseline: one snapshot per job

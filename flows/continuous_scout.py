@@ -17,6 +17,7 @@ from spotshift.models import Job, JobStatus, MarketSnapshot, Workload
 from spotshift.lifecycle.state import live_job_state
 from spotshift.policy import decide
 from spotshift.policy.state import Decision, JobState, Move
+from tasks.measurements import record_market
 from tasks.scout import scout
 
 
@@ -97,7 +98,7 @@ def continuous_scout(runtime: Runtime | None = None, migrate: bool = True,
         return {}
     query = union_query([j.query for j in jobs])
     snapshot = scout.with_options(refresh_cache=True)(rt.market, query, now)  # a move decides on the market of now
-    rt.record_market(snapshot, query, now)
+    record_market(rt.history, snapshot, query.regions, now)
     decisions = decide_all(jobs, snapshot, now, rt.policy)
     create_table_artifact(key="continuous-scout", table=[
         {"job": j.job.id, "zone": j.workload.zone, "decision": type(d).__name__,

@@ -12,12 +12,11 @@ from spotshift.aws.compute import ComputeBackend
 from spotshift.clock import wall_clock
 from spotshift.market.query import OfferQuery
 from spotshift.market.source import MarketSource
-from spotshift.models import Job, MarketSnapshot
-from spotshift.policy.outlook import ZoneObservation
+from spotshift.models import Job
 from spotshift.policy.state import SpotOutlook
 from spotshift.settings import Settings, get_settings
 from spotshift.stores import JobStore, Ledger
-from spotshift.stores.market_history import MarketHistoryStore, observations_from_snapshot
+from spotshift.stores.market_history import MarketHistoryStore
 from spotshift.stores.throughput import ThroughputStore
 from training.contract import JobPaths
 
@@ -66,17 +65,6 @@ class Runtime:
     def outlook(self, query: OfferQuery, now: datetime) -> SpotOutlook | None:
         """The spot outlook of the query's regions from the recorded history (None without one)."""
         return self.history.outlook(query.regions, now) if self.history is not None else None
-
-    def record_market(self, snapshot: MarketSnapshot, query: OfferQuery, now: datetime) -> None:
-        """Keep what a scout saw per zone (the history the outlook is built from)."""
-        if self.history is not None:
-            self.history.record(observations_from_snapshot(snapshot, self.history.zones(), now, query.regions),
-                                source="scout")
-
-    def record_zone_lost(self, zone: str, now: datetime, source: str) -> None:
-        """Our own launch found no capacity in `zone`, or our instance there was taken back."""
-        if self.history is not None:
-            self.history.record([ZoneObservation(zone=zone, at=now, available=False)], source=source)
 
     def paths(self, job: Job) -> JobPaths:
         """Where the job's files live (its output_bucket, else the configured bucket)."""

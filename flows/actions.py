@@ -33,6 +33,8 @@ from spotshift.policy.state import NoFeasiblePlacement
 from spotshift.stores import JobNotFound
 from tasks import events
 from tasks.deployer import stop_instance
+from tasks.jobs import update_job
+from tasks.measurements import record_zone_lost
 from tasks.monitor import refresh_loss_curve
 from training.contract import TrainerState, read_progress
 
@@ -79,7 +81,7 @@ def _running_on(rt: Runtime, job_id: str, workload_id: str, flow_run_id: str) ->
     workload = next((w for w in rt.ledger.workloads(job_id) if w.id == workload_id), None)
     if workload is None or not workload.open:
         return None
-    job = rt.jobs.update(job_id, JobUpdate(flow_run_id=flow_run_id or None), now=rt.clock())
+    job = update_job(rt.jobs, job_id, JobUpdate(flow_run_id=flow_run_id or None), rt.clock())
     run = job_run_of(rt, job, flow_run_id)
     watch_existing(run, workload)
     return run
@@ -98,7 +100,7 @@ def do_recover(rt: Runtime, job_id: str, workload_id: str, flow_run_id: str) -> 
     now = rt.clock()
     record_throughput(rt, run)
     if run.workload.market is Market.SPOT:
-        rt.record_zone_lost(run.workload.zone, now, "preemption")
+        record_zone_lost(rt.history, run.workload.zone, now, "preemption")
     events.job_preempted(run.job, run.workload, detail="found by the fleet pass", step=run.job.step,
                          cost_usd=events.job_cost(rt.ledger, job_id, now), flow_run_id=flow_run_id or None)
     if not recover(rt, run, MigrationReason.PREEMPTED, EndReason.PREEMPTED, now):
@@ -146,7 +148,7 @@ def do_finalize(rt: Runtime, job_id: str, workload_id: str, flow_run_id: str) ->
     if progress is None or progress.instance_id != run.workload.instance_id or progress.state is not TrainerState.done:
         return "not done: nothing to finalize"  # judged on a heartbeat that has changed since
     if progress.step != run.job.step:
-        run.job = rt.jobs.update(job_id, JobUpdate(step=progress.step), now=rt.clock())
+        run.job = update_job(rt.jobs, job_id, JobUpdate(step=progress.step), rt.clock())
     finalize(rt, run, JobStatus.SUCCEEDED, "final model written")
     return "succeeded"
 

@@ -14,6 +14,7 @@ from spotshift.models import EndReason, JobStatus, JobUpdate, MigrationReason
 from spotshift.monitoring import TrainerFailedPermanently, permanent_failure
 from tasks import events
 from tasks.deployer import stop_instance
+from tasks.jobs import update_job
 from tasks.migration import record_migration_step
 from tasks.workloads import close_workload, record_instance
 from training.contract import read_progress
@@ -55,7 +56,7 @@ def adopt(rt: Runtime, run: JobRun) -> bool:
     """Take the job over from a dead flow run and leave it training (True), or False when a new
     placement was not approved; TrainerFailedPermanently when its trainer failed for good."""
     logger = get_run_logger()
-    run.job = rt.jobs.update(run.job.id, JobUpdate(flow_run_id=run.flow_run_id), now=rt.clock())
+    run.job = update_job(rt.jobs, run.job.id, JobUpdate(flow_run_id=run.flow_run_id), rt.clock())
     adoption = reconcile(rt, run)
     rt.fault("adopted")
     logger.info("Adopting job %s: keep %s, stopped %d instance(s), closed %d workload(s)", run.job.id,
@@ -76,7 +77,7 @@ def adopt(rt: Runtime, run: JobRun) -> bool:
     for status in _TO_RUNNING.get(run.job.status, ()):
         transition(rt, run, status, f"adopted by flow run {run.flow_run_id}", current_workload_id=keep.id)
     if run.job.status is JobStatus.RUNNING and run.job.current_workload_id != keep.id:
-        run.job = rt.jobs.update(run.job.id, JobUpdate(current_workload_id=keep.id), now=rt.clock())
+        run.job = update_job(rt.jobs, run.job.id, JobUpdate(current_workload_id=keep.id), rt.clock())
     watch_existing(run, keep)
     run.watch.last_step = run.job.step
     return True

@@ -1,5 +1,6 @@
 """Cancel a job: its flow run to Cancelling (Prefect), the job to CANCELLED, every instance of the
-job terminated, its open workloads closed and billed. Checkpoints stay in S3. Safe to repeat."""
+job terminated, its open workloads closed and billed. Checkpoints stay in S3. Safe to repeat.
+Called by the CLI and the HTTP API, outside any flow run: its store writes are the tasks' .fn."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from spotshift.job_actions import plan_cancel
 from spotshift.models import JobStatus, JobUpdate
 from spotshift.stores import InvalidTransition
 from tasks import events
+from tasks.jobs import transition_job, update_job
+from tasks.workloads import record_workload
 
 log = logging.getLogger("spotshift.cancel")
 
@@ -63,7 +66,7 @@ def cancel_job(rt: Runtime, job_id: str, flow_runs, *, reason: str = "cancelled 
     cancelled_now = False
     if plan.close_job:  # before the instances go, so a still-running flow cannot launch another
         try:
-            rt.jobs.transition(job_id, JobStatus.CANCELLED, now=now, message=reason)
+            transition_job.fn(rt.jobs, job_id, JobStatus.CANCELLED, now, message=reason)
             cancelled_now = True
         except InvalidTransition as exc:
             if exc.current is not JobStatus.CANCELLED:  # it ended meanwhile: leave it as it ended
@@ -72,9 +75,9 @@ def cancel_job(rt: Runtime, job_id: str, flow_runs, *, reason: str = "cancelled 
     for instance_id in stopped:
         rt.backend.stop(instance_id, reason)
     for workload in plan.close_workloads:
-        rt.ledger.upsert_workload(workload)
+        record_workload.fn(rt.ledger, workload)
     cost = sum(w.cost_usd for w in rt.ledger.workloads(job_id))
-    closed = rt.jobs.update(job_id, JobUpdate(cost_usd=cost), now=now)
+    closed = update_job.fn(rt.jobs, job_id, JobUpdate(cost_usd=cost), now)
     if cancelled_now:
         events.job_cancelled(closed, message=reason, cost_usd=cost)
     log.info("Job %s cancelled: flow run %s, instances %s, workloads %s", job_id, plan.cancel_flow_run,

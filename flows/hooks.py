@@ -10,6 +10,7 @@ from flows.runtime import Runtime
 from spotshift.models import EndReason, JobStatus, JobUpdate
 from spotshift.stores import InvalidTransition
 from tasks import events
+from tasks.jobs import transition_job
 
 log = logging.getLogger("spotshift.hooks")
 
@@ -39,8 +40,8 @@ def _cleanup(status: JobStatus):
         stopped = terminate_job_instances(rt, job_id, f"flow run {state.name}")
         error = f"flow run {flow_run.name} {state.name}: {state.message or ''}"[:500]
         try:
-            job = rt.jobs.transition(job_id, status, now=rt.clock(), update=JobUpdate(error=error),
-                                     message=f"flow run {state.name}")
+            job = transition_job.fn(rt.jobs, job_id, status, rt.clock(), JobUpdate(error=error),
+                                    f"flow run {state.name}")
         except InvalidTransition:
             pass  # already terminal (and its event sent by whatever ended it)
         else:

@@ -12,6 +12,7 @@ from flows.steps import JobRun, finalize, job_run_of, watch_existing
 from spotshift.models import JobStatus, JobUpdate, MigrationReason, Offer
 from spotshift.monitoring import TrainerFailedPermanently
 from spotshift.policy.state import Move
+from tasks.jobs import update_job
 
 
 def running_job(rt: Runtime, job_id: str) -> JobRun | None:
@@ -24,7 +25,7 @@ def running_job(rt: Runtime, job_id: str) -> JobRun | None:
     if workload is None or not workload.open:
         return None
     flow_run_id = str(current_flow_run.id or "")
-    run = job_run_of(rt, rt.jobs.update(job_id, JobUpdate(flow_run_id=flow_run_id or None), now=rt.clock()),
+    run = job_run_of(rt, update_job(rt.jobs, job_id, JobUpdate(flow_run_id=flow_run_id or None), rt.clock()),
                      flow_run_id)
     watch_existing(run, workload)
     return run

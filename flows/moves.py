@@ -26,9 +26,11 @@ from spotshift.planning import offer_of_workload
 from spotshift.policy.state import Move, NoFeasiblePlacement
 from tasks import events
 from tasks.deployer import stop_instance
+from tasks.jobs import update_job
 from tasks.migration import (
     MigrationTimeout, record_migration_step, request_checkpoint, wait_for_checkpoint, wait_for_heartbeat,
 )
+from tasks.optimizer import record_plan
 from tasks.user_proxy import approve
 
 MAX_NEW_INSTANCES = 5
@@ -44,7 +46,7 @@ def first_step(rt: Runtime, run: JobRun, workload: Workload, after_step: int) ->
                                  poll_s=rt.poll_seconds, sleep=rt.sleep, clock=rt.clock,
                                  is_alive=lambda: rt.backend.state(workload.instance_id) not in LOST_STATES)
     measured = after_changeover(run.job.measured, workload.id, workload.started_at, seen)
-    run.job = rt.jobs.update(run.job.id, JobUpdate(measured=measured), now=rt.clock())
+    run.job = update_job(rt.jobs, run.job.id, JobUpdate(measured=measured), rt.clock())
     return seen
 
 
@@ -111,7 +113,7 @@ def move(rt: Runtime, run: JobRun, decision: Move) -> bool:
     # the old trainer exited after its checkpoint and its instance shuts itself down: its workload
     # ends now, so one workload is open at a time
     close_current(rt, run, EndReason.MIGRATED)
-    rt.ledger.record_plan(plan)
+    record_plan(rt.ledger, plan)
     try:
         new = launch(rt, run, plan)
         m = _step(rt, advance(m, MigrationState.LAUNCHED, at=rt.clock(), to_workload_id=new.id))
@@ -151,12 +153,12 @@ def _approve_move(rt: Runtime, run: JobRun, plan: Plan, decision: Move, now: dat
     policy = run.job.request.approval
     asking = JobUpdate(lease_until=now + timedelta(seconds=policy.timeout_s))  # paused: no lease refresh meanwhile
     verdict = approve(policy, move_request(plan, current, decision), now,
-                      on_ask=lambda: rt.jobs.update(run.job.id, asking, now=rt.clock()))
+                      on_ask=lambda: update_job(rt.jobs, run.job.id, asking, rt.clock()))
     if not verdict.approved:
         get_run_logger().info("Move to %s not made (%s: %s)", decision.target.zone, verdict.decided_by, verdict.comment)
         run.declined[decision.target.key] = now + DECLINED_MOVE_QUIET  # kept with the job: the next
-        run.job = rt.jobs.update(run.job.id, JobUpdate(declined_moves={  # move's run reads it back
-            k.text: until for k, until in run.declined.items() if until > now}), now=rt.clock())
+        run.job = update_job(rt.jobs, run.job.id, JobUpdate(declined_moves={  # move's run reads it back
+            k.text: until for k, until in run.declined.items() if until > now}), rt.clock())
         return False
     return True
 

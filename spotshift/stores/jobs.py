@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Protocol, runtime_checkable
 
 from pymongo import ASCENDING, ReturnDocument, UpdateOne
 from pymongo.collection import Collection
@@ -23,6 +23,22 @@ _TRANSITION_ATTEMPTS = 3
 def _predecessors(to: JobStatus) -> list[str]:
     """Every status from which the state machine allows a move to `to`."""
     return sorted(s.value for s, targets in ALLOWED_TRANSITIONS.items() if to in targets)
+
+
+@runtime_checkable
+class Jobs(Protocol):
+    """What flows, tasks and the CLI use of a job store (JobStore below is the one implementation:
+    MongoDB or the embedded store)."""
+
+    def get(self, job_id: str) -> Job: ...
+    def list(self, status: JobStatus | Iterable[JobStatus] | None = None) -> list[Job]: ...
+    def find_by_idempotency_key(self, key: str | None) -> Job | None: ...
+    def create(self, request: JobCreate, *, now: datetime, job_id: str | None = None) -> Job: ...
+    def transition(self, job_id: str, to: JobStatus, *, now: datetime, update: JobUpdate | None = None,
+                   message: str = "") -> Job: ...
+    def update(self, job_id: str, update: JobUpdate, *, now: datetime) -> Job: ...
+    def update_many(self, updates: Mapping[str, JobUpdate], *, now: datetime) -> int: ...
+    def append_event(self, job_id: str, event: JobEvent) -> None: ...
 
 
 class JobStore:

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime, timedelta
+from typing import Protocol, runtime_checkable
 
 from pymongo import ASCENDING
 
@@ -30,6 +31,17 @@ def observations_from_snapshot(snapshot: MarketSnapshot, known_zones: Iterable[s
     gone = [z for z in known_zones if z not in prices and any(z.startswith(r) for r in regions)]
     return ([ZoneObservation(zone=z, at=at, available=True, price=p) for z, p in sorted(prices.items())]
             + [ZoneObservation(zone=z, at=at, available=False) for z in sorted(gone)])
+
+
+@runtime_checkable
+class ZoneHistory(Protocol):
+    """What the flows use of the recorded zone observations (MarketHistoryStore below)."""
+
+    def record(self, observations: Iterable[ZoneObservation], source: str) -> int: ...
+    def zones(self) -> set[str]: ...
+    def observations(self, since: datetime | None = None) -> list[ZoneObservation]: ...
+    def outlook(self, regions: Sequence[str], now: datetime, lookback: timedelta = LOOKBACK,
+                settings: OutlookSettings = OutlookSettings()) -> SpotOutlook | None: ...
 
 
 class MarketHistoryStore:

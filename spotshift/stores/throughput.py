@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
+from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -71,6 +72,15 @@ def measured_rates(sizing: JobSizing, measurements: Iterable[Throughput]) -> dic
         if f.fits and f.precision == m.precision and f.gpus_used == m.gpus_used:
             out[m.instance_type] = measured_work_units_per_hour(sizing, m)
     return out
+
+
+@runtime_checkable
+class ThroughputRecords(Protocol):
+    """What the flows use of the measured training rates (ThroughputStore below)."""
+
+    def record(self, measured: Throughput) -> None: ...
+    def get(self, instance_type: str, model: str, method: str, precision: str) -> Throughput | None: ...
+    def for_model(self, model: str, method: str) -> list[Throughput]: ...
 
 
 class ThroughputStore:

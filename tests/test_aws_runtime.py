@@ -1,4 +1,4 @@
-"""Runtime.from_settings' EC2 wiring against the moto server: every allowed region, the account's
+"""blocks.runtime.runtime_from_settings' EC2 wiring against the moto server: every allowed region, the account's
 bucket by default, per-region images and network on each launch, the Pricing API through its
 own endpoint region and the Spot Advisor feed."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 
-from flows.runtime import _aws_market, _ec2_backend
+from blocks.runtime import _aws_market, _ec2_backend
 from spotshift.market.spot_advisor import fetch_url
 from spotshift.settings import Settings
 from tests.aws_helpers import moto_clients

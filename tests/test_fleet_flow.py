@@ -6,6 +6,7 @@ and reads an unchanged heartbeat as a 304; two passes finding the same preemptio
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -122,7 +123,7 @@ def test_a_fleet_pass_records_what_the_per_job_monitor_would(prefect_api, moto_e
         ImageId=MOTO_IMAGE_ID, InstanceType="g5.xlarge", MinCount=1, MaxCount=1, TagSpecifications=[
             {"ResourceType": "instance", "Tags": [{"Key": JOB_TAG, "Value": orphan_job}]}])["Instances"][0]["InstanceId"]
     recorder = DescribeCallRecorder(by_fleet.backend)
-    by_fleet.backend = recorder
+    by_fleet = replace(by_fleet, backend=recorder)  # a Runtime is frozen: the pass gets a derived one
     statuses: list[int] = []
     by_fleet.s3.meta.events.register("after-call.s3.GetObject",
                                      lambda http_response, **_: statuses.append(http_response.status_code))

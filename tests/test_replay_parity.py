@@ -125,7 +125,7 @@ def run_live(traces, w: Window, home: Path, endpoint: str, model: str):
     # spot notices at each new instant, before the trainers see it (the events poll() returns are
     # dropped: the monitor tells a lost instance by its trainer's checkpoint and its EC2 state)
     clock.on_advance.append(rt.backend.poll)
-    rt.s3 = SettlingS3(rt.s3, clock)  # a checkpoint request is honoured within its instant
+    rt = dataclasses.replace(rt, s3=SettlingS3(rt.s3, clock))  # a checkpoint request is honoured within its instant
     assert rt.bucket_region(BUCKET) == BUCKET_REGION
     request = JobCreate.model_validate(dict(
         name=f"parity-{w.name}", model=model, dataset="s3://parity-inputs/data.jsonl",

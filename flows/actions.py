@@ -22,12 +22,12 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run as current_flow_run
 
 from flows import hooks
-from flows.adoption import adopt
+from flows.adoption import adopt, reconcile
 from flows.moves import recover
 from flows.runtime import Runtime
-from flows.steps import JobRun, finalize, job_run_of, record_throughput, watch_existing
-from spotshift.fleet import MID_ACTION_STATUSES, Action
-from spotshift.models import EndReason, JobStatus, JobUpdate, Market, MigrationReason
+from flows.steps import JobRun, finalize, job_run_of, pending_plan, record_throughput, watch_existing
+from spotshift.fleet import ADOPTABLE_STATUSES, Action
+from spotshift.models import EndReason, JobStatus, JobUpdate, Market, MigrationReason, Plan
 from spotshift.monitoring import TrainerFailedPermanently, permanent_failure
 from spotshift.policy.state import NoFeasiblePlacement
 from spotshift.stores import JobNotFound
@@ -55,7 +55,11 @@ def job_action(job_id: str, workload_id: str, action: str, runtime: Runtime | No
     flow_run_id = str(current_flow_run.id or "")
     hooks.ACTIVE_RUNTIMES[flow_run_id] = rt
     try:
-        outcome = ACTIONS[kind](rt, job_id, workload_id, flow_run_id)
+        asked = pending_plan(rt, rt.jobs.get(job_id)) if kind is not Action.ADOPT else None
+        if asked is not None:  # the rerun of this run, suspended on a human's answer to its placement
+            outcome = resume_recovery(rt, job_id, asked, flow_run_id)
+        else:
+            outcome = ACTIONS[kind](rt, job_id, workload_id, flow_run_id)
     except TrainerFailedPermanently as exc:  # resumed nowhere: the job ends here, with the trainer's words
         get_run_logger().error("Job %s failed: %s", job_id, exc)
         run = job_run_of(rt, rt.jobs.get(job_id), flow_run_id)
@@ -172,13 +176,33 @@ def do_terminate_orphan(rt: Runtime, job_id: str, workload_id: str, flow_run_id:
     return f"stopped {', '.join(stopped)}" if stopped else "nothing to stop"
 
 
+def resume_recovery(rt: Runtime, job_id: str, asked: Plan, flow_run_id: str) -> str:
+    """Go on with a recovery whose placement waited for a human (the run was suspended and is run
+    again now that the answer is in): the same plan, asked about under the same key, gets the answer."""
+    job = update_job(rt.jobs, job_id, JobUpdate(flow_run_id=flow_run_id or None), rt.clock())
+    run = job_run_of(rt, job, flow_run_id)
+    in_flight = next((m for m in rt.ledger.migrations(job_id) if not m.state.terminal), None)
+    reason = in_flight.reason if in_flight is not None else MigrationReason.STALLED
+    end = EndReason.PREEMPTED if reason is MigrationReason.PREEMPTED else EndReason.STALLED
+    lost_at = in_flight.started_at if in_flight is not None else rt.clock()
+    if not recover(rt, run, reason, end, lost_at, resume=(in_flight, asked)):
+        raise _not_approved(run)
+    return f"recovered on {run.workload.zone} (plan {asked.id} approved)"
+
+
 def do_adopt(rt: Runtime, job_id: str, workload_id: str, flow_run_id: str) -> str:
     """Roll forward a job whose action run died between two states: reconcile its instances and
-    ledger rows, finish its migration, then leave it training (resuming elsewhere if none trains)."""
+    ledger rows, finish its migration, then leave it training (resuming elsewhere if none trains).
+    A job whose question to a human was never answered (its suspended run failed at its deadline)
+    is reconciled and cancelled: no answer means no."""
     job = rt.jobs.get(job_id)
-    if job.status not in MID_ACTION_STATUSES:
+    if job.status not in ADOPTABLE_STATUSES:
         return STALE
     run = job_run_of(rt, job, flow_run_id)
+    if job.status is JobStatus.AWAITING_APPROVAL:
+        reconcile(rt, run)
+        finalize(rt, run, JobStatus.CANCELLED, f"plan {job.pending_plan_id} not approved: no answer in time")
+        return "cancelled: no answer in time"
     if not adopt(rt, run):
         finalize(rt, run, JobStatus.CANCELLED, "plan not approved")
         return "cancelled: the new placement was not approved"

@@ -50,16 +50,24 @@ def first_step(rt: Runtime, run: JobRun, workload: Workload, after_step: int) ->
     return seen
 
 
-def recover(rt: Runtime, run: JobRun, reason: MigrationReason, end: EndReason, lost_at: datetime) -> bool:
+def recover(rt: Runtime, run: JobRun, reason: MigrationReason, end: EndReason, lost_at: datetime, *,
+            resume: tuple[Migration | None, Plan] | None = None) -> bool:
     """The instance is gone (taken back, stalled, failed): re-plan and resume from the last
     checkpoint elsewhere, until an instance trains again; the migration (begun `checkpointed`)
-    records the downtime. False = the new plan was not approved."""
-    old = end_workload(rt, run, end)
-    m = _step(rt, begin(run.job.id, old, reason, at=lost_at, state=MigrationState.CHECKPOINTED)) if old else None
+    records the downtime. False = the new plan was not approved. `resume`: the migration in flight
+    and the plan a human was asked about, when a suspended recovery is run again after the answer."""
+    if resume is None:
+        old = end_workload(rt, run, end)
+        m = _step(rt, begin(run.job.id, old, reason, at=lost_at, state=MigrationState.CHECKPOINTED)) if old else None
+        asked = None
+    else:
+        m, asked = resume
     for _ in range(MAX_NEW_INSTANCES):
-        transition(rt, run, JobStatus.PLANNING, f"{reason}: re-planning")
+        if asked is None:
+            transition(rt, run, JobStatus.PLANNING, f"{reason}: re-planning")
         step = checkpoint_step(rt, run)
-        new = place(rt, run, reason=end.value, running=False)  # running once its trainer reported
+        new = place(rt, run, reason=end.value, running=False, asked=asked)  # running once its trainer reported
+        asked = None
         if new is None:
             if m is not None:
                 _step(rt, advance(m, MigrationState.ROLLED_BACK, at=rt.clock()))

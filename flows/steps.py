@@ -166,18 +166,24 @@ def _decide_placement(rt: Runtime, run: JobRun) -> Plan:
         _idle(rt, run, decision)
 
 
-def place(rt: Runtime, run: JobRun, *, reason: str = "submitted", running: bool = True) -> Workload | None:
+def place(rt: Runtime, run: JobRun, *, reason: str = "submitted", running: bool = True,
+          asked: Plan | None = None) -> Workload | None:
     """scout -> optimizer -> approval -> deployer, taking the next offer on capacity errors.
     The job goes PLANNING -> (AWAITING_APPROVAL) -> PROVISIONING -> RUNNING; None = not approved.
     `reason`: why the job needs an instance (submitted, or how the last one ended), for the placed event.
     `running` False: the job stays PROVISIONING on the new workload (a recovery makes it RUNNING once
-    the new trainer reported its first step: until then the job is its action run's, not the fleet's)."""
+    the new trainer reported its first step: until then the job is its action run's, not the fleet's).
+    `asked`: the plan a human was asked about before this run (the rerun of a suspended run): it is
+    asked about again under the same key, which returns the answer given meanwhile."""
     logger = get_run_logger()
     last_error: CapacityUnavailable | None = None
     for _ in range(MAX_LAUNCH_ATTEMPTS):
-        plan = _decide_placement(rt, run)
-        decision = approve(run.job.request.approval, place_request(plan), rt.clock(), on_ask=lambda: transition(
-            rt, run, JobStatus.AWAITING_APPROVAL, f"plan {plan.id} waits for a human"))
+        plan, asked = asked or _decide_placement(rt, run), None
+        policy = run.job.request.approval
+        decision = approve(policy, place_request(plan), rt.clock(), key=f"approve-plan-{plan.id}",
+                           on_ask=lambda: transition(
+                               rt, run, JobStatus.AWAITING_APPROVAL, f"plan {plan.id} waits for a human",
+                               pending_plan_id=plan.id, lease_until=rt.clock() + timedelta(seconds=policy.timeout_s)))
         if not decision.approved:
             logger.warning("Plan %s not approved (%s: %s)", plan.id, decision.decided_by, decision.comment)
             return None
@@ -276,6 +282,13 @@ def on_demand_prices(rt: Runtime, workloads: list[Workload]) -> dict[str, float]
         if w.instance_type not in prices:
             prices[w.instance_type] = fallback_price(w.region, w.instance_type) or w.usd_per_hour
     return prices
+
+
+def pending_plan(rt: Runtime, job: Job) -> Plan | None:
+    """The plan a job awaiting approval waits on (None when it waits on none)."""
+    if job.status is not JobStatus.AWAITING_APPROVAL or not job.pending_plan_id:
+        return None
+    return next((p for p in rt.ledger.plans(job.id) if p.id == job.pending_plan_id), None)
 
 
 def watch_existing(run: JobRun, workload: Workload) -> None:

@@ -12,7 +12,7 @@ from prefect.runtime import flow_run as current_flow_run
 from flows import hooks
 from flows.runtime import Runtime
 from flows.adoption import adopt
-from flows.steps import JobRun, finalize, place, transition
+from flows.steps import JobRun, finalize, pending_plan, place, transition
 from spotshift.market.query import OfferQuery
 from spotshift.models import EndReason, JobCreate, JobStatus, MigrationReason
 from spotshift.monitoring import TrainerFailedPermanently
@@ -87,6 +87,8 @@ def _place_or_adopt(rt: Runtime, run: JobRun) -> None:
         transition(rt, run, JobStatus.PLANNING, "planning", flow_run_id=run.flow_run_id,
                    gpu_memory_gib=run.job.gpu_memory_gib, total_work=run.job.total_work, sizing=run.job.sizing)
         started = place(rt, run) is not None
+    elif (asked := pending_plan(rt, run.job)) is not None:  # the rerun of a run suspended on the question
+        started = place(rt, run, asked=asked) is not None
     else:
         started = adopt(rt, run)
     if not started:

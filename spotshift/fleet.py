@@ -54,6 +54,8 @@ ACTION_OF: dict[Finding, Action] = {
 
 # the statuses a job holds only while an action run works on it (a placement, a recovery, a move)
 MID_ACTION_STATUSES = frozenset({JobStatus.PLANNING, JobStatus.PROVISIONING, JobStatus.MIGRATING})
+# ... and while its run waits for a human's answer (suspended: its lease_until is the answer's deadline)
+ADOPTABLE_STATUSES = MID_ACTION_STATUSES | {JobStatus.AWAITING_APPROVAL}
 
 
 def action_key(job_id: str, workload_id: str, action: Action) -> str:
@@ -237,14 +239,15 @@ def find_orphans(instances: Iterable[InstanceInfo], open_workload_ids: set[str],
 
 
 def find_abandoned(jobs: Iterable[Job], *, now: datetime, lease: timedelta) -> list[JobFinding]:
-    """Jobs left between two states (placing, recovering, moving) whose action run has not touched
-    them within `lease` and holds no lease beyond now: the run died (SIGKILL, a lost worker). An
+    """Jobs left between two states (placing, recovering, moving, or waiting for an answer past its
+    deadline) whose action run has not touched them within `lease` and holds no lease beyond now:
+    the run died (SIGKILL, a lost worker, a suspended run whose answer never came). An
     adopting action rolls each forward; the key carries the job's last update, so that a second
     adoption after a first one that died too is started. A zero `lease` (no other process acts on
     these jobs: the controller in one process) takes every such job for abandoned."""
     out = []
     for job in jobs:
-        if job.status not in MID_ACTION_STATUSES:
+        if job.status not in ADOPTABLE_STATUSES:
             continue
         leased = job.lease_until is not None and now <= job.lease_until
         if lease > timedelta(0) and (leased or now - job.updated_at <= lease):

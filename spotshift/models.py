@@ -442,6 +442,8 @@ class Job(BaseModel):
     measured: JobMeasurements = Field(default_factory=JobMeasurements)
     lease_until: datetime | None = Field(default=None, description="the owning run is known busy until then "
                                          "(waiting for a human), however stale updated_at is")
+    pending_plan_id: str | None = Field(default=None, description="the plan a human is asked to approve (while "
+                                        "awaiting_approval): a suspended placement resumes with it")
     declined_moves: dict[str, datetime] = Field(default_factory=dict, description="offer (region/zone/type/market) "
                                                 "-> a declined move there is not proposed again before then")
     events: list[JobEvent] = Field(default_factory=list)
@@ -474,6 +476,7 @@ class JobUpdate(BaseModel):
     sizing: JobSizing | None = None
     measured: JobMeasurements | None = None
     lease_until: datetime | None = None
+    pending_plan_id: str | None = None
     declined_moves: dict[str, datetime] | None = None
 
     def changes(self) -> dict[str, Any]:

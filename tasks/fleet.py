@@ -16,7 +16,7 @@ from prefect.exceptions import MissingContextError
 from spotshift.aws.errors import SpotshiftAwsError
 from spotshift.aws.fleet_reads import list_tagged_instances, read_heartbeat
 from spotshift.fleet import (
-    MID_ACTION_STATUSES, FleetJudgment, FleetMark, HeartbeatRead, RunningJob, Thresholds, judge_fleet,
+    ADOPTABLE_STATUSES, FleetJudgment, FleetMark, HeartbeatRead, RunningJob, Thresholds, judge_fleet,
 )
 from spotshift.instances import InstanceInfo
 from spotshift.models import LIVE_STATUSES, Job, JobStatus, JobUpdate
@@ -73,7 +73,7 @@ def read_fleet_jobs(jobs: Any, ledger: Any) -> FleetJobs:
     running = [RunningJob(j, open_by_id[j.current_workload_id]) for j in live
                if j.status is JobStatus.RUNNING and j.current_workload_id in open_by_id]
     return FleetJobs(running, set(open_by_id), {j.id for j in live},
-                     [j for j in live if j.status in MID_ACTION_STATUSES])
+                     [j for j in live if j.status in ADOPTABLE_STATUSES])
 
 
 @task(name="read-heartbeats", cache_policy=NO_CACHE)

@@ -194,13 +194,18 @@ def test_a_job_left_between_two_states_past_its_lease_is_adopted_once_per_abando
             base.model_copy(update={"id": "job-fresh", "status": JobStatus.PLANNING, "updated_at": T0 - lease}),
             base.model_copy(update={"id": "job-held", "status": JobStatus.MIGRATING, "updated_at": stale,
                                     "lease_until": T0 + timedelta(seconds=1)}),
-            # running jobs are the pass's own; one waiting for a human or to start holds no action run
+            # running jobs are the pass's own; one waiting to start has no action run yet; one waiting
+            # for a human until its answer's deadline (lease_until) is left alone until then
             base.model_copy(update={"id": "job-running", "status": JobStatus.RUNNING, "updated_at": stale}),
-            base.model_copy(update={"id": "job-asking", "status": JobStatus.AWAITING_APPROVAL, "updated_at": stale}),
-            base.model_copy(update={"id": "job-pending", "status": JobStatus.PENDING, "updated_at": stale})]
+            base.model_copy(update={"id": "job-asking", "status": JobStatus.AWAITING_APPROVAL, "updated_at": stale,
+                                    "lease_until": T0 + timedelta(minutes=1)}),
+            base.model_copy(update={"id": "job-pending", "status": JobStatus.PENDING, "updated_at": stale}),
+            base.model_copy(update={"id": "job-unanswered", "status": JobStatus.AWAITING_APPROVAL,
+                                    "updated_at": stale, "lease_until": stale})]
     found = find_abandoned(jobs, now=T0, lease=lease)
     assert [(f.job_id, f.finding, f.action) for f in found] == [
-        ("job-moving", Finding.ABANDONED, Action.ADOPT), ("job-placing", Finding.ABANDONED, Action.ADOPT)]
+        ("job-moving", Finding.ABANDONED, Action.ADOPT), ("job-placing", Finding.ABANDONED, Action.ADOPT),
+        ("job-unanswered", Finding.ABANDONED, Action.ADOPT)]
     assert found[0].key == f"job-moving:wl-0:adopt:{stale.timestamp():.0f}" and found[1].workload_id == "none"
     # an adoption that died too is tried again: the job's next update gives the finding a new key
     later = jobs[0].model_copy(update={"updated_at": stale + timedelta(minutes=5)})
@@ -210,7 +215,7 @@ def test_a_job_left_between_two_states_past_its_lease_is_adopted_once_per_abando
     judgment = judge_fleet([], [], {}, {}, now=T0, listed_regions=[REGION], open_workload_ids=set(),
                            live_job_ids={j.id for j in jobs}, mid_action=jobs,
                            thresholds=Thresholds(stall_seconds=600, lease_seconds=lease.total_seconds()))
-    assert [f.job_id for f in judgment.actions] == ["job-moving", "job-placing"]
+    assert [f.job_id for f in judgment.actions] == ["job-moving", "job-placing", "job-unanswered"]
 
 
 def test_with_no_lease_every_job_between_two_states_is_abandoned():

@@ -39,7 +39,7 @@ $(STAMP): $(LOCK)
 
 test: $(STAMP)
 	$(VENV)/bin/lint-imports --no-cache
-	$(PY) -m pytest -n 2 --dist loadgroup -q $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadgroup -q --durations=30 $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(PY) -m deployments.cli demo

@@ -16,7 +16,7 @@ none did (every read answers 304). Memory: RSS/PSS of this process (the fleet pa
 the passes; the Prefect server's is printed apart (both designs need one).
 
 Baseline, measured in the same run (a per-job poll loop over the same fake): what one train-job
-process does per poll of its job (tasks/monitor.py: progress.json read in full, the job written,
+process did per poll of its job before the fleet controller (tasks/monitor.py watch_instance: progress.json read in full, the job written,
 DescribeInstances of its instance), for every job once; its calls and seconds per poll round, and
 its calls per minute at SPOTSHIFT_MONITOR_POLL_SECONDS. The old design's memory: PSS of one
 subprocess that imports flows.train_job plus torch and transformers (what the sizing's meta-device
@@ -207,7 +207,7 @@ def memory_mib(pid: int | str = "self") -> tuple[float, float]:
 
 
 def per_job_round(rt, fake: LatencyBoundAws, jobs: list, now: datetime) -> dict:
-    """Baseline: one poll of the old per-job monitor for every job (tasks/monitor.py's reads and
+    """Baseline: one poll of the old per-job monitor for every job (the retired watch_instance's reads and
     write: progress.json in full, the job's update, DescribeInstances of its instance)."""
     from spotshift.models import JobUpdate
     from training.contract import read_progress

@@ -9,7 +9,7 @@ from typing import Callable
 from bench.inflight_proc import KINDS, Usage
 
 FLOW, SERVER, MOTO, TRAINERS = KINDS
-# what one running job's monitor does per poll (tasks/monitor.py watch_instance), read from the code:
+# what one running job's monitor did per poll (tasks/monitor.py watch_instance, before the fleet controller), read from the code:
 # GET progress.json, one job-store write (step + lease), a progress artifact update on the Prefect API
 # when the step moved, and on EC2 two DescribeInstances (Ec2Backend.poll() for the job's started
 # instance, then state(); the local backend measured here makes one, its poll() is local)

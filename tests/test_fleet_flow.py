@@ -1,6 +1,5 @@
 """The fleet flow on the local backend (moto's EC2 and S3, the embedded stores): one pass per tick
-records the same step and rate the per-job monitor (tasks.monitor.watch_instance) records for a job
-with the same heartbeats; it finds a preempted job and an orphan, lists each region once per pass
+records each running job's step and rate from its heartbeats; it finds a preempted job and an orphan, lists each region once per pass
 and reads an unchanged heartbeat as a 304; two passes finding the same preemption start one action run."""
 
 from __future__ import annotations
@@ -22,9 +21,7 @@ from flows.runtime import Runtime
 from spotshift.aws.ec2 import JOB_TAG, WORKLOAD_TAG
 from spotshift.aws.local_backend import MOTO_IMAGE_ID, LocalBackend
 from spotshift.models import JobCreate, JobStatus, JobUpdate, Market, Workload
-from spotshift.monitoring import RateMeter
 from spotshift.settings import Settings
-from tasks.monitor import Watch, watch_instance
 from training.contract import Progress, TrainerState, write_progress
 
 pytestmark = [pytest.mark.xdist_group("prefect")]
@@ -103,21 +100,13 @@ def recover_stand_in(job_id: str, workload_id: str, action: str) -> None:
 RECOVER_BY_STAND_IN = {"recover": "fleet-test-recover/fleet-test"}
 
 
-@flow(name="per-job-monitor-once")
-def monitor_once(watch: Watch, rt: Runtime, job_id: str) -> None:
-    """One poll of today's per-job monitor (wall_budget_s=0: it returns after one look)."""
-    watch_instance(watch, s3=rt.s3, output=rt.jobs.get(job_id).paths(rt.settings.bucket).output, backend=rt.backend,
-                   jobs=rt.jobs, job_id=job_id, clock=rt.clock, sleep=lambda s: None, poll_seconds=1,
-                   stall_seconds=rt.settings.heartbeat_stall_seconds, wall_budget_s=0)
-
-
-def test_a_fleet_pass_records_what_the_per_job_monitor_would(prefect_api, moto_endpoint, s3, bucket, tmp_path):
+def test_a_fleet_pass_records_each_jobs_step_and_rate_and_finds_preemptions_and_orphans(prefect_api, moto_endpoint, s3, bucket, tmp_path):
     clock = Clock(T0)
-    by_fleet, by_monitor = runtime(tmp_path / "fleet", moto_endpoint, bucket, clock), \
-        runtime(tmp_path / "monitor", moto_endpoint, bucket, clock)
+    by_fleet, elsewhere = runtime(tmp_path / "fleet", moto_endpoint, bucket, clock), \
+        runtime(tmp_path / "elsewhere", moto_endpoint, bucket, clock)
     fleet_job, fleet_w = running_job(by_fleet, "us-west-2")
     gone_job, gone_w = running_job(by_fleet, "us-east-1", terminated=True)
-    monitored, monitored_w = running_job(by_monitor, "us-east-1")
+    other_store, _ = running_job(elsewhere, "us-east-1")  # a job of another store: its instance is an orphan here
     orphan_job = f"job-gone-{uuid.uuid4().hex[:8]}"
     orphan = client("ec2", moto_endpoint, "us-east-1").run_instances(
         ImageId=MOTO_IMAGE_ID, InstanceType="g5.xlarge", MinCount=1, MaxCount=1, TagSpecifications=[
@@ -128,32 +117,30 @@ def test_a_fleet_pass_records_what_the_per_job_monitor_would(prefect_api, moto_e
     by_fleet.s3.meta.events.register("after-call.s3.GetObject",
                                      lambda http_response, **_: statuses.append(http_response.status_code))
     deployment_id = recover_stand_in.to_deployment(name="fleet-test").apply()
-    watch = Watch(workload=monitored_w, meter=RateMeter(), last_sign_of_life=monitored_w.started_at)
 
     passes, reads = [], []
     for at, step in ((T0, 100), (T0 + timedelta(minutes=1), 160), (T0 + timedelta(seconds=90), None)):
         clock.now = at
-        if step is not None:  # the third tick brings no new heartbeat (and nothing for the monitor to see)
-            for rt, job, w in ((by_fleet, fleet_job, fleet_w), (by_monitor, monitored, monitored_w)):
-                heartbeat(rt, job, w, step, at)
-            monitor_once(watch, by_monitor, monitored.id)
+        if step is not None:  # the third tick brings no new heartbeat
+            heartbeat(by_fleet, fleet_job, fleet_w, step, at)
         before = len(statuses)
         actions = RECOVER_BY_STAND_IN if passes else None  # the first pass only reports (run_deployment: ~2 s)
         passes.append({r["job"]: r for r in fleet(runtime=by_fleet, action_deployments=actions)})
         reads.append(sorted(statuses[before:]))
 
     assert recorder.calls == {region: 3 for region in REGIONS}  # one DescribeInstances per region per pass
-    fleet_side, monitor_side = by_fleet.jobs.get(fleet_job.id), by_monitor.jobs.get(monitored.id)
-    assert fleet_side.step == monitor_side.step == 160
-    assert fleet_side.measured.steps_per_hour == monitor_side.measured.steps_per_hour == pytest.approx(3600.0)
-    assert fleet_side.measured.rate_instance_type == monitor_side.measured.rate_instance_type == "g5.xlarge"
+    # 60 steps in the minute between two training heartbeats: 3,600 steps an hour on g5.xlarge
+    fleet_side = by_fleet.jobs.get(fleet_job.id)
+    assert fleet_side.step == 160
+    assert fleet_side.measured.steps_per_hour == pytest.approx(3600.0)
+    assert fleet_side.measured.rate_instance_type == "g5.xlarge"
     assert fleet_side.measured.training_workload_id == fleet_w.id
     last = passes[-1]
     assert (last[fleet_job.id]["finding"], last[fleet_job.id]["action"]) == ("healthy", "none")
     assert (last[gone_job.id]["finding"], last[gone_job.id]["action"]) == ("preempted", "recover")
     assert last[gone_job.id]["key"] == f"{gone_job.id}:{gone_w.id}:recover"
     assert last[orphan_job]["instance"] == orphan and last[orphan_job]["action"] == "terminate_orphan"
-    assert last[monitored.id]["finding"] == "orphan"  # another store's job: to this fleet, no open workload owns it
+    assert last[other_store.id]["finding"] == "orphan"  # another store's job: to this fleet, no open workload owns it
     # progress.json of the fleet's two jobs (the preempted one never wrote one): read when it changed,
     # a 304 when it did not
     assert reads == [[200, 404], [200, 404], [304, 404]]

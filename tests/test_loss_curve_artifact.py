@@ -1,7 +1,7 @@
-"""The monitor's loss-curve artifact: metrics.jsonl written by the trainer's MetricsLog into the moto
-S3, the monitor task run against it, the artifact read back by key from the Prefect API: shown while
-the job trains, rewritten in place (one version per watch) when records are added, the whole curve
-once the trainer is done; a garbled or missing file leaves it as it was and does not stop the watch."""
+"""The loss-curve artifact: metrics.jsonl written by the trainer's MetricsLog into the moto S3,
+tasks.monitor.refresh_loss_curve run against it, the artifact read back by key from the Prefect API:
+shown while the job trains, rewritten in place (one version per job) when records are added, the
+whole curve when the job is finalized; a garbled or missing file leaves it as it was."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from blocks.stores import open_job_store
 from spotshift.aws.s3 import get_if_changed
 from spotshift.loss_curve import loss_curve_key
 from spotshift.models import JobCreate, Market, Workload
-from spotshift.monitoring import Verdict
 from spotshift.settings import Settings
 from training.contract import METRICS, JobPaths, MetricsRecord, Progress, TrainerState, write_progress
 from training.metrics import MetricsLog
@@ -23,17 +22,6 @@ from training.storage import S3Store
 pytestmark = pytest.mark.xdist_group("prefect")
 
 NOW = datetime(2026, 11, 28, 9, tzinfo=UTC)
-
-
-class InstanceKeepsRunning:
-    """The two compute-backend calls the monitor makes, for an instance that is neither taken back
-    nor stopped (the loss curve does not depend on the backend)."""
-
-    def poll(self) -> list:
-        return []
-
-    def state(self, instance_id: str) -> str:
-        return "running"
 
 
 @pytest.fixture
@@ -53,13 +41,12 @@ def heartbeat(s3, output: str, step: int, state: TrainerState = TrainerState.tra
                                         updated_at=NOW + timedelta(seconds=step)))
 
 
-def watch_once(watch, s3, output: str, jobs, job_id: str):
-    """One poll of the monitor task (a zero wall budget ends the watch as a re-scout after it)."""
-    from tasks.monitor import watch_instance
+def refresh(watch, s3, output: str, job_id: str, trained_to: int | None) -> None:
+    """What a flow does with the job's curve: re-render it when the heartbeat (`trained_to`) is past
+    the newest record shown; None reads it anyway (finalize, once the trainer is done)."""
+    from tasks.monitor import refresh_loss_curve
 
-    return watch_instance(watch, s3=s3, output=output, backend=InstanceKeepsRunning(), jobs=jobs, job_id=job_id,
-                          clock=lambda: NOW, sleep=lambda s: None, poll_seconds=1, stall_seconds=3600,
-                          wall_budget_s=0)
+    refresh_loss_curve(watch.loss_curve, s3=s3, output=output, job_id=job_id, trained_to=trained_to)
 
 
 def loss_curve_versions(job_id: str) -> list:
@@ -100,7 +87,7 @@ def test_the_artifact_follows_metrics_jsonl_while_it_trains_and_shows_the_whole_
     heartbeat(s3, output, 20)
     watch = new_watch(workload, job_id)
 
-    assert watch_once(watch, s3, output, jobs, job_id).rescout_due
+    refresh(watch, s3, output, job_id, 20)
     first = latest_loss_curve(job_id)
     assert shown(first) == [(10, "3.9000", "–"), (20, "3.8000", "4.5000")]
     assert f"### Loss: job `{job_id}`" in first and "eval loss **4.5000** at step 20" in first
@@ -109,13 +96,13 @@ def test_the_artifact_follows_metrics_jsonl_while_it_trains_and_shows_the_whole_
         metrics.add(MetricsRecord(step=step, loss=4.0 - step / 100, at=NOW))
     metrics.flush()
     heartbeat(s3, output, 40)
-    watch_once(watch, s3, output, jobs, job_id)
+    refresh(watch, s3, output, job_id, 40)
     assert [row[:2] for row in shown(latest_loss_curve(job_id))][-2:] == [(30, "3.7000"), (40, "3.6000")]
 
     metrics.add(MetricsRecord(step=100, loss=3.0, eval_loss=3.2, at=NOW))
     metrics.close()  # the trainer's last flush, before its last heartbeat
     heartbeat(s3, output, 100, TrainerState.done)
-    assert watch_once(watch, s3, output, jobs, job_id).verdict is Verdict.DONE
+    refresh(watch, s3, output, job_id, None)  # finalize: the whole curve
     final = latest_loss_curve(job_id)
     assert [row[0] for row in shown(final)] == [10, 20, 30, 40, 100] and shown(final)[-1] == (100, "3.0000", "3.2000")
     assert "step **100**" in final and "5 records" in final
@@ -130,20 +117,20 @@ def test_a_garbled_or_missing_metrics_file_leaves_the_artifact_and_the_watch_goe
     store = S3Store.from_uri(s3, output)
     heartbeat(s3, output, 5)
     watch = new_watch(workload, job_id)
-    assert watch_once(watch, s3, output, jobs, job_id).rescout_due  # no metrics.jsonl yet
+    refresh(watch, s3, output, job_id, 5)  # no metrics.jsonl yet
     assert loss_curve_versions(job_id) == []
 
     store.put_bytes(METRICS, MetricsRecord(step=10, loss=2.5, at=NOW).model_dump_json().encode() + b"\n")
     heartbeat(s3, output, 10)
-    watch_once(watch, s3, output, jobs, job_id)
+    refresh(watch, s3, output, job_id, 10)
     assert shown(latest_loss_curve(job_id)) == [(10, "2.5000")]
 
     store.put_bytes(METRICS, b'{"step": 20, "loss": "not a number"}\n\x00\xff garbage')
     heartbeat(s3, output, 20)
-    assert watch_once(watch, s3, output, jobs, job_id).rescout_due
+    refresh(watch, s3, output, job_id, 20)
     store.delete_keys([METRICS])
     heartbeat(s3, output, 30)
-    assert watch_once(watch, s3, output, jobs, job_id).rescout_due
+    refresh(watch, s3, output, job_id, 30)
     assert shown(latest_loss_curve(job_id)) == [(10, "2.5000")]
     assert len(loss_curve_versions(job_id)) == 1
 

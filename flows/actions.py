@@ -55,7 +55,7 @@ def job_action(job_id: str, workload_id: str, action: str, runtime: Runtime | No
     flow_run_id = str(current_flow_run.id or "")
     hooks.ACTIVE_RUNTIMES[flow_run_id] = rt
     try:
-        asked = pending_plan(rt, rt.jobs.get(job_id)) if kind is not Action.ADOPT else None
+        asked = pending_plan(rt, rt.jobs.get(job_id)) if kind in (Action.RECOVER, Action.RESTART) else None
         if asked is not None:  # the rerun of this run, suspended on a human's answer to its placement
             outcome = resume_recovery(rt, job_id, asked, flow_run_id)
         else:

@@ -6,7 +6,10 @@ runs, `continuous-scout` starting `migrate-job` runs (prefect.yaml)."""
 
 from __future__ import annotations
 
+import time
 from typing import Callable, Iterable
+
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
 from flows.continuous_scout import continuous_scout
 from flows.fleet import fleet
@@ -23,18 +26,24 @@ def run_until_ended(rt: Runtime, job_ids: Iterable[str], *, max_passes: int | No
     smoke's backend watches its script there)."""
     ids = list(job_ids)
     passes, waited = 0, 0.0
-    while max_passes is None or passes < max_passes:
-        if on_pass is not None:
-            on_pass()
-        fleet(runtime=rt, act_here=True, lease_seconds=0.0)
-        passes += 1
-        if all(rt.jobs.get(job_id).status.terminal for job_id in ids):
-            break
-        if rt.rescout_seconds is not None and waited >= rt.rescout_seconds:
-            continuous_scout(runtime=rt)
-            waited = 0.0
-        rt.sleep(rt.poll_seconds)
-        waited += rt.poll_seconds
+    # Prefect's flow-run heartbeats (a thread each run joins on exit: up to a second per pass) watch
+    # for runs whose process died; here that process is this one, and its own runs end with it
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        while max_passes is None or passes < max_passes:
+            began = time.monotonic()
+            if on_pass is not None:
+                on_pass()
+            fleet(runtime=rt, act_here=True, lease_seconds=0.0)
+            passes += 1
+            if all(rt.jobs.get(job_id).status.terminal for job_id in ids):
+                break
+            if rt.rescout_seconds is not None and waited >= rt.rescout_seconds:
+                continuous_scout(runtime=rt)
+                waited = 0.0
+            rt.sleep(rt.poll_seconds)
+            # the interval, or the wall time the pass took when longer (a lockstep clock's sleeps
+            # take no wall time: there every sleep is one interval)
+            waited += max(rt.poll_seconds, time.monotonic() - began)
     return passes
 
 

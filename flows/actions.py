@@ -68,8 +68,7 @@ def job_action(job_id: str, workload_id: str, action: str, runtime: Runtime | No
             watch_existing(run, current)  # its workload ends FAILED, not cancelled with the job
         finalize(rt, run, JobStatus.FAILED, "the trainer failed permanently", error=str(exc)[:500])
         raise
-    finally:
-        hooks.ACTIVE_RUNTIMES.pop(flow_run_id, None)
+    hooks.ACTIVE_RUNTIMES.pop(flow_run_id, None)  # on a failure the failure hook takes it (and ends the job)
     job = rt.jobs.get(job_id)
     get_run_logger().info("Job %s: %s -> %s (job %s)", job_id, kind.value, outcome, job.status.value)
     return {"job_id": job_id, "workload_id": workload_id, "action": kind.value, "outcome": outcome,

@@ -42,17 +42,22 @@ def start_actions(judgment: FleetJudgment, deployments: Mapping[str, str]) -> di
 
 def run_actions_here(judgment: FleetJudgment, runtime: Runtime) -> dict[str, str]:
     """Carry out every finding's action in this process, one `job-action` flow run after the other
-    (each its own run in the UI, under this pass); one that fails is logged and the pass goes on
-    (its failure hook has ended its job). Returns key -> the action's outcome."""
+    (each its own run in the UI, under this pass). One that fails has ended its job (its failure
+    hook); the others still run, then the first failure is raised to the caller, as a job run here
+    raised it before the controller (the smoke's own verdicts, a trainer failed for good). Returns
+    key -> the action's outcome."""
     from flows.actions import job_action
 
-    logger, done = get_run_logger(), {}
+    logger, done, failed = get_run_logger(), {}, []
     for f in judgment.actions:
         try:
             done[f.key] = job_action(f.job_id, f.workload_id, f.action.value, runtime=runtime)["outcome"]
         except Exception as exc:  # noqa: BLE001 - one job's failed action must not stop the others'
             logger.error("Job %s: %s failed: %s", f.job_id, f.action.value, exc)
             done[f.key] = f"failed: {exc.__class__.__name__}"
+            failed.append(exc)
+    if failed:
+        raise failed[0]
     return done
 
 

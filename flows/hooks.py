@@ -8,7 +8,7 @@ import logging
 
 from flows.runtime import Runtime
 from spotshift.models import EndReason, JobStatus, JobUpdate
-from spotshift.stores import InvalidTransition
+from spotshift.stores import InvalidTransition, JobNotFound
 from tasks import events
 from tasks.jobs import transition_job
 
@@ -34,15 +34,15 @@ def _cleanup(status: JobStatus):
     def hook(flow, flow_run, state) -> None:
         job_id = (flow_run.parameters or {}).get("job_id")
         rt = ACTIVE_RUNTIMES.pop(str(flow_run.id), None)
-        if not job_id:
-            return
+        if not job_id or (flow_run.parameters or {}).get("action") == "terminate_orphan":
+            return  # an orphan's instance failed to stop: its job (if any) is not this run's to end
         rt = rt or Runtime.from_settings()
         stopped = terminate_job_instances(rt, job_id, f"flow run {state.name}")
         error = f"flow run {flow_run.name} {state.name}: {state.message or ''}"[:500]
         try:
             job = transition_job.fn(rt.jobs, job_id, status, rt.clock(), JobUpdate(error=error),
                                     f"flow run {state.name}")
-        except InvalidTransition:
+        except (InvalidTransition, JobNotFound):
             pass  # already terminal (and its event sent by whatever ended it)
         else:
             events.job_ended(job, status, message=f"flow run {state.name}", error=error, flow_run_id=str(flow_run.id),

@@ -17,8 +17,8 @@ from spotshift.models import Job, JobMeasurements, JobStatus, Workload
 from spotshift.monitoring import RateMeter, Verdict, assess, measurements_after
 from training.contract import Progress, TrainerState
 
-# a fleet pass lists spotshift.instances.LISTED_STATES (one DescribeInstances filter); a
-# terminated instance is not listed, so a job's instance that is missing from its region's listing is gone
+# a fleet pass lists spotshift.instances.LISTED_STATES (one DescribeInstances filter), terminated ones
+# included: a job's instance missing from its region's listing is gone, or too new to be listed yet
 
 
 class Finding(str, Enum):
@@ -88,6 +88,7 @@ class FleetMark:
     progress: Progress | None = None  # the last heartbeat read
     last_beat: datetime | None = None  # its updated_at (the trainer's clock), to tell a new one
     meter: RateMeter = field(default_factory=RateMeter)
+    listed: bool = False  # a pass has seen its instance listed: missing from a listing now, it is gone
 
 
 @dataclass(frozen=True)
@@ -194,7 +195,10 @@ def judge_job(rj: RunningJob, instance: InstanceInfo | None, region_listed: bool
     verdict = assess(progress, instance_id=w.instance_id or "", now=now, last_sign_of_life=mark.last_sign_of_life,
                      stall_seconds=thresholds.stall_seconds,
                      first_heartbeat_seconds=thresholds.first_heartbeat_seconds)
-    young = (now - w.started_at).total_seconds() < thresholds.listing_grace_seconds
+    if instance is not None:
+        mark.listed = True
+    # a new instance may be missing from DescribeInstances for a while; one already seen listed is not
+    young = (now - w.started_at).total_seconds() < thresholds.listing_grace_seconds and not mark.listed
     presence_known = region_listed and w.instance_id is not None and not (instance is None and young)
     kind, detail = _finding(verdict, progress, instance, presence_known)
     return JobFinding(job_id=job.id, workload_id=w.id, instance_id=w.instance_id, finding=kind,

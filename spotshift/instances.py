@@ -18,7 +18,9 @@ RUNNING_STATES = frozenset({"pending", "running"})  # the instance may be traini
 NOT_GONE_STATES: tuple[str, ...] = ("pending", "running", "stopping", "stopped")  # it may come back
 GONE_STATES = frozenset({"shutting-down", "terminated"})  # it never comes back
 LOST_STATES = GONE_STATES | {"stopping", "stopped"}  # it no longer trains (a job on it needs another)
-LISTED_STATES: tuple[str, ...] = ("pending", "running", "stopping", "stopped", "shutting-down")  # a fleet pass lists these
+# a fleet pass lists these: a terminated instance stays listed for about an hour, so a job's instance
+# that ended is seen ended at once (only a launch too new for DescribeInstances may be missing)
+LISTED_STATES: tuple[str, ...] = ("pending", "running", "stopping", "stopped", "shutting-down", "terminated")
 # EC2's StateReason codes of a spot instance taken back (its workload was preempted, not failed)
 SPOT_INTERRUPTION_REASONS = frozenset({"Server.SpotInstanceTermination", "Server.SpotInstanceShutdown"})
 

@@ -109,6 +109,11 @@ def test_a_missing_instance_counts_only_where_its_region_was_listed_and_after_th
     assert unlisted.finding is Finding.HEALTHY
     [young] = running(started=T0 - timedelta(seconds=10))
     assert only(judge([young], [], {})).finding is Finding.HEALTHY  # DescribeInstances may not know it yet
+    # ... but once a pass has seen it listed, its absence from a later listing means it is gone
+    seen = judge([young], [alive(young)], {})
+    assert only(seen).finding is Finding.HEALTHY and seen.marks[young.job.id].listed
+    gone = judge([young], [], {}, marks=seen.marks, now=T0 + timedelta(seconds=5))
+    assert (only(gone).finding, only(gone).action) == (Finding.PREEMPTED, Action.RECOVER)
 
 
 def test_a_checkpointed_trainer_is_preempted():

@@ -42,14 +42,14 @@ def test_two_jobs_in_two_regions_and_an_orphan_are_found_with_one_describe_per_r
     west = launch(ec2["us-west-2"], f"job-b-{run}", f"wl-b-{run}")
     orphan = launch(ec2["us-west-2"], f"job-gone-{run}", f"wl-gone-{run}")
     stopped = launch(ec2["us-east-1"], f"job-a-{run}", f"wl-old-{run}")
-    ec2["us-east-1"].terminate_instances(InstanceIds=stopped)  # terminated: not listed
+    ec2["us-east-1"].terminate_instances(InstanceIds=stopped)  # terminated: listed as such, never an orphan
     counters = {r: DescribeCounter(c) for r, c in ec2.items()}
 
     seen = [i for r in REGIONS for i in list_tagged_instances(ec2[r])]
 
     assert {r: c.calls for r, c in counters.items()} == {r: 1 for r in REGIONS}
     mine = {i.instance_id: i for i in seen if run in (i.job_id or "")}
-    assert set(mine) == {*east, *west, *orphan}
+    assert set(mine) == {*east, *west, *orphan, *stopped} and mine[stopped[0]].state == "terminated"
     assert (mine[east[0]].region, mine[east[0]].job_id, mine[east[0]].workload_id) == \
         ("us-east-1", f"job-a-{run}", f"wl-a-{run}")
     assert mine[west[0]].region == "us-west-2" and mine[west[0]].state in ("pending", "running")

@@ -349,6 +349,7 @@ def test_a_checkpoint_the_trainer_refuses_fails_the_job_with_its_reason_and_laun
     being resumed on another instance."""
     from flows.controller import run_job
     from flows.train_job import summary
+    from spotshift.monitoring import TrainerFailedPermanently
     from training.contract import LATEST, CheckpointManifest, save_json
     from training.storage import S3Store
     from training.versions import minor_release, running_versions
@@ -361,7 +362,8 @@ def test_a_checkpoint_the_trainer_refuses_fails_the_job_with_its_reason_and_laun
         job = rt.jobs.create(request(rt, model_uri, max_steps=20, key="refused"), now=rt.clock())
         save_json(S3Store.from_uri(rt.s3, rt.paths(job).output), LATEST, CheckpointManifest(
             step=10, files=[], created_at=rt.clock(), versions=running.model_copy(update={"transformers": written})))
-        run_job(job.id, runtime=rt)  # the fleet finds the trainer failed for good: its finalize ends the job
+        with pytest.raises(TrainerFailedPermanently, match=f"written with transformers {written}"):
+            run_job(job.id, runtime=rt)  # the fleet finds the trainer failed for good: finalize ends the job
     finally:
         rt.backend.close()
 

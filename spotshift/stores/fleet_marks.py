@@ -45,7 +45,7 @@ def mark_doc(mark: FleetMark) -> dict[str, Any]:
     m = mark.meter
     return {"workload_id": mark.workload_id, "last_sign_of_life": _iso(mark.last_sign_of_life), "etag": mark.etag,
             "progress": mark.progress.model_dump(mode="json") if mark.progress is not None else None,
-            "last_beat": _iso(mark.last_beat),
+            "last_beat": _iso(mark.last_beat), "listed": mark.listed,
             "meter": {"first_step": m.first_step, "first_at": _iso(m.first_at), "last_step": m.last_step,
                       "last_at": _iso(m.last_at)}}
 
@@ -55,6 +55,6 @@ def mark_from_doc(doc: Mapping[str, Any]) -> FleetMark:
     return FleetMark(workload_id=doc["workload_id"], last_sign_of_life=_at(doc["last_sign_of_life"]),
                      etag=doc.get("etag"),
                      progress=Progress.model_validate(doc["progress"]) if doc.get("progress") else None,
-                     last_beat=_at(doc.get("last_beat")),
+                     last_beat=_at(doc.get("last_beat")), listed=bool(doc.get("listed", False)),
                      meter=RateMeter(first_step=meter.get("first_step"), first_at=_at(meter.get("first_at")),
                                      last_step=meter.get("last_step"), last_at=_at(meter.get("last_at"))))

@@ -69,10 +69,12 @@ def job_action(job_id: str, workload_id: str, action: str, runtime: Runtime | No
         finalize(rt, run, JobStatus.FAILED, "the trainer failed permanently", error=str(exc)[:500])
         raise
     hooks.ACTIVE_RUNTIMES.pop(flow_run_id, None)  # on a failure the failure hook takes it (and ends the job)
-    job = rt.jobs.get(job_id)
-    get_run_logger().info("Job %s: %s -> %s (job %s)", job_id, kind.value, outcome, job.status.value)
-    return {"job_id": job_id, "workload_id": workload_id, "action": kind.value, "outcome": outcome,
-            "status": job.status.value}
+    try:
+        status = rt.jobs.get(job_id).status.value
+    except JobNotFound:  # an orphan's instance may name a job no store has
+        status = "unknown"
+    get_run_logger().info("Job %s: %s -> %s (job %s)", job_id, kind.value, outcome, status)
+    return {"job_id": job_id, "workload_id": workload_id, "action": kind.value, "outcome": outcome, "status": status}
 
 
 def _running_on(rt: Runtime, job_id: str, workload_id: str, flow_run_id: str) -> JobRun | None:

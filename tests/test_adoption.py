@@ -80,8 +80,10 @@ def _alive(rt: Runtime, job_id: str) -> list:
 
 # (kind, point): the move's states as migrate-job runs it; the recovery's as the fleet pass runs it
 # (a recovery begins at "checkpointed": the instance is already gone, the last checkpoint is known)
+# (every non-final state is a crash point of the move; the recovery's run is also the fleet pass's:
+# its launched state kills the pass itself)
 CRASHES = [("move", "requested"), ("move", "checkpointed"), ("move", "launched"), ("move", "first_step_seen"),
-           ("move", "old_stopped"), ("recover", "launched"), ("recover", "first_step_seen")]
+           ("move", "old_stopped"), ("recover", "launched")]
 LOST_MINUTE = 12  # the recovery cases: us-east-1a is taken back ~25 steps in
 
 

@@ -43,6 +43,12 @@ def quota_clients(endpoint: str):
     return moto_clients(endpoint, stubs={"service-quotas": stubbed_quotas({})})
 
 
+def started_since(endpoint: str, before: list[dict]) -> set[str]:
+    """Instances alive now that were not alive `before` (other tests' leftovers in this moto region are
+    not the smoke's; a fleet pass of the smoke may even have stopped them as orphans)."""
+    return {i["InstanceId"] for i in alive(endpoint)} - {i["InstanceId"] for i in before}
+
+
 def alive(endpoint: str) -> list[dict]:
     """Every instance of the region that is not gone, spotshift's or not."""
     ec2 = moto_clients(endpoint)("ec2", REGION)
@@ -68,7 +74,7 @@ def test_the_smoke_passes_resumes_once_and_leaves_nothing_running(prefect_api, a
     from training.contract import JobPaths, read_latest, read_progress
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    runtimes = []
+    runtimes, before = [], alive(moto_endpoint)  # what other tests left in this moto region
     code, out = smoke(account, moto_endpoint, runtime_factory=lambda s: runtimes.append(Runtime.from_settings(s))
                       or runtimes[-1])
     runtimes[0].backend.close()
@@ -89,7 +95,7 @@ def test_the_smoke_passes_resumes_once_and_leaves_nothing_running(prefect_api, a
     first_checkpoint = rt.s3.list_objects_v2(Bucket=account.bucket, Prefix=paths.key("checkpoints/step-"))
     assert read_latest(rt.s3, paths.output).step >= progress.resumed_from_step
     assert first_checkpoint["KeyCount"] > 0
-    assert alive(moto_endpoint) == []  # nothing left running in the region
+    assert started_since(moto_endpoint, before) == set()  # nothing of the smoke's left running in the region
 
     cost_line = next(line for line in out.splitlines() if line.strip().startswith("cost "))
     cost = float(cost_line.split("$", 1)[1].split()[0])
@@ -147,6 +153,7 @@ def stand_in_trainer(settings: Settings, endpoint: str, code: str):
 
 def test_a_trainer_that_crashes_fails_the_smoke_at_its_checkpoint_step(prefect_api, account, moto_endpoint):
     factory, made = stand_in_trainer(account, moto_endpoint, "import sys; sys.exit(3)")
+    before = alive(moto_endpoint)  # what other tests left in this moto region
     code, out = smoke(account, moto_endpoint, runtime_factory=factory)
     made[0].backend.close()
     print(out)
@@ -155,7 +162,7 @@ def test_a_trainer_that_crashes_fails_the_smoke_at_its_checkpoint_step(prefect_a
     assert last.startswith("FAIL at step checkpoint:") and "ended before a checkpoint at step 10" in last, out
     assert "exit code 3" in last or "never reported" in last, last
     assert "instance 1 i-" in out and "instance 2" not in out  # the refused relaunch started no instance
-    assert alive(moto_endpoint) == []
+    assert started_since(moto_endpoint, before) == set()
     job = made[0].jobs.get(job_of(out))
     assert job.status is JobStatus.FAILED  # not left for the reaper to adopt
 
@@ -172,6 +179,7 @@ def test_ctrl_c_terminates_what_the_smoke_launched(prefect_api, account, moto_en
         made[-1] = replace(rt, sleep=sleep)
         return made[-1]
 
+    before = alive(moto_endpoint)  # what other tests left in this moto region
     code, out = smoke(account, moto_endpoint, runtime_factory=interrupting)
     print(out)
     rt = made[0]
@@ -180,7 +188,7 @@ def test_ctrl_c_terminates_what_the_smoke_launched(prefect_api, account, moto_en
         assert out.splitlines()[-1].startswith("FAIL at step checkpoint: interrupted (Ctrl-C)"), out
         job_id = job_of(out)
         (workload,) = rt.ledger.workloads(job_id)
-        assert alive(moto_endpoint) == []  # the instance that was running is terminated
+        assert started_since(moto_endpoint, before) == set()  # the instance that was running is terminated
         assert rt.backend.pid(workload.instance_id) is None  # and its trainer process is gone
         assert workload.ended_at is not None  # billed and closed
         assert rt.jobs.get(job_id).status is JobStatus.FAILED

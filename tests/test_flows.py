@@ -39,7 +39,7 @@ def runtime(tmp_path: Path, endpoint: str, timeline: DemoTimeline, **overrides) 
     start = datetime.now(UTC).replace(microsecond=0)
     clock = VirtualClock(start=start, speedup=SPEEDUP)
     market = demo_market(start, timeline)
-    options = dict(poll_seconds=0.3, rescout_seconds=2.0, min_step_seconds=0.15,  # 1 step = 9 market seconds
+    options = dict(poll_seconds=0.6, rescout_seconds=2.0, min_step_seconds=0.15,  # 1 step = 9 market seconds
                    on_demand_prices={"p3.2xlarge": 3.06},
                    # the model and dataset lie in the user's bucket: granted as `spotshift aws setup --data` would
                    settings={"heartbeat_stall_seconds": 90 * SPEEDUP, "data_prefixes": ["s3://flow-inputs/"]})

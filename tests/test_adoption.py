@@ -23,7 +23,7 @@ from tests.test_flows import DEADLINE, SPEEDUP, model_uri  # noqa: F401 - a shar
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("prefect"), pytest.mark.timeout(600)]
 
-MAX_STEPS = 60
+MAX_STEPS = 150  # margin: the move must start (a fresh process) well before the trainer ends
 MOVE_AFTER_STEP = 20  # the move starts once the first instance has trained this far (checkpoints every 10)
 
 # The action run's process: the job was placed (train-job) and trains; the process either moves it

@@ -25,7 +25,9 @@ from flows import hooks
 from flows.adoption import adopt, reconcile
 from flows.moves import recover
 from flows.runtime import Runtime
-from flows.steps import JobRun, finalize, job_run_of, pending_plan, record_throughput, watch_existing
+from flows.steps import (
+    JobRun, finalize, job_run_of, pending_plan, record_throughput, take_running, watch_existing,
+)
 from spotshift.fleet import ADOPTABLE_STATUSES, Action
 from spotshift.models import EndReason, JobStatus, JobUpdate, Market, MigrationReason, Plan
 from spotshift.monitoring import TrainerFailedPermanently, permanent_failure
@@ -77,21 +79,6 @@ def job_action(job_id: str, workload_id: str, action: str, runtime: Runtime | No
     return {"job_id": job_id, "workload_id": workload_id, "action": kind.value, "outcome": outcome, "status": status}
 
 
-def _running_on(rt: Runtime, job_id: str, workload_id: str, flow_run_id: str) -> JobRun | None:
-    """The job as a JobRun on `workload_id` when it still runs there (its open current workload),
-    owned by this flow run from now on; None when it moved on."""
-    job = rt.jobs.get(job_id)
-    if job.status is not JobStatus.RUNNING or job.current_workload_id != workload_id:
-        return None
-    workload = next((w for w in rt.ledger.workloads(job_id) if w.id == workload_id), None)
-    if workload is None or not workload.open:
-        return None
-    job = update_job(rt.jobs, job_id, JobUpdate(flow_run_id=flow_run_id or None), rt.clock())
-    run = job_run_of(rt, job, flow_run_id)
-    watch_existing(run, workload)
-    return run
-
-
 def _not_approved(run: JobRun) -> NoFeasiblePlacement:
     return NoFeasiblePlacement(run.job.id, "the new placement was not approved")
 
@@ -99,7 +86,7 @@ def _not_approved(run: JobRun) -> NoFeasiblePlacement:
 def do_recover(rt: Runtime, job_id: str, workload_id: str, flow_run_id: str) -> str:
     """The instance is gone or going (a spot interruption, an outside stop), or its trainer
     checkpointed on a notice and exited: resume from the last checkpoint elsewhere."""
-    run = _running_on(rt, job_id, workload_id, flow_run_id)
+    run = take_running(rt, job_id, flow_run_id, workload_id)
     if run is None:
         return STALE
     now = rt.clock()
@@ -116,7 +103,7 @@ def do_recover(rt: Runtime, job_id: str, workload_id: str, flow_run_id: str) -> 
 def do_restart(rt: Runtime, job_id: str, workload_id: str, flow_run_id: str) -> str:
     """The trainer stalled (no fresh heartbeat) or failed: stop its instance and resume from the last
     checkpoint on a new placement; a trainer that failed MAX_TRAINER_FAILURES times fails the job."""
-    run = _running_on(rt, job_id, workload_id, flow_run_id)
+    run = take_running(rt, job_id, flow_run_id, workload_id)
     if run is None:
         return STALE
     now = rt.clock()
@@ -142,7 +129,7 @@ def do_restart(rt: Runtime, job_id: str, workload_id: str, flow_run_id: str) -> 
 
 def do_finalize(rt: Runtime, job_id: str, workload_id: str, flow_run_id: str) -> str:
     """The trainer wrote the final model (SUCCEEDED) or failed for good (FAILED with its words)."""
-    run = _running_on(rt, job_id, workload_id, flow_run_id)
+    run = take_running(rt, job_id, flow_run_id, workload_id)
     if run is None:
         return STALE
     record_throughput(rt, run)

@@ -25,7 +25,7 @@ from tasks.aws_check import check_region_before_launch
 from tasks.deployer import start_instance, stop_instance, stop_job_instances
 from tasks.jobs import transition_job, update_job
 from tasks.measurements import record_market, record_rate, record_zone_lost
-from tasks.monitor import Watch, new_watch
+from tasks.monitor import Watch
 from tasks.optimizer import plan_placement
 from tasks.retention import expire_checkpoints
 from tasks.scout import scout
@@ -66,6 +66,23 @@ def job_run_of(rt: Runtime, job: Job, flow_run_id: str = "") -> JobRun:
     return JobRun(job=job, query=OfferQuery.for_job(job.request, job.sizing or job.gpu_memory_gib or 0.0),
                   paths=rt.paths(job), flow_run_id=flow_run_id,
                   declined={OfferKey.from_text(k): until for k, until in job.declined_moves.items()})
+
+
+def take_running(rt: Runtime, job_id: str, flow_run_id: str, workload_id: str | None = None) -> JobRun | None:
+    """The job as a JobRun on its open current workload (on `workload_id`, when given) while it is
+    RUNNING there, owned by this flow run from now on; None when it is not (it moved on)."""
+    job = rt.jobs.get(job_id)
+    if job.status is not JobStatus.RUNNING or not job.current_workload_id:
+        return None
+    if workload_id is not None and job.current_workload_id != workload_id:
+        return None
+    workload = next((w for w in rt.ledger.workloads(job_id) if w.id == job.current_workload_id), None)
+    if workload is None or not workload.open:
+        return None
+    run = job_run_of(rt, update_job(rt.jobs, job_id, JobUpdate(flow_run_id=flow_run_id or None), rt.clock()),
+                     flow_run_id)
+    watch_existing(run, workload)
+    return run
 
 
 def hold(rt: Runtime, run: JobRun, seconds: float) -> None:
@@ -136,7 +153,7 @@ def launch(rt: Runtime, run: JobRun, plan: Plan) -> Workload:
     rt.fault("after_launch")
     workload = record_instance(rt.ledger, pending, launched.instance_id)
     run.plan = plan
-    run.watch = new_watch(workload, run.job.id)
+    run.watch = Watch(workload)
     return workload
 
 
@@ -294,5 +311,4 @@ def pending_plan(rt: Runtime, job: Job) -> Plan | None:
 def watch_existing(run: JobRun, workload: Workload) -> None:
     """Make a workload another flow run started (a move, or the run this one adopts) the current one."""
     run.plan = None
-    run.watch = new_watch(workload, run.job.id)
-    run.watch.last_step = run.job.step
+    run.watch = Watch(workload)

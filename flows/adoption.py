@@ -79,5 +79,4 @@ def adopt(rt: Runtime, run: JobRun) -> bool:
     if run.job.status is JobStatus.RUNNING and run.job.current_workload_id != keep.id:
         run.job = update_job(rt.jobs, run.job.id, JobUpdate(current_workload_id=keep.id), rt.clock())
     watch_existing(run, keep)
-    run.watch.last_step = run.job.step
     return True

@@ -35,10 +35,9 @@ class LossCurve:
 
 @dataclass
 class Watch:
-    """The workload a flow run acts on, and the job's step when it took it."""
+    """The workload a flow run acts on, and the job's loss-curve artifact."""
 
     workload: Workload
-    last_step: int = 0
     loss_curve: LossCurve = field(default_factory=LossCurve)
 
 
@@ -47,10 +46,6 @@ def _logger():
         return get_run_logger()
     except MissingContextError:  # outside a flow or task run
         return logging.getLogger(__name__)
-
-
-def new_watch(workload: Workload, job_id: str) -> Watch:
-    return Watch(workload=workload)
 
 
 def refresh_loss_curve(curve: LossCurve, *, s3: Any, output: str, job_id: str, trained_to: int | None) -> None:

@@ -77,7 +77,7 @@ def shown(markdown: str) -> list[tuple]:
 
 def test_the_artifact_follows_metrics_jsonl_while_it_trains_and_shows_the_whole_curve_at_the_end(
         prefect_api, s3, job_run):
-    from tasks.monitor import new_watch
+    from tasks.monitor import Watch
 
     jobs, job_id, workload, output = job_run
     metrics = MetricsLog(S3Store.from_uri(s3, output), resumed_at_step=None)
@@ -85,7 +85,7 @@ def test_the_artifact_follows_metrics_jsonl_while_it_trains_and_shows_the_whole_
         metrics.add(MetricsRecord(step=step, loss=4.0 - step / 100, eval_loss=4.5 if step == 20 else None, at=NOW))
     metrics.flush()
     heartbeat(s3, output, 20)
-    watch = new_watch(workload, job_id)
+    watch = Watch(workload)
 
     refresh(watch, s3, output, job_id, 20)
     first = latest_loss_curve(job_id)
@@ -111,12 +111,12 @@ def test_the_artifact_follows_metrics_jsonl_while_it_trains_and_shows_the_whole_
 
 
 def test_a_garbled_or_missing_metrics_file_leaves_the_artifact_and_the_watch_goes_on(prefect_api, s3, job_run):
-    from tasks.monitor import new_watch
+    from tasks.monitor import Watch
 
     jobs, job_id, workload, output = job_run
     store = S3Store.from_uri(s3, output)
     heartbeat(s3, output, 5)
-    watch = new_watch(workload, job_id)
+    watch = Watch(workload)
     refresh(watch, s3, output, job_id, 5)  # no metrics.jsonl yet
     assert loss_curve_versions(job_id) == []
 

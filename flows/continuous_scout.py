@@ -69,16 +69,18 @@ def decide_all(jobs: list[RunningJob], snapshot: MarketSnapshot, now: datetime, 
 
 
 def start_move(job: RunningJob, move: Move, deployment: str) -> str:
-    """Start the move as a flow run of `deployment`, keyed job:workload:move (a second scout that
-    decides the same move gets the same run back); its id."""
+    """Start the move as a flow run of `deployment`, keyed by spotshift.fleet.move_key (a second
+    scout that decides the same move gets the same run back); its id."""
     from prefect.deployments import run_deployment
 
     from spotshift.fleet import move_key
 
+    target = move.target.key.text
     run = run_deployment(deployment, parameters={"job_id": job.job.id, "target": move.target.model_dump(mode="json"),
                                                  "reason": move.reason.value,
                                                  "expected_saving_usd": move.expected_saving_usd},
-                         idempotency_key=move_key(job.job.id, job.workload.id), timeout=0,
+                         idempotency_key=move_key(job.job.id, job.workload.id, target,
+                                                  job.job.declined_moves.get(target)), timeout=0,
                          as_subflow=False, flow_run_name=f"migrate-{job.job.id}")
     return str(run.id)
 
@@ -87,8 +89,9 @@ def start_move(job: RunningJob, move: Move, deployment: str) -> str:
 def continuous_scout(runtime: Runtime | None = None, migrate: bool = True,
                      migrate_deployment: str | None = None) -> dict:
     """Re-scout every running job once; returns {job_id: decision} as text. A move the policy
-    decides is made by a migrate-job run: started through `migrate_deployment` (its key: job,
-    workload, "move"), or run here when None."""
+    decides is made by a migrate-job run: started through `migrate_deployment` (its key:
+    spotshift.fleet.move_key; a move declined within its quiet time is not started), or run here
+    when None."""
     logger = get_run_logger()
     rt = runtime or Runtime.from_settings()
     now = rt.clock()
@@ -108,6 +111,11 @@ def continuous_scout(runtime: Runtime | None = None, migrate: bool = True,
         if migrate and isinstance(d, Move):
             logger.info("Job %s: move %s -> %s (%s)", j.job.id, j.workload.zone, d.target.zone, d.reason)
             if migrate_deployment:
+                declined_until = j.job.declined_moves.get(d.target.key.text)
+                if declined_until is not None and declined_until > now:
+                    logger.info("Job %s: the move to %s was declined; not asked again before %s", j.job.id,
+                                d.target.zone, declined_until)
+                    continue
                 start_move(j, d, migrate_deployment)
             else:
                 migrate_job(j.job.id, d.target, d.reason, d.expected_saving_usd, runtime=rt)

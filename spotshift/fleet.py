@@ -63,9 +63,13 @@ def action_key(job_id: str, workload_id: str, action: Action) -> str:
     return f"{job_id}:{workload_id}:{Action(action).value}"
 
 
-def move_key(job_id: str, workload_id: str) -> str:
-    """The idempotency key of a move continuous-scout decides (a migrate-job run): one per workload."""
-    return f"{job_id}:{workload_id}:move"
+def move_key(job_id: str, workload_id: str, target: str, declined_until: datetime | None) -> str:
+    """The idempotency key of a move continuous-scout decides (a migrate-job run): one per workload,
+    target offer (region/zone/type/market) and decline: scouts that decide the same move while its
+    run works or waits for a human get that run back; once a human declined it and its quiet time
+    is over (`declined_until`, kept with the job), the move may be asked for again."""
+    after = f":after-{declined_until.timestamp():.0f}" if declined_until is not None else ""
+    return f"{job_id}:{workload_id}:move:{target}{after}"
 
 
 @dataclass(frozen=True)

@@ -233,3 +233,17 @@ def test_with_no_lease_every_job_between_two_states_is_abandoned():
                                      "lease_until": T0 + timedelta(hours=1)})
     assert [f.job_id for f in find_abandoned([held], now=T0, lease=timedelta(0))] == [held.id]
     assert find_abandoned([held], now=T0, lease=timedelta(seconds=1)) == []
+
+
+def test_a_move_key_names_the_workload_the_target_and_the_last_decline():
+    from spotshift.fleet import move_key
+
+    first = move_key("job-1", "wl-2", "us-west-2/us-west-2a/p3.2xlarge/spot", None)
+    assert first == "job-1:wl-2:move:us-west-2/us-west-2a/p3.2xlarge/spot"
+    # the same move decided again while its run works or waits for a human: the same run
+    assert move_key("job-1", "wl-2", "us-west-2/us-west-2a/p3.2xlarge/spot", None) == first
+    # another target, another workload, or the same move after a decline's quiet time: a new run
+    declined = move_key("job-1", "wl-2", "us-west-2/us-west-2a/p3.2xlarge/spot", T0)
+    assert declined == f"{first}:after-{T0.timestamp():.0f}"
+    assert len({first, declined, move_key("job-1", "wl-2", "us-east-2/us-east-2a/p3.2xlarge/spot", None),
+                move_key("job-1", "wl-3", "us-west-2/us-west-2a/p3.2xlarge/spot", None)}) == 4
